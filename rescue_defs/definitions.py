@@ -1,0 +1,35 @@
+"""The one Definitions of the code location."""
+
+import dagster as dg
+from dagster_dbt import DbtCliResource, DbtProject
+from dagster_duckdb import DuckDBResource
+
+from rescue_defs.assets.dbt import build_dbt_models
+from rescue_defs.assets.raw import raw_sources
+from rescue_defs.jobs.pipeline import daily_pipeline_job, daily_pipeline_schedule
+from rescue_defs.project import configure_warehouse_env, dbt_project, is_bundled
+
+
+def build_definitions(project: DbtProject) -> dg.Definitions:
+    warehouse = configure_warehouse_env()
+    assets: list = [build_dbt_models(project)]
+    if is_bundled(project):
+        # the simulated shop systems only feed the bundled warehouse
+        assets.insert(0, raw_sources)
+    return dg.Definitions(
+        assets=assets,
+        jobs=[daily_pipeline_job],
+        schedules=[daily_pipeline_schedule],
+        resources={
+            "dbt": DbtCliResource(project_dir=project),
+            "warehouse": DuckDBResource(database=str(warehouse)),
+        },
+        # One dbt step does the work of a run; separate processes per step only add start-up
+        # time (4-7 s each here), so runs execute in one process.
+        executor=dg.in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(dbt_project())

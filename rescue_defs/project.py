@@ -1,0 +1,67 @@
+"""Owns the dbt project: the bundled shop warehouse by default, any dbt project via env vars.
+
+Environment:
+- RESCUE_DBT_PROJECT_DIR: dbt project to load (default: the bundled `dbt_project/`).
+- RESCUE_DBT_PROFILES_DIR: folder with profiles.yml (default: the project folder).
+- RESCUE_DBT_TARGET: dbt target (default: the profile's default target).
+- RESCUE_DUCKDB_PATH: the bundled warehouse's DuckDB file (default: `data/warehouse.duckdb` in
+  the repository). Always made absolute: dagster-dbt runs selections of more than 200 resources
+  in a temp copy of the project, where a relative path would silently write a copy.
+"""
+
+import functools
+import os
+from pathlib import Path
+
+from dagster_dbt import DbtProject
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+BUNDLED_PROJECT_DIR = REPO_DIR / "dbt_project"
+DEFAULT_DATA_DIR = REPO_DIR / "data"
+
+
+def warehouse_path() -> Path:
+    """The DuckDB file of the bundled warehouse, absolute, outside the dbt project folder."""
+    configured = os.environ.get("RESCUE_DUCKDB_PATH")
+    path = Path(configured) if configured else DEFAULT_DATA_DIR / "warehouse.duckdb"
+    return path.expanduser().resolve()
+
+
+def configure_warehouse_env() -> Path:
+    """Pin RESCUE_DUCKDB_PATH to an absolute path for every dbt process started from here."""
+    path = warehouse_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ["RESCUE_DUCKDB_PATH"] = str(path)
+    return path
+
+
+def is_bundled(project: DbtProject) -> bool:
+    return Path(project.project_dir).resolve() == BUNDLED_PROJECT_DIR
+
+
+@functools.cache
+def load_dbt_project(
+    project_dir: str | None = None, profiles_dir: str | None = None, target: str | None = None
+) -> DbtProject:
+    project_path = Path(project_dir).expanduser().resolve() if project_dir else BUNDLED_PROJECT_DIR
+    if not (project_path / "dbt_project.yml").exists():
+        raise FileNotFoundError(f"no dbt_project.yml in {project_path} (RESCUE_DBT_PROJECT_DIR)")
+    project = DbtProject(
+        project_dir=project_path,
+        profiles_dir=Path(profiles_dir).expanduser().resolve() if profiles_dir else project_path,
+        target=target,
+    )
+    # parses under `dagster dev` only (the profile needs the warehouse path); elsewhere the
+    # manifest must already exist
+    configure_warehouse_env()
+    project.prepare_if_dev()
+    return project
+
+
+def dbt_project() -> DbtProject:
+    """The DbtProject the environment points at."""
+    return load_dbt_project(
+        os.environ.get("RESCUE_DBT_PROJECT_DIR") or None,
+        os.environ.get("RESCUE_DBT_PROFILES_DIR") or None,
+        os.environ.get("RESCUE_DBT_TARGET") or None,
+    )

@@ -1,0 +1,57 @@
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_dbt import DbtProject
+
+from rescue_defs.definitions import build_definitions
+from rescue_defs.project import BUNDLED_PROJECT_DIR, load_dbt_project
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "manifests"
+
+
+def prepare(project_dir: Path, warehouse: Path) -> DbtProject:
+    """Parse a dbt project once (writes target/manifest.json), as `dagster dev` would."""
+    with pytest.MonkeyPatch.context() as env:
+        # profiles need a warehouse path to parse; tests then each set their own
+        env.setenv("RESCUE_DUCKDB_PATH", str(warehouse))
+        project = load_dbt_project(str(project_dir))
+        project.preparer.prepare(project)
+    return project
+
+
+@pytest.fixture(autouse=True)
+def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own DuckDB file, outside any dbt project folder."""
+    path = tmp_path / "warehouse" / "warehouse.duckdb"
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(path))
+    monkeypatch.delenv("RESCUE_DBT_PROJECT_DIR", raising=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shop_project(tmp_path_factory: pytest.TempPathFactory) -> DbtProject:
+    return prepare(BUNDLED_PROJECT_DIR, tmp_path_factory.mktemp("parse") / "parse.duckdb")
+
+
+@pytest.fixture
+def shop_defs(shop_project: DbtProject, warehouse: Path) -> dg.Definitions:
+    return build_definitions(shop_project)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def jaffle_project_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny jaffle-shop style project, parsed once."""
+    path = tmp_path_factory.mktemp("external") / "jaffle_shop"
+    shutil.copytree(FIXTURES / "jaffle_shop", path)
+    prepare(path, path.parent / "parse.duckdb")
+    return path
