@@ -1,0 +1,90 @@
+"""Expected rebuild time per model, from the durations Dagster recorded, with honest defaults."""
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from rescue_defs.planning.manifest import DbtManifest
+
+# Used only when a model has no history: what a model of that kind usually takes.
+DEFAULT_SECONDS = {"view": 2.0, "ephemeral": 0.0, "table": 20.0, "incremental": 30.0}
+DEFAULT_FULL_REFRESH_FACTOR = 10.0
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    heavy_seconds: float = 300.0
+    """A model is heavy when its expected rebuild takes longer (the playbook: "more than a few
+    minutes in its normal incremental run")."""
+    full_refresh_factor: float | None = None
+    """Full refresh vs incremental run; None: learned from history, else 10x."""
+    default_seconds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SECONDS))
+
+
+@dataclass(frozen=True)
+class History:
+    """Recent durations in seconds per model unique_id, split by how the model was built."""
+
+    incremental: Mapping[str, list[float]] = field(default_factory=dict)
+    full_refresh: Mapping[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    seconds: float
+    source: str
+    """Where the number comes from: history, history x factor, or a default."""
+    heavy: bool
+
+
+class CostModel:
+    def __init__(
+        self,
+        manifest: DbtManifest,
+        history: History | None = None,
+        settings: CostSettings | None = None,
+    ):
+        self.manifest = manifest
+        self.history = history or History()
+        self.settings = settings or CostSettings()
+        self.full_refresh_factor = (
+            self.settings.full_refresh_factor
+            if self.settings.full_refresh_factor is not None
+            else learn_full_refresh_factor(self.history)
+        )
+
+    def model(self, unique_id: str, full_refresh: bool = False) -> ModelCost:
+        node = self.manifest.models[unique_id]
+        materialized = node.get("config", {}).get("materialized", "table")
+        incremental = materialized == "incremental"
+        full = self.history.full_refresh.get(unique_id)
+        normal = self.history.incremental.get(unique_id)
+        if full_refresh and incremental and full:
+            seconds, source = statistics.median(full), "history (full refresh)"
+        elif normal:
+            seconds, source = statistics.median(normal), "history"
+            if full_refresh and incremental:
+                seconds *= self.full_refresh_factor
+                source = f"history x {self.full_refresh_factor:g} (full refresh)"
+        else:
+            seconds = self.settings.default_seconds.get(materialized, 20.0)
+            source = f"default for {materialized}"
+            if full_refresh and incremental:
+                seconds *= self.full_refresh_factor
+        return ModelCost(seconds, source, seconds >= self.settings.heavy_seconds)
+
+    def total(self, models: Iterable[str], full_refresh: frozenset[str] = frozenset()) -> float:
+        """Serial upper bound: dbt threads may overlap independent models."""
+        return sum(self.model(m, m in full_refresh).seconds for m in models)
+
+
+def learn_full_refresh_factor(history: History) -> float:
+    """Median ratio of full-refresh to incremental duration over models that have both."""
+    ratios = [
+        statistics.median(history.full_refresh[m]) / statistics.median(history.incremental[m])
+        for m in history.full_refresh.keys() & history.incremental.keys()
+        if history.full_refresh[m]
+        and history.incremental[m]
+        and statistics.median(history.incremental[m]) > 0
+    ]
+    return round(statistics.median(ratios), 2) if ratios else DEFAULT_FULL_REFRESH_FACTOR

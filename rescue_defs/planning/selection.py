@@ -1,0 +1,126 @@
+"""dbt selection strings resolved by dbt's own selector, with errors that name the culprit.
+
+dbt itself resolves a term that matches nothing to nothing and exits 0 ("Nothing to do"). A
+rescue must never do nothing silently, nor fall back to everything: every term of `select` and
+`exclude` must match, and something must be left.
+"""
+
+import functools
+from argparse import Namespace
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+from rescue_defs.planning.manifest import DbtManifest
+
+
+class SelectionError(ValueError):
+    """A selection that cannot be run: names the term at fault."""
+
+    def __init__(self, term: str, problem: str):
+        self.term = term
+        self.problem = problem
+        super().__init__(f"{term!r}: {problem}" if term else problem)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    select: str
+    exclude: str
+    models: frozenset[str]
+    """Selected model unique_ids (after exclude)."""
+    targets: frozenset[str]
+    """The models named by the terms themselves, before `+`/`@` widened them: the rescue's
+    target, with the rest upstream or downstream of it."""
+    terms: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Each select term and the models it matched (before exclude)."""
+
+
+@functools.cache
+def _ensure_dbt_flags() -> None:
+    from dbt.flags import get_flags, set_flags
+
+    if not hasattr(get_flags(), "INDIRECT_SELECTION"):
+        # the selector reads global flags that only dbt's CLI sets
+        set_flags(Namespace(INDIRECT_SELECTION="eager", WARN_ERROR=None, WARN_ERROR_OPTIONS=None))
+
+
+class Selector:
+    """dbt's NodeSelector over one manifest (built once; selections then take milliseconds)."""
+
+    def __init__(self, manifest: DbtManifest):
+        from dbt.graph.graph import Graph
+        from dbt.graph.selector import NodeSelector
+
+        _ensure_dbt_flags()
+        self.manifest = manifest
+        self._selector = NodeSelector(Graph(manifest.graph), manifest.dbt_manifest)
+        self._all_nodes = set(self._selector.graph.nodes())
+
+    def _parse(self, term: str):
+        from dbt.exceptions import DbtRuntimeError
+        from dbt.graph.cli import parse_union
+        from dbt.graph.selector_spec import SelectionCriteria
+
+        try:
+            union = parse_union([term], expect_exists=True)
+        except DbtRuntimeError as e:
+            raise SelectionError(term, _first_line(e)) from None
+        (intersection,) = union.components
+        for criteria in intersection.components:
+            assert isinstance(criteria, SelectionCriteria)
+            if not criteria.value:
+                raise SelectionError(term, f"the {criteria.method} selector has no value")
+        return intersection
+
+    def _match(self, term: str, named: bool = True) -> tuple[set[str], set[str]]:
+        """(all nodes the term selects, nodes its criteria match before graph operators)."""
+        spec = self._parse(term)
+        uses_paths = any(c.method == "path" for c in spec.components)
+        with self.manifest.project_root() if uses_paths else nullcontext():
+            selected, _ = self._selector.select_nodes(spec, warn_on_no_nodes=False)
+            direct: set[str] = set()
+            for criteria in spec.components if named else ():
+                direct |= self._selector.select_included(self._all_nodes, criteria)
+        return set(selected), direct
+
+    def models(self, select: str) -> set[str]:
+        """Just the models a selection resolves to (no target analysis)."""
+        chosen: set[str] = set()
+        for term in select.split():
+            chosen |= self._match(term, named=False)[0]
+        return chosen & set(self.manifest.models)
+
+    def resolve(self, select: str, exclude: str = "") -> Resolution:
+        terms = select.split()
+        if not terms:
+            raise SelectionError("", "the selection is empty: name at least one model or selector")
+        models = set(self.manifest.models)
+        matched: dict[str, frozenset[str]] = {}
+        targets: set[str] = set()
+        for term in terms:
+            selected, named = self._match(term)
+            if not selected & models:
+                raise SelectionError(term, "matches no model in the project")
+            matched[term] = frozenset(selected & models)
+            targets |= named & selected & models
+        chosen = set().union(*matched.values())
+        for term in exclude.split():
+            selected, _ = self._match(term, named=False)
+            if not selected:
+                raise SelectionError(term, "--exclude term matches nothing in the project")
+            chosen -= selected
+        if not chosen:
+            raise SelectionError(exclude, "--exclude removes every selected model")
+        return Resolution(
+            select=" ".join(terms),
+            exclude=" ".join(exclude.split()),
+            models=frozenset(chosen),
+            targets=frozenset(targets & chosen),
+            terms=matched,
+        )
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line for line in lines if line not in ("Runtime Error", "Compilation Error")]
+    return lines[0] if lines else type(error).__name__
