@@ -55,3 +55,43 @@ def jaffle_project_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(FIXTURES / "jaffle_shop", path)
     prepare(path, path.parent / "parse.duckdb")
     return path
+
+
+@pytest.fixture(scope="session")
+def shop_manifest(shop_project: DbtProject):
+    from rescue_defs.planning.manifest import DbtManifest
+
+    return DbtManifest.load(shop_project.manifest_path, shop_project.project_dir)
+
+
+@pytest.fixture(scope="session")
+def shop_planner(shop_manifest):
+    from rescue_defs.planning.plan import Planner
+
+    return Planner(shop_manifest)
+
+
+def shared_manifest_path(name: str) -> Path:
+    path = SHARED_MANIFESTS / f"{name}.manifest.json.gz"
+    assert path.exists(), f"shared manifest missing: {path} (CI clones shared/ beside the repo)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def gitlab_manifest(tmp_path_factory: pytest.TempPathFactory):
+    """GitLab's 2,332-model manifest, gunzipped into a temp dir."""
+    import gzip
+
+    from rescue_defs.planning.manifest import DbtManifest
+
+    target = tmp_path_factory.mktemp("gitlab") / "manifest.json"
+    with gzip.open(shared_manifest_path("gitlab-analytics-2332-models"), "rb") as src:
+        target.write_bytes(src.read())
+    return DbtManifest.load(target)
+
+
+@pytest.fixture(scope="session")
+def gitlab_planner(gitlab_manifest):
+    from rescue_defs.planning.plan import Planner
+
+    return Planner(gitlab_manifest)

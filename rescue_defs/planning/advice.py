@@ -90,6 +90,11 @@ def _upstream_columns(manifest: DbtManifest, node: Mapping[str, Any]) -> dict[st
         if parent_node:
             for column in parent_node.get("columns", {}):
                 found.setdefault(column.lower(), parent_node["name"])
+            # undocumented columns: a parent whose SQL produces the name has it
+            code = parent_node.get("raw_code") or ""
+            if not _elided(code):
+                for word in set(re.findall(r"[a-z_][a-z0-9_]*", code.lower())):
+                    found.setdefault(word, parent_node["name"])
     return found
 
 

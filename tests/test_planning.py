@@ -1,0 +1,185 @@
+"""Plans: stages, lineage groups, cost and the checklist, on the bundled and real manifests."""
+
+from datetime import UTC, datetime, timedelta
+
+import networkx as nx
+import pytest
+
+from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun
+from rescue_defs.planning.cost import CostModel, History, learn_full_refresh_factor
+from rescue_defs.planning.plan import Planner, PlanRequest, PlanSettings
+from rescue_defs.planning.selection import Selector
+from rescue_defs.planning.stages import StageRule, lineage_groups
+
+
+def names(manifest, ids) -> set[str]:
+    return {manifest.name(m) for m in ids}
+
+
+def status(plan, key: str) -> str:
+    return next(i.status for i in plan.checklist if i.key == key)
+
+
+def test_deep_selection_runs_upstream_then_target_then_downstream(shop_planner, shop_manifest):
+    plan = shop_planner.plan(PlanRequest("+int_orders_enriched+"))
+    assert [s.stage for s in plan.steps] == ["upstream", "target", "downstream"]
+    upstream, target, downstream = (set(s.models) for s in plan.steps)
+    assert names(shop_manifest, target) == {"int_orders_enriched"}
+    assert "stg_orders" in names(shop_manifest, upstream)
+    assert "mart_executive_daily" in names(shop_manifest, downstream)
+    assert plan.steps[1].after == (0,) and plan.steps[2].after == (1,)
+    # no stage reads from a later one
+    graph = shop_manifest.model_graph
+    stage_of = {m: s.index for s in plan.steps for m in s.models}
+    for parent, child in graph.subgraph(plan.models).edges:
+        assert stage_of[parent] <= stage_of[child]
+    assert "layered" in plan.stage_reason
+
+
+def test_shallow_selection_is_one_stage_and_the_rule_is_configurable(shop_manifest):
+    planner = Planner(shop_manifest)
+    plan = planner.plan(PlanRequest("fct_orders+1"))
+    assert [s.stage for s in plan.steps] == ["all"]
+    assert "shallow" in plan.stage_reason
+    eager = Planner(shop_manifest, PlanSettings(stages=StageRule(min_depth=2)))
+    assert [s.stage for s in eager.plan(PlanRequest("fct_orders+1")).steps] == [
+        "target",
+        "downstream",
+    ]
+    assert [s.stage for s in planner.plan(PlanRequest("+fct_orders+", layered=False)).steps] == [
+        "all"
+    ]
+
+
+def test_each_stage_selection_resolves_to_exactly_its_models(shop_planner, shop_manifest):
+    plan = shop_planner.plan(PlanRequest("int_orders_enriched+ +mart_marketing_attribution+"))
+    selector = Selector(shop_manifest)
+    for step in plan.steps:
+        assert selector.resolve(step.selection).models == set(step.models), step.selection
+    assert set().union(*(s.models for s in plan.steps)) == set(plan.models)
+
+
+def test_outage_of_fifty_staging_models_splits_into_bounded_lineage_groups(
+    gitlab_manifest, gitlab_planner
+):
+    manifest = gitlab_manifest
+    graph = manifest.model_graph
+    # GitLab's staging layer: models that read only from sources and feed other models
+    staging = sorted(
+        m for m in manifest.models if graph.in_degree(m) == 0 and graph.out_degree(m) > 0
+    )[::10][:60]
+    assert len(staging) == 60
+    affected = frozenset(staging).union(*(nx.descendants(graph, m) for m in staging))
+    groups = lineage_groups(manifest, affected, max_models=40)
+
+    owner = {}
+    for i, group in enumerate(groups):
+        assert 0 < len(group.models) <= 40
+        for m in group.models:
+            assert m not in owner, f"{m} is in two groups"
+            owner[m] = i
+    assert set(owner) == affected
+    # a group runs after every group that builds one of its parents
+    for parent, child in graph.subgraph(affected).edges:
+        if owner[parent] != owner[child]:
+            assert owner[parent] < owner[child]
+            assert owner[parent] in nx.ancestors(_group_dag(groups), owner[child])
+    # and each group's selection string is one dbt resolves to exactly that group
+    selector = gitlab_planner.selector
+    from rescue_defs.planning.stages import group_selection
+
+    for group in groups:
+        selection = group_selection(manifest, group.models)
+        assert selector.models(selection) == set(group.models), selection
+
+
+def _group_dag(groups) -> nx.DiGraph:
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(len(groups)))
+    dag.add_edges_from((a, i) for i, g in enumerate(groups) for a in g.after)
+    return dag
+
+
+def test_big_stage_becomes_bounded_runs_in_a_plan(gitlab_planner, gitlab_manifest):
+    plan = gitlab_planner.plan(PlanRequest("+dim_subscription+"))
+    assert {s.stage for s in plan.steps} == {"upstream", "target", "downstream"}
+    assert all(len(s.models) <= 40 for s in plan.steps)
+    assert sorted(m for s in plan.steps for m in s.models) == sorted(plan.models)
+    for step in plan.steps:
+        assert gitlab_planner.selector.models(step.selection) == set(step.models)
+
+
+def test_cost_comes_from_history_and_full_refresh_is_weighted(shop_manifest):
+    fct_orders = shop_manifest.by_name["fct_orders"][0]
+    fct_page_views = shop_manifest.by_name["fct_page_views"][0]
+    history = History(
+        incremental={fct_orders: [10, 12, 11], fct_page_views: [4, 4, 4]},
+        full_refresh={fct_page_views: [24, 24]},
+    )
+    assert learn_full_refresh_factor(history) == 6.0
+    costs = CostModel(shop_manifest, history)
+    assert costs.model(fct_orders).seconds == 11
+    assert costs.model(fct_orders, full_refresh=True).seconds == 66
+    assert costs.model(fct_page_views, full_refresh=True).seconds == 24
+    assert CostModel(shop_manifest).full_refresh_factor == 10.0
+    heavy = CostModel(shop_manifest, History(incremental={fct_orders: [400]}))
+    assert heavy.model(fct_orders).heavy and not heavy.model(fct_page_views).heavy
+
+
+def test_checklist_blocks_a_rescue_that_overlaps_a_running_pipeline(shop_planner, shop_manifest):
+    now = datetime(2026, 3, 4, 3, 0, tzinfo=UTC)
+    fct_orders = shop_manifest.by_name["fct_orders"][0]
+    env = Environment(
+        now=now,
+        known=True,
+        active_runs=(ActiveRun("a1b2c3d4e5", "STARTED", frozenset({fct_orders}), "daily"),),
+    )
+    plan = shop_planner.plan(PlanRequest("+fct_orders+"), env=env)
+    assert status(plan, "overlap") == "block"
+    assert "a1b2c3d4" in next(i.reason for i in plan.checklist if i.key == "overlap")
+    assert plan.blocks
+
+    quiet = shop_planner.plan(PlanRequest("+fct_orders+"), env=Environment(now=now, known=True))
+    assert status(quiet, "overlap") == "ok" and status(quiet, "queues") == "ok"
+
+    soon = Environment(
+        now=now,
+        known=True,
+        upcoming_runs=(
+            UpcomingRun(
+                "daily_pipeline_schedule", now + timedelta(minutes=2), frozenset({fct_orders})
+            ),
+        ),
+    )
+    plan = shop_planner.plan(PlanRequest("+fct_orders+"), env=soon)
+    assert status(plan, "overlap") == "warn" and status(plan, "queues") == "warn"
+
+
+def test_checklist_blocks_a_heavy_full_refresh_at_peak_hours(shop_manifest):
+    fct_orders = shop_manifest.by_name["fct_orders"][0]
+    planner = Planner(shop_manifest)
+    history = History(incremental={fct_orders: [60]})  # x10 full refresh: heavy
+    peak = Environment(now=datetime(2026, 3, 4, 10, 0, tzinfo=UTC), known=True)
+    night = Environment(now=datetime(2026, 3, 4, 2, 0, tzinfo=UTC), known=True)
+    request = PlanRequest("fct_orders", full_refresh=True)
+    assert status(planner.plan(request, history=history, env=peak), "heavy") == "block"
+    assert status(planner.plan(request, history=history, env=night), "heavy") == "warn"
+    assert (
+        status(planner.plan(PlanRequest("fct_orders"), history=history, env=peak), "heavy") == "ok"
+    )
+
+
+def test_checklist_warns_about_consumers_left_stale(shop_planner):
+    narrow = shop_planner.plan(PlanRequest("+fct_orders"))
+    assert status(narrow, "scope") == "warn"
+    assert "mart_customer_ltv" in next(i.reason for i in narrow.checklist if i.key == "scope")
+    assert status(shop_planner.plan(PlanRequest("+fct_orders+")), "scope") == "ok"
+
+
+def test_full_refresh_reaches_only_incremental_models_named_or_advised(shop_planner):
+    plan = shop_planner.plan(PlanRequest("fct_orders+ fct_page_views", full_refresh=True))
+    assert {plan.name(m) for m in plan.full_refresh} == {"fct_orders", "fct_page_views"}
+    only = shop_planner.plan(PlanRequest("fct_orders+", full_refresh=("fct_orders",)))
+    assert {plan.name(m) for m in only.full_refresh} == {"fct_orders"}
+    with pytest.raises(ValueError, match="not in the rescue"):
+        shop_planner.plan(PlanRequest("fct_orders", full_refresh=("fct_page_views",)))

@@ -1,0 +1,158 @@
+"""Selections resolve exactly as dbt resolves them, and bad ones are refused by name."""
+
+import gzip
+import json
+
+import pytest
+from dagster_dbt.utils import select_unique_ids
+from dbt.cli.main import dbtRunner
+
+from rescue_defs.planning.manifest import DbtManifest
+from rescue_defs.planning.selection import SelectionError, Selector
+from tests.conftest import shared_manifest_path
+
+SHOP_SELECTIONS = [
+    ("fct_orders", ""),
+    ("+fct_orders", ""),
+    ("fct_orders+", ""),
+    ("+int_orders_enriched+", ""),
+    ("2+fct_orders", ""),
+    ("int_orders_enriched+1", ""),
+    ("@int_sessions", ""),
+    ("tag:finance", ""),
+    ("tag:web+", ""),
+    ("path:models/marts", ""),
+    ("config.materialized:incremental", ""),
+    ("stg_orders+,path:models/marts", ""),
+    ("int_orders_enriched+ +mart_marketing_attribution+", "fct_orders+"),
+    ("source:raw.orders+", "tag:marts"),
+    ("path:models/intermediate tag:finance", "int_sessions int_customer_sessions"),
+]
+
+
+@pytest.fixture(scope="module")
+def dbt_ls(shop_project, tmp_path_factory):
+    """Real `dbt ls` on the bundled project (dbt's own runner, in-process)."""
+    runner = dbtRunner()
+    env = pytest.MonkeyPatch()
+    env.setenv("RESCUE_DUCKDB_PATH", str(tmp_path_factory.mktemp("ls") / "ls.duckdb"))
+
+    def ls(select: str, exclude: str) -> set[str]:
+        args = [
+            "ls",
+            "--resource-type",
+            "model",
+            "--output",
+            "json",
+            "--output-keys",
+            "unique_id",
+            "--quiet",
+            "--select",
+            select,
+            "--project-dir",
+            str(shop_project.project_dir),
+            "--profiles-dir",
+            str(shop_project.profiles_dir),
+        ]
+        if exclude:
+            args += ["--exclude", exclude]
+        result = runner.invoke(args)
+        assert result.success, result.exception
+        return {json.loads(line)["unique_id"] for line in result.result}
+
+    yield ls
+    env.undo()
+
+
+@pytest.mark.parametrize(("select", "exclude"), SHOP_SELECTIONS)
+def test_resolved_models_equal_dbt_ls(shop_manifest, dbt_ls, select, exclude):
+    resolved = Selector(shop_manifest).resolve(select, exclude).models
+    assert resolved == dbt_ls(select, exclude)
+    assert resolved
+
+
+def _selections_for(manifest: DbtManifest) -> list[tuple[str, str]]:
+    """A broad, deterministic set of selections drawn from the manifest itself."""
+    by_degree = sorted(
+        manifest.models,
+        key=lambda m: (-manifest.model_graph.in_degree(m) - manifest.model_graph.out_degree(m), m),
+    )
+    unique = [m for m in by_degree if len(manifest.by_name[manifest.name(m)]) == 1]
+    a, b, c = (manifest.name(m) for m in unique[:3])
+    tags = sorted({t for n in manifest.models.values() for t in n.get("tags", [])})
+    folder = sorted(
+        {"/".join(n["original_file_path"].split("/")[:2]) for n in manifest.models.values()}
+    )[0]
+    selections = [
+        (a, ""),
+        (f"+{a}", ""),
+        (f"{a}+", ""),
+        (f"+{b}+", ""),
+        (f"2+{a}", ""),
+        (f"{b}+1", ""),
+        (f"@{c}", ""),
+        (f"path:{folder}", ""),
+        ("config.materialized:incremental", ""),
+        (f"{a}+ +{b}+", f"{c}+"),
+        (f"+{a},config.materialized:table", ""),
+    ]
+    if tags:
+        selections += [(f"tag:{tags[0]}", ""), (f"tag:{tags[-1]}+", f"{a}")]
+    return selections
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gitlab-analytics-2332-models",
+        "dbt-cerebro-1276-models",
+        "tuva-737-models",
+        "mattermost-analytics-302-models",
+    ],
+)
+def test_resolved_models_equal_dbt_selector_on_real_manifests(name):
+    path = shared_manifest_path(name)
+    with gzip.open(path, "rt") as f:
+        raw = json.load(f)
+    manifest = DbtManifest(raw)
+    selector = Selector(manifest)
+    for select, exclude in _selections_for(manifest):
+        try:
+            ours = selector.resolve(select, exclude).models
+        except SelectionError:
+            ours = frozenset()
+        with manifest.project_root():  # path: selections glob the manifest's file layout
+            theirs = select_unique_ids(select, exclude, "", None, raw)
+        assert ours == {u for u in theirs if u in manifest.models}, (select, exclude)
+
+
+@pytest.mark.parametrize(
+    ("select", "exclude", "culprit", "problem"),
+    [
+        ("no_such_model", "", "no_such_model", "matches no model"),
+        ("fct_orders+ no_such_model+", "", "no_such_model+", "matches no model"),
+        ("tag:", "", "tag:", "has no value"),
+        ("+", "", "+", "has no value"),
+        ("", "", "", "empty"),
+        ("   ", "", "", "empty"),
+        ("fct_orders", "fct_orders", "fct_orders", "removes every selected model"),
+        ("fct_orders+", "fct_order", "fct_order", "matches nothing"),
+        ("nope:x", "", "nope:x", "not a valid method"),
+        ("@fct_orders+", "", "@fct_orders+", "incompatible"),
+        ("tag:no_such_tag", "", "tag:no_such_tag", "matches no model"),
+    ],
+)
+def test_bad_selections_raise_an_error_naming_the_culprit(
+    shop_manifest, select, exclude, culprit, problem
+):
+    with pytest.raises(SelectionError, match=problem) as raised:
+        Selector(shop_manifest).resolve(select, exclude)
+    assert raised.value.term == culprit
+
+
+def test_targets_are_the_models_the_terms_name(shop_manifest):
+    resolution = Selector(shop_manifest).resolve("+int_orders_enriched+ fct_sessions")
+    assert {shop_manifest.name(m) for m in resolution.targets} == {
+        "int_orders_enriched",
+        "fct_sessions",
+    }
