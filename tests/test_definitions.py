@@ -73,3 +73,18 @@ def test_external_project_loads_its_models_as_assets_and_builds(
     assert result.success
     assert failed_checks(result) == []
     assert query(warehouse, "select count(*) from main.customers") == [(4,)]
+
+
+def test_dagster_definitions_validate_passes(shop_project, warehouse):
+    import subprocess
+    import sys
+
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "rescue_defs.definitions"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
