@@ -7,19 +7,24 @@ from dagster_duckdb import DuckDBResource
 from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.raw import raw_sources
 from rescue_defs.jobs.pipeline import daily_pipeline_job, daily_pipeline_schedule
+from rescue_defs.jobs.rescue import build_rescue_job, build_rescue_step_job
 from rescue_defs.project import configure_warehouse_env, dbt_project, is_bundled
+from rescue_defs.sensors.rescue import build_rescue_sensor
 
 
 def build_definitions(project: DbtProject) -> dg.Definitions:
     warehouse = configure_warehouse_env()
-    assets: list = [build_dbt_models(project)]
+    dbt_models = build_dbt_models(project)
+    assets: list = [dbt_models]
     if is_bundled(project):
         # the simulated shop systems only feed the bundled warehouse
         assets.insert(0, raw_sources)
+    step_job = build_rescue_step_job(dbt_models)
     return dg.Definitions(
         assets=assets,
-        jobs=[daily_pipeline_job],
+        jobs=[daily_pipeline_job, step_job, build_rescue_job(project, [daily_pipeline_schedule])],
         schedules=[daily_pipeline_schedule],
+        sensors=[build_rescue_sensor(project, step_job)],
         resources={
             "dbt": DbtCliResource(project_dir=project),
             "warehouse": DuckDBResource(database=str(warehouse)),

@@ -53,3 +53,60 @@ def rows_differing(a: Path, b: Path, table: str) -> int:
             f"select count(*) from ((select * from a.{table} except all select * from b.{table})"
             f" union all (select * from b.{table} except all select * from a.{table}))"
         ).fetchone()[0]
+
+
+def dbt_commands(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The dbt command lines a run logged, as dagster-dbt prints them."""
+    import re
+
+    records = instance.all_logs(run_id)
+    return [
+        m.group(1)
+        for r in records
+        if (m := re.search(r"Running dbt command: `(.*)`", r.user_message or ""))
+    ]
+
+
+def evaluate_rescue_sensor(defs: dg.Definitions, instance: dg.DagsterInstance):
+    sensor = defs.resolve_sensor_def("rescue_sensor")
+    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+        result = sensor.evaluate_tick(context)
+    return result
+
+
+def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(request.job_name)
+    return job.execute_in_process(
+        instance=instance,
+        asset_selection=list(request.asset_selection),
+        tags=request.tags,
+        run_config=request.run_config,
+        raise_on_error=False,
+    )
+
+
+def drive_rescue(defs, instance, rescue_id: str, max_ticks: int = 12, on_request=None) -> dict:
+    """Tick the real rescue_sensor and run what it asks for, until the rescue stops."""
+    from rescue_defs import rescues
+
+    for _ in range(max_ticks):
+        result = evaluate_rescue_sensor(defs, instance)
+        for request in result.run_requests or []:
+            (on_request or execute_request)(defs, instance, request)
+        record = rescues.load(instance, rescue_id)
+        if record["status"] != rescues.ACTIVE:
+            return record
+    raise AssertionError(f"rescue {rescue_id} still active after {max_ticks} ticks")
+
+
+def start_rescue(defs, instance, **config) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def("rescue_job")
+    return job.execute_in_process(
+        instance=instance,
+        run_config={"ops": {"start_rescue": {"config": config}}},
+        raise_on_error=False,
+    )
+
+
+def rescue_id_of(result: dg.ExecuteInProcessResult) -> str:
+    return result.output_for_node("start_rescue")

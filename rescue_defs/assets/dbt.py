@@ -1,14 +1,21 @@
 """dbt models, seeds and snapshots as Dagster assets; dbt tests as asset checks."""
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from rescue_defs.planning.manifest import DbtManifest
+from rescue_defs.planning.selection import SelectionError, Selector
+from rescue_defs.planning.stages import group_selection
+
 # dbt exits 0 on a selection that matches nothing; a rescue must never silently do nothing
 WARN_ERROR_ARGS = ["--warn-error-options", '{"error": ["NoNodesForSelectionCriteria"]}']
+DBT_ASSETS_NAME = "dbt_models"
 
 
 class RescueDbtTranslator(DagsterDbtTranslator):
@@ -21,15 +28,135 @@ class RescueDbtTranslator(DagsterDbtTranslator):
         return super().get_group_name(dbt_resource_props)
 
 
+TRANSLATOR = RescueDbtTranslator()
+
+
+class DbtRunConfig(dg.Config):
+    """How to build the selected models (set by rescues; optional from the launchpad)."""
+
+    full_refresh: list[str] = []
+    """Models (names or unique_ids) to build with --full-refresh; the others build normally.
+    dbt applies --full-refresh to a whole invocation, so the run splits into invocations."""
+    select: str = ""
+    """Optional dbt selection; when set it must resolve to exactly the assets of this run, so a
+    config and an asset selection that disagree fail before dbt runs."""
+    reason: str = ""
+    """Why this run (audit trail; shown in the logs)."""
+
+
+@functools.cache
+def load_manifest(manifest_path: str, project_dir: str) -> DbtManifest:
+    return DbtManifest.load(manifest_path, project_dir)
+
+
+@functools.cache
+def selector_for(manifest_path: str, project_dir: str) -> Selector:
+    return Selector(load_manifest(manifest_path, project_dir))
+
+
+def model_asset_keys(manifest: DbtManifest) -> dict[str, dg.AssetKey]:
+    """unique_id -> asset key, as dagster-dbt names it (never rebuilt by hand)."""
+    return {uid: TRANSLATOR.get_asset_key(node) for uid, node in manifest.models.items()}
+
+
+def refresh_layers(
+    manifest: DbtManifest, models: frozenset[str], full_refresh: frozenset[str]
+) -> list[tuple[bool, list[str]]]:
+    """Consecutive dbt invocations, each all-full-refresh or all-normal, in dependency order:
+    a model goes in the first layer after every parent of another refresh kind."""
+    layer: dict[str, int] = {}
+    graph = manifest.model_graph
+    for m in manifest.topological(models):
+        kind = m in full_refresh
+        at = 0 if kind else 1  # full refreshes first where nothing forces otherwise
+        for p in graph.predecessors(m):
+            if p in layer:
+                same = (p in full_refresh) == kind
+                at = max(at, layer[p] if same else layer[p] + 1)
+        if (at % 2 == 0) != kind:
+            at += 1
+        layer[m] = at
+    out: list[tuple[bool, list[str]]] = []
+    for index in sorted(set(layer.values())):
+        members = [m for m in manifest.topological(models) if layer[m] == index]
+        out.append((index % 2 == 0, members))
+    return out
+
+
+def _split_events(events, checks: dict) -> Iterator:
+    """Model events pass through; test results are kept in `checks`, the last one per check.
+
+    Without `context`, dagster-dbt reports tests as evaluations where the step expects results;
+    and a test whose parents sit in two invocations runs in both, where only the later run (both
+    parents rebuilt) counts."""
+    for event in events:
+        if isinstance(event, dg.AssetCheckEvaluation):
+            checks[(event.asset_key, event.check_name)] = dg.AssetCheckResult(
+                asset_key=event.asset_key,
+                check_name=event.check_name,
+                passed=event.passed,
+                severity=event.severity,
+                metadata=event.metadata,
+            )
+        else:
+            yield event
+
+
 def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
+    manifest_path, project_dir = str(project.manifest_path), str(Path(project.project_dir))
+
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        dagster_dbt_translator=RescueDbtTranslator(),
-        name="dbt_models",
+        dagster_dbt_translator=TRANSLATOR,
+        name=DBT_ASSETS_NAME,
     )
-    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtRunConfig):
         """Builds the selected dbt models and runs their tests."""
-        yield from dbt.cli(["build", *WARN_ERROR_ARGS], context=context).stream()
+        manifest = load_manifest(manifest_path, project_dir)
+        by_key = {k: uid for uid, k in model_asset_keys(manifest).items()}
+        selected = frozenset(by_key[k] for k in context.selected_asset_keys if k in by_key)
+        if config.reason:
+            context.log.info(f"reason: {config.reason}")
+        if config.select:
+            try:
+                wanted = selector_for(manifest_path, project_dir).resolve(config.select).models
+            except SelectionError as e:
+                raise dg.Failure(f"config select: {e}") from None
+            if wanted != selected:
+                raise dg.Failure(
+                    f"config select {config.select!r} resolves to {len(wanted)} models but the "
+                    f"run selects {len(selected)}: launch with a matching asset selection "
+                    "(or leave select empty)"
+                )
+        full_refresh = set()
+        for name in config.full_refresh:
+            ids = [name] if name in manifest.models else manifest.by_name.get(name, [])
+            if not ids:
+                raise dg.Failure(f"full_refresh names unknown model {name!r}")
+            full_refresh.update(ids)
+        stray = full_refresh - selected
+        if stray:
+            raise dg.Failure(
+                "full_refresh names models this run does not build: "
+                + ", ".join(sorted(manifest.name(m) for m in stray))
+            )
+        if not full_refresh:
+            yield from dbt.cli(["build", *WARN_ERROR_ARGS], context=context).stream()
+            return
+        # dagster-dbt adds its own selection to every invocation made with `context`, so the
+        # split invocations pass their own exact selection (model names) and the manifest
+        checks: dict = {}
+        for refresh, models in refresh_layers(manifest, selected, frozenset(full_refresh)):
+            args = ["build", *(["--full-refresh"] if refresh else []), *WARN_ERROR_ARGS]
+            args += ["--select", group_selection(manifest, tuple(models))]
+            invocation = dbt.cli(
+                args, manifest=project.manifest_path, dagster_dbt_translator=TRANSLATOR
+            )
+            yield from _split_events(invocation.stream(), checks)
+        selected_checks = context.selected_asset_check_keys
+        for (key, name), result in checks.items():
+            if dg.AssetCheckKey(key, name) in selected_checks:
+                yield result
 
     return dbt_models

@@ -1,0 +1,99 @@
+"""Rescue jobs: the form that starts a rescue, and the job its stage runs are runs of."""
+
+import dagster as dg
+from dagster_dbt import DbtProject
+
+from rescue_defs import rescues
+from rescue_defs.assets.dbt import load_manifest, model_asset_keys, selector_for
+from rescue_defs.planning.plan import Planner, PlanRequest
+from rescue_defs.planning.selection import SelectionError
+
+
+def build_rescue_step_job(dbt_assets: dg.AssetsDefinition):
+    return dg.define_asset_job(
+        rescues.STEP_JOB,
+        selection=dg.AssetSelection.assets(dbt_assets),
+        description="One stage (or lineage group) of a rescue; launched by rescue_sensor with "
+        "the stage's models as the run's asset selection. Select dbt assets and materialize to "
+        "use it by hand.",
+        executor_def=dg.in_process_executor,
+    )
+
+
+class StartRescueConfig(dg.Config):
+    select: str
+    """dbt selection, e.g. `int_orders_enriched+ +mart_marketing_attribution+`."""
+    exclude: str = ""
+    full_refresh: bool | None = None
+    """Empty: as advised per model; true: every incremental model in scope; false: none."""
+    full_refresh_models: list[str] = []
+    """Exactly these models with --full-refresh (overrides full_refresh)."""
+    layered: bool | None = None
+    """Empty: by the stage rule; true/false forces upstream -> target -> downstream or one run."""
+    dry_run: bool = False
+    """Plan and record only; nothing is launched."""
+    reason: str = "manual"
+    force: bool = False
+    """Launch even when the pre-run checklist blocks (recorded in the rescue)."""
+
+
+def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
+    manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+
+    @dg.op(name="start_rescue")
+    def start_rescue(context: dg.OpExecutionContext, config: StartRescueConfig) -> dg.Output:
+        """Plans the rescue (dbt's selector, stages, groups, advice, checklist) and records it;
+        rescue_sensor then launches its runs in order. Bad input fails here, before any dbt."""
+        manifest = load_manifest(manifest_path, project_dir)
+        planner = Planner(manifest)
+        planner.selector = selector_for(manifest_path, project_dir)
+        full_refresh = (
+            tuple(config.full_refresh_models) if config.full_refresh_models else config.full_refresh
+        )
+        request = PlanRequest(
+            select=config.select,
+            exclude=config.exclude,
+            full_refresh=full_refresh,
+            layered=config.layered,
+            reason=config.reason or "manual",
+        )
+        keys = model_asset_keys(manifest)
+        try:
+            plan = rescues.plan_for(
+                planner,
+                context.instance,
+                request,
+                keys,
+                schedules=rescues.next_ticks(schedules, rescues.datetime.now(rescues.UTC)),
+            )
+            record = rescues.register(
+                context.instance, plan, force=config.force, dry_run=config.dry_run
+            )
+        except (SelectionError, rescues.RescueError) as e:
+            raise dg.Failure(description=str(e)) from None
+        context.log.info(
+            f"rescue {record['id']}: {len(plan.models)} models in "
+            f"{len(plan.steps)} run(s); {record['status']}"
+        )
+        return dg.Output(
+            record["id"],
+            metadata={
+                "rescue_id": record["id"],
+                "plan": dg.MetadataValue.md(record["plan_markdown"]),
+                "runs": len(plan.steps),
+                "models": len(plan.models),
+            },
+        )
+
+    @dg.job(
+        name="rescue_job",
+        description="Start a rescue: fill `select` (and optionally exclude, full_refresh, "
+        "layered, dry_run, reason) in the launchpad. The plan shows in this run's logs; the "
+        "stage runs follow, tagged rescue/id.",
+        tags={"rescue/kind": "start"},
+        executor_def=dg.in_process_executor,
+    )
+    def rescue_job():
+        start_rescue()
+
+    return rescue_job

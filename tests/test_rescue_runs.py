@@ -1,0 +1,237 @@
+"""Rescues as Dagster runs: ordered stages, stop on failure, full refresh where meant, resume
+after a kill, a contention guard, and bad input refused before dbt runs."""
+
+import threading
+import time
+
+import dagster as dg
+import duckdb
+import psutil
+import pytest
+from dagster._core.test_utils import create_run_for_test
+
+from rescue_defs import rescues
+from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from tests.helpers import (
+    dbt_commands,
+    drive_rescue,
+    evaluate_rescue_sensor,
+    execute_request,
+    materialize_all,
+    query,
+    raw_config,
+    rescue_id_of,
+    rows_differing,
+    start_rescue,
+)
+
+
+@pytest.fixture
+def built(shop_defs, instance, warehouse):
+    """The bundled warehouse loaded and built once, as after a night of the daily pipeline."""
+    assert materialize_all(shop_defs, instance, raw_config("2026-01-12")).success
+    return shop_defs
+
+
+def rescue_runs(instance, rescue_id):
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
+    return sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).start_time)
+
+
+def test_three_stage_rescue_runs_each_stage_after_the_previous_succeeded(built, instance):
+    started = start_rescue(
+        built, instance, select="+int_orders_enriched+", layered=True, reason="test"
+    )
+    assert started.success
+    rescue_id = rescue_id_of(started)
+    plan = started.get_step_success_events()  # the plan is the start run's output metadata
+    assert plan
+
+    record = drive_rescue(built, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED
+    runs = rescue_runs(instance, rescue_id)
+    assert [r.tags[rescues.TAG_STAGE] for r in runs] == ["upstream", "target", "downstream"]
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert {r.tags[rescues.TAG_REASON] for r in runs} == {"test"}
+    times = [instance.get_run_record_by_id(r.run_id) for r in runs]
+    for before, after in zip(times, times[1:], strict=False):
+        assert before.end_time <= after.start_time
+    planned = {m for s in record["steps"] for m in s["models"]}
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    assert rescues.materialized(instance, (r.run_id for r in runs)) == {keys[m] for m in planned}
+
+
+def _manifest_args(defs):
+    dbt = defs.resources["dbt"]
+    project = dbt.project_dir if isinstance(dbt.project_dir, str) else dbt.project_dir
+    from rescue_defs.project import load_dbt_project
+
+    p = load_dbt_project(str(project))
+    return str(p.manifest_path), str(p.project_dir)
+
+
+def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):
+    # a duplicated customer makes stg_customers' unique test (blocking) fail in stage one
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("insert into raw.customers select * from raw.customers limit 1")
+    rescue_id = rescue_id_of(start_rescue(built, instance, select="+dim_customers+", layered=True))
+    record = drive_rescue(built, instance, rescue_id)
+    assert record["status"] == rescues.FAILED
+    assert "run 1 (upstream) failure" in record["message"]
+    runs = rescue_runs(instance, rescue_id)
+    assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.FAILURE
+    # later ticks launch nothing
+    assert not evaluate_rescue_sensor(built, instance).run_requests
+
+
+def test_full_refresh_reaches_only_the_models_meant(built, instance):
+    rescue_id = rescue_id_of(
+        start_rescue(
+            built,
+            instance,
+            select="int_orders_enriched+",
+            layered=False,
+            full_refresh_models=["fct_orders"],
+        )
+    )
+    assert drive_rescue(built, instance, rescue_id)["status"] == rescues.SUCCEEDED
+    (run,) = rescue_runs(instance, rescue_id)
+    commands = dbt_commands(instance, run.run_id)
+    refreshed = [c for c in commands if "--full-refresh" in c]
+    assert len(refreshed) == 1 and refreshed[0].endswith("--select fct_orders")
+    assert len(commands) >= 2
+    assert all("fct_orders " not in c + " " for c in commands if c not in refreshed)
+
+
+def test_killed_rescue_resumes_with_only_what_is_missing_and_equals_a_clean_run(
+    built, instance, warehouse, tmp_path, monkeypatch
+):
+    # the oracle: the same rescue, uninterrupted, on a copy of the warehouse
+    clean = tmp_path / "clean.duckdb"
+    clean.write_bytes(warehouse.read_bytes())
+
+    rescue_id = rescue_id_of(
+        start_rescue(built, instance, select="+int_orders_enriched+", layered=False)
+    )
+    killed = {}
+
+    def kill_dbt_midway(defs, inst, request):
+        worker = threading.Thread(target=execute_request, args=(defs, inst, request))
+        worker.start()
+        deadline = time.monotonic() + 120
+        while worker.is_alive() and time.monotonic() < deadline and not killed:
+            runs = inst.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
+            done = rescues.materialized(inst, (r.run_id for r in runs))
+            if len(done) >= 4:
+                for proc in psutil.Process().children(recursive=True):
+                    if "build" in proc.cmdline() and any("dbt" in a for a in proc.cmdline()):
+                        proc.kill()
+                        killed["after"] = len(done)
+            time.sleep(0.05)
+        worker.join()
+
+    record = drive_rescue(built, instance, rescue_id, max_ticks=3, on_request=kill_dbt_midway)
+    assert killed, "dbt was not caught mid-run"
+    assert record["status"] == rescues.FAILED
+    (first,) = rescue_runs(instance, rescue_id)
+    built_before_kill = rescues.materialized(instance, [first.run_id])
+    planned = set(record["steps"][0]["models"])
+    assert 0 < len(built_before_kill) < len(planned)
+
+    resumed = rescues.resume(
+        instance, rescue_id, model_asset_keys(load_manifest(*_manifest_args(built)))
+    )
+    assert len(resumed["steps"][0]["remaining"]) == len(planned) - len(built_before_kill)
+    assert drive_rescue(built, instance, rescue_id)["status"] == rescues.SUCCEEDED
+
+    runs = rescue_runs(instance, rescue_id)
+    assert runs[-1].tags[rescues.TAG_REASON] == "resume"
+    # every planned model materialized exactly once across the rescue's runs
+    counts: dict[dg.AssetKey, int] = {}
+    for run in runs:
+        for record_ in instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records:
+            key = record_.event_log_entry.dagster_event.asset_key
+            counts[key] = counts.get(key, 0) + 1
+    assert set(counts.values()) == {1} and len(counts) == len(planned)
+
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(clean))
+    from dagster_dbt import DbtCliResource
+
+    dbt = DbtCliResource(project_dir=_manifest_args(built)[1])
+    assert dbt.cli(["build", "--select", "+int_orders_enriched+"]).is_successful()
+    for table in query(
+        warehouse,
+        "select table_name from information_schema.tables "
+        "where table_schema = 'analytics' and table_type = 'BASE TABLE'",
+    ):
+        assert rows_differing(warehouse, clean, f"analytics.{table[0]}") == 0, table
+
+
+def test_a_rescue_waits_for_a_run_writing_its_models_and_not_for_a_disjoint_one(built, instance):
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    manifest = load_manifest(*_manifest_args(built))
+    page_views = keys[manifest.by_name["fct_page_views"][0]]
+    disjoint = create_run_for_test(
+        instance,
+        job_name="__ASSET_JOB",
+        status=dg.DagsterRunStatus.STARTED,
+        asset_selection=frozenset({page_views}),
+    )
+    scheduled = create_run_for_test(
+        instance, job_name="daily_pipeline_job", status=dg.DagsterRunStatus.STARTED
+    )
+    rescue_id = rescue_id_of(
+        start_rescue(built, instance, select="+fct_orders", layered=False, force=True)
+    )
+    record = rescues.load(instance, rescue_id)
+    assert record["forced"]  # the checklist blocked on the overlap; force was recorded
+
+    waiting = evaluate_rescue_sensor(built, instance)
+    assert not waiting.run_requests
+    assert scheduled.run_id[:8] in waiting.skip_message
+    assert disjoint.run_id[:8] not in waiting.skip_message
+    assert "daily_pipeline_job" in rescues.load(instance, rescue_id)["message"]
+
+    instance.report_run_failed(scheduled)  # the scheduled run ends
+    ended = instance.get_run_record_by_id(scheduled.run_id).update_timestamp
+    assert drive_rescue(built, instance, rescue_id)["status"] == rescues.SUCCEEDED
+    (run,) = rescue_runs(instance, rescue_id)
+    assert instance.get_run_record_by_id(run.run_id).start_time >= ended.timestamp()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"select": "no_such_model+"}, "'no_such_model+': matches no model"),
+        ({"select": "  "}, "the selection is empty"),
+        ({"select": "fct_orders", "exclude": "fct_orders"}, "removes every selected model"),
+        ({"select": "fct_orders", "full_refresh_models": ["fct_page_views"]}, "not in the rescue"),
+    ],
+)
+def test_bad_rescue_config_fails_before_any_dbt_command(shop_defs, instance, config, message):
+    result = start_rescue(shop_defs, instance, **config)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert message in failure.step_failure_data.error.message + str(
+        failure.step_failure_data.user_failure_data
+    )
+    assert rescues.rescue_ids(instance) == []
+    assert dbt_commands(instance, result.run_id) == []
+
+
+def test_a_config_select_that_disagrees_with_the_asset_selection_fails_before_dbt(
+    shop_defs, instance
+):
+    job = shop_defs.resolve_job_def(rescues.STEP_JOB)
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey("fct_orders")],
+        run_config={"ops": {"dbt_models": {"config": {"select": "fct_orders+"}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert dbt_commands(instance, result.run_id) == []
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "resolves to 6 models but the run selects 1" in str(failure.step_failure_data)
