@@ -50,23 +50,23 @@ def _day(value: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
-def _plan(args: argparse.Namespace) -> int:
+def _manifest(args: argparse.Namespace):
     from rescue_defs.planning.manifest import DbtManifest
-    from rescue_defs.planning.plan import Planner, PlanRequest
-    from rescue_defs.planning.render import render_text
 
-    if args.manifest:
-        manifest = DbtManifest.load(args.manifest)
-    else:
-        from rescue_defs.project import BUNDLED_PROJECT_DIR
+    if getattr(args, "manifest", None):
+        return DbtManifest.load(args.manifest)
+    from rescue_defs.project import BUNDLED_PROJECT_DIR
 
-        project_dir = Path(
-            args.project_dir or os.environ.get("RESCUE_DBT_PROJECT_DIR") or BUNDLED_PROJECT_DIR
-        ).resolve()
-        profiles = args.profiles_dir or os.environ.get("RESCUE_DBT_PROFILES_DIR")
-        path = _project_manifest(project_dir, Path(profiles).resolve() if profiles else None)
-        manifest = DbtManifest.load(path, project_dir)
-    previous = DbtManifest.load(args.state) if args.state else None
+    project_dir = Path(
+        args.project_dir or os.environ.get("RESCUE_DBT_PROJECT_DIR") or BUNDLED_PROJECT_DIR
+    ).resolve()
+    profiles = args.profiles_dir or os.environ.get("RESCUE_DBT_PROFILES_DIR")
+    path = _project_manifest(project_dir, Path(profiles).resolve() if profiles else None)
+    return DbtManifest.load(path, project_dir)
+
+
+def _request(args: argparse.Namespace):
+    from rescue_defs.planning.plan import PlanRequest
 
     if args.full_refresh_models:
         full_refresh = tuple(args.full_refresh_models.split())
@@ -77,7 +77,7 @@ def _plan(args: argparse.Namespace) -> int:
     window = None
     if args.changed_from:
         window = (args.changed_from, args.changed_to or args.today or datetime.now(UTC).date())
-    request = PlanRequest(
+    return PlanRequest(
         select=args.select,
         exclude=args.exclude or "",
         full_refresh=full_refresh,
@@ -86,15 +86,114 @@ def _plan(args: argparse.Namespace) -> int:
         changed_window=window,
         today=args.today or datetime.now(UTC).date(),
     )
+
+
+def _instance():
+    import dagster as dg
+
+    from rescue_defs.project import DEFAULT_DATA_DIR
+
+    # the same instance `./dev demo` serves
+    os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DATA_DIR / "dagster_home"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.get()
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from rescue_defs import rescues
+    from rescue_defs.assets.dbt import model_asset_keys
+    from rescue_defs.jobs.pipeline import daily_pipeline_schedule
+    from rescue_defs.planning.manifest import DbtManifest
+    from rescue_defs.planning.plan import Planner
+    from rescue_defs.planning.render import render_text
+
+    manifest = _manifest(args)
+    previous = DbtManifest.load(args.state) if args.state else None
+    instance = _instance()
+    keys = model_asset_keys(manifest)
+    now = datetime.now(UTC)
+    plan = rescues.plan_for(
+        Planner(manifest),
+        instance,
+        _request(args),
+        keys,
+        previous=previous,
+        schedules=rescues.next_ticks([daily_pipeline_schedule], now),
+    )
+    print(render_text(plan))
+    try:
+        record = rescues.register(instance, plan, force=args.force, dry_run=args.dry_run)
+    except rescues.RescueError as e:
+        raise CliError(str(e)) from None
+    rescue_id = record["id"]
+    print(f"\nrescue {rescue_id}: {record['status']}")
+    if args.dry_run:
+        return 0
+    print(f"runs: {args.ui}/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id}")
+    print("rescue_sensor (running under `./dev demo`) launches the runs in order.")
+    return _follow(instance, rescue_id, args.wait_timeout) if args.wait else 0
+
+
+def _follow(instance, rescue_id: str, timeout: float) -> int:
+    import time
+
+    from rescue_defs import rescues
+
+    deadline = time.monotonic() + timeout
+    shown: list[str] = []
+    while True:
+        lines = rescues.status_lines(instance, rescue_id)
+        if lines != shown:
+            print("\n".join(lines), flush=True)
+            shown = lines
+        status = rescues.load(instance, rescue_id)["status"]
+        if status == rescues.SUCCEEDED:
+            return 0
+        if status == rescues.FAILED:
+            return 1
+        if time.monotonic() > deadline:
+            print(f"rescue {rescue_id} still {status} after {timeout:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(2)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rescue_defs import rescues
+
+    try:
+        print("\n".join(rescues.status_lines(_instance(), args.rescue_id)))
+    except rescues.RescueError as e:
+        raise CliError(str(e)) from None
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from rescue_defs import rescues
+    from rescue_defs.assets.dbt import model_asset_keys
+
+    instance = _instance()
+    try:
+        record = rescues.resume(instance, args.rescue_id, model_asset_keys(_manifest(args)))
+    except rescues.RescueError as e:
+        raise CliError(str(e)) from None
+    print(f"rescue {record['id']}: {record['message']}")
+    return _follow(instance, record["id"], args.wait_timeout) if args.wait else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rescue_defs.planning.manifest import DbtManifest
+    from rescue_defs.planning.plan import Planner
+    from rescue_defs.planning.render import render_text
+
+    manifest = _manifest(args)
+    previous = DbtManifest.load(args.state) if args.state else None
+    request = _request(args)
     plan = Planner(manifest).plan(request, previous=previous)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_text(plan))
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rescue", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    plan = sub.add_parser("plan", help="resolve a dbt selection and print the rescue plan")
+def _selection_args(plan: argparse.ArgumentParser) -> None:
     plan.add_argument("--select", "-s", required=True, help='dbt selection, e.g. "int_a+ +mart_b+"')
     plan.add_argument("--exclude", help="dbt selection to leave out")
     fr = plan.add_mutually_exclusive_group()
@@ -112,12 +211,6 @@ def parser() -> argparse.ArgumentParser:
         help="no full refresh, whatever the advice",
     )
     fr.add_argument("--full-refresh-models", help="full refresh exactly these models")
-    src = plan.add_mutually_exclusive_group()
-    src.add_argument(
-        "--project-dir", help="dbt project (default: RESCUE_DBT_PROJECT_DIR or the bundled one)"
-    )
-    src.add_argument("--manifest", help="plan over a bare manifest.json (no project needed)")
-    plan.add_argument("--profiles-dir")
     plan.add_argument("--state", help="the previous manifest.json, to advise on code changes")
     lay = plan.add_mutually_exclusive_group()
     lay.add_argument(
@@ -132,8 +225,53 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--changed-to", type=_day, help="last day whose data changed")
     plan.add_argument("--today", type=_day, help="business date to plan for (default: today)")
     plan.add_argument("--reason", default="manual", help="why (audit trail)")
+
+
+def _project_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--project-dir", help="dbt project (default: RESCUE_DBT_PROJECT_DIR or the bundled one)"
+    )
+    p.add_argument("--profiles-dir")
+    p.add_argument("--wait", action="store_true", help="follow the rescue until it ends")
+    p.add_argument("--wait-timeout", type=float, default=3600.0)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rescue", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="resolve a dbt selection and print the rescue plan")
+    _selection_args(plan)
+    src = plan.add_mutually_exclusive_group()
+    src.add_argument(
+        "--project-dir", help="dbt project (default: RESCUE_DBT_PROJECT_DIR or the bundled one)"
+    )
+    src.add_argument("--manifest", help="plan over a bare manifest.json (no project needed)")
+    plan.add_argument("--profiles-dir")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(func=_plan)
+
+    launch = sub.add_parser(
+        "launch",
+        help="plan, record and start a rescue on the Dagster "
+        "instance (DAGSTER_HOME, default: the demo's)",
+    )
+    _selection_args(launch)
+    _project_args(launch)
+    launch.add_argument(
+        "--force", action="store_true", help="launch even when the pre-run checklist blocks"
+    )
+    launch.add_argument("--dry-run", action="store_true", help="record the plan, launch nothing")
+    launch.add_argument("--ui", default="http://127.0.0.1:3000", help="Dagster UI address")
+    launch.set_defaults(func=_launch)
+
+    status = sub.add_parser("status", help="stages, runs, what was rebuilt, what is left")
+    status.add_argument("rescue_id")
+    status.set_defaults(func=_status)
+
+    resume = sub.add_parser("resume", help="rebuild planned minus materialized, same flags")
+    resume.add_argument("rescue_id")
+    _project_args(resume)
+    resume.set_defaults(func=_resume)
     return p
 
 
@@ -143,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CliError, SelectionError, FileNotFoundError) as e:
+    except (CliError, SelectionError, FileNotFoundError) as e:  # one line, exit 2
         print(f"rescue: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

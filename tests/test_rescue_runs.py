@@ -1,6 +1,7 @@
 """Rescues as Dagster runs: ordered stages, stop on failure, full refresh where meant, resume
 after a kill, a contention guard, and bad input refused before dbt runs."""
 
+import re
 import threading
 import time
 
@@ -10,7 +11,7 @@ import psutil
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
-from rescue_defs import rescues
+from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from tests.helpers import (
     dbt_commands,
@@ -38,14 +39,16 @@ def rescue_runs(instance, rescue_id):
     return sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).start_time)
 
 
-def test_three_stage_rescue_runs_each_stage_after_the_previous_succeeded(built, instance):
-    started = start_rescue(
-        built, instance, select="+int_orders_enriched+", layered=True, reason="test"
-    )
-    assert started.success
-    rescue_id = rescue_id_of(started)
-    plan = started.get_step_success_events()  # the plan is the start run's output metadata
-    assert plan
+def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
+    built, instance, shop_project, capsys
+):
+    # `rescue launch` talks to the instance in DAGSTER_HOME: the test instance's
+    launch = ["launch", "--project-dir", str(shop_project.project_dir), "--layered"]
+    assert cli.main([*launch, "--select", "+int_orders_enriched+", "--reason", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "Run 3 [downstream]" in out
+    rescue_id = re.search(r"^rescue (\S+): active$", out, re.M).group(1)
+    assert f"tag%3Arescue%2Fid%3D{rescue_id}" in out
 
     record = drive_rescue(built, instance, rescue_id)
     assert record["status"] == rescues.SUCCEEDED
@@ -59,6 +62,11 @@ def test_three_stage_rescue_runs_each_stage_after_the_previous_succeeded(built, 
     planned = {m for s in record["steps"] for m in s["models"]}
     keys = model_asset_keys(load_manifest(*_manifest_args(built)))
     assert rescues.materialized(instance, (r.run_id for r in runs)) == {keys[m] for m in planned}
+
+    assert cli.main(["status", rescue_id]) == 0
+    status = capsys.readouterr().out
+    assert f"rescue {rescue_id}: succeeded" in status
+    assert "run 3 [downstream] SUCCESS" in status
 
 
 def _manifest_args(defs):
