@@ -159,9 +159,16 @@ def _follow(instance, rescue_id: str, timeout: float) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
+    from rescue_defs.assets.dbt import model_asset_keys
 
+    instance = _instance()
     try:
-        print("\n".join(rescues.status_lines(_instance(), args.rescue_id)))
+        print("\n".join(rescues.status_lines(instance, args.rescue_id)))
+        record = rescues.load(instance, args.rescue_id)
+        keys = model_asset_keys(_manifest(args))
+        report = rescues.report_markdown(instance, record, keys, with_plan=False)
+        # the runs table is already above; models, failed checks and what is left follow
+        print(report[report.index("\n## Models") :])
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
     return 0
@@ -266,6 +273,7 @@ def parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="stages, runs, what was rebuilt, what is left")
     status.add_argument("rescue_id")
+    _project_args(status)
     status.set_defaults(func=_status)
 
     resume = sub.add_parser("resume", help="rebuild planned minus materialized, same flags")

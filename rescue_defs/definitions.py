@@ -1,11 +1,15 @@
 """The one Definitions of the code location."""
 
+import os
+
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 from dagster_duckdb import DuckDBResource
 
+from rescue_defs import rescues
 from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.raw import raw_sources
+from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.pipeline import daily_pipeline_job, daily_pipeline_schedule
 from rescue_defs.jobs.rescue import build_rescue_job, build_rescue_step_job
 from rescue_defs.project import configure_warehouse_env, dbt_project, is_bundled
@@ -15,7 +19,14 @@ from rescue_defs.sensors.rescue import build_rescue_sensor
 def build_definitions(project: DbtProject) -> dg.Definitions:
     warehouse = configure_warehouse_env()
     dbt_models = build_dbt_models(project)
-    assets: list = [dbt_models]
+    report = dg.AssetSpec(
+        rescues.REPORT_ASSET,
+        group_name="rescue",
+        description="One materialization per finished rescue: its report (plan, runs, "
+        "per-model rebuilt / validated / failed, failed checks with their numbers, what is "
+        "left). Written by rescue_sensor; `rescue status <id>` prints the same.",
+    )
+    assets: list = [dbt_models, report]
     if is_bundled(project):
         # the simulated shop systems only feed the bundled warehouse
         assets.insert(0, raw_sources)
@@ -28,6 +39,11 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
         resources={
             "dbt": DbtCliResource(project_dir=project),
             "warehouse": DuckDBResource(database=str(warehouse)),
+            "validation": ValidationResource(
+                business_timezone=os.environ.get("RESCUE_BUSINESS_TIMEZONE", "UTC"),
+                warehouse_timezone=os.environ.get("RESCUE_WAREHOUSE_TIMEZONE", "UTC"),
+                today=os.environ.get("RESCUE_TODAY", ""),
+            ),
         },
         # One dbt step does the work of a run; separate processes per step only add start-up
         # time (4-7 s each here), so runs execute in one process.

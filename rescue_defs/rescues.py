@@ -248,21 +248,24 @@ def advance(
                     f"stopped: run {step['index'] + 1} ({step['stage']}) succeeded but blocking "
                     f"checks failed: {', '.join(bad)}"
                 )
-                save(instance, record)
+                finish(instance, record, keys)
                 return Tick([], [record["message"]])
             done.add(step["index"])
         elif run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            bad = failed_checks(instance, run.run_id)
+            why = f"; blocking checks failed: {', '.join(bad)}" if bad else ""
             record["status"] = FAILED
             record["message"] = (
                 f"stopped: run {step['index'] + 1} ({step['stage']}) {run.status.value.lower()} "
-                f"({run.run_id[:8]}); `rescue resume {rescue_id}` rebuilds what is missing"
+                f"({run.run_id[:8]}){why}; `rescue resume {rescue_id}` rebuilds what is missing"
+                " or failed validation"
             )
-            save(instance, record)
+            finish(instance, record, keys)
             return Tick([], [record["message"]])
     if len(done) == len(record["steps"]):
         record["status"] = SUCCEEDED
         record["message"] = "every planned model was rebuilt"
-        save(instance, record)
+        finish(instance, record, keys)
         return Tick([], [f"rescue {rescue_id} succeeded"])
 
     everything = frozenset(manifest.models)
@@ -350,10 +353,12 @@ def resume(instance: dg.DagsterInstance, rescue_id: str, keys: Mapping[str, dg.A
             f"rescue {rescue_id} still has run {busy[0].run_id[:8]} {busy[0].status.value}: "
             "wait for it or terminate it first"
         )
-    built = materialized(instance, (r.run_id for r in runs))
+    outcomes = model_outcomes(instance, runs, keys)
     left = 0
     for step in record["steps"]:
-        step["remaining"] = [m for m in step["remaining"] if keys[m] not in built]
+        step["remaining"] = [
+            m for m in step["remaining"] if not (outcomes[m].rebuilt and not outcomes[m].blocked)
+        ]
         if step["remaining"]:
             step["attempt"] += 1  # a new run key: the sensor launches it afresh
         left += len(step["remaining"])
@@ -361,6 +366,170 @@ def resume(instance: dg.DagsterInstance, rescue_id: str, keys: Mapping[str, dg.A
     record["message"] = f"resumed: {left} model(s) left to rebuild"
     save(instance, record)
     return record
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+
+
+@dataclass
+class ModelOutcome:
+    """What the rescue's runs did to one planned model (latest run wins)."""
+
+    rebuilt: bool = False
+    checks: dict[str, CheckOutcome] | None = None
+
+    @property
+    def failed(self) -> list[CheckOutcome]:
+        return [c for c in (self.checks or {}).values() if not c.passed]
+
+    @property
+    def blocked(self) -> bool:
+        return any(c.blocking for c in self.failed)
+
+    @property
+    def validated(self) -> bool:
+        """Rebuilt, and its row-count, max-date and dbt test checks all passed."""
+        from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
+
+        checks = self.checks or {}
+        return (
+            self.rebuilt
+            and ROW_COUNT_CHECK in checks
+            and MAX_DATE_CHECK in checks
+            and not self.failed
+        )
+
+
+def model_outcomes(
+    instance: dg.DagsterInstance,
+    runs: Iterable[dg.DagsterRun],
+    keys: Mapping[str, dg.AssetKey],
+) -> dict[str, ModelOutcome]:
+    by_key = {k: uid for uid, k in keys.items()}
+    outcomes = {uid: ModelOutcome() for uid in keys}
+    ordered = sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
+    for run in ordered:
+        for key in materialized(instance, [run.run_id]):
+            if key in by_key:
+                outcomes[by_key[key]].rebuilt = True
+        records = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        for record in records:
+            data = record.event_log_entry.dagster_event.asset_check_evaluation_data
+            uid = by_key.get(data.asset_key)
+            if uid is None:
+                continue
+            outcome = outcomes[uid]
+            if outcome.checks is None:
+                outcome.checks = {}
+            outcome.checks[data.check_name] = CheckOutcome(
+                data.check_name,
+                data.passed,
+                data.severity == dg.AssetCheckSeverity.ERROR,
+                data.description or "",
+            )
+    return outcomes
+
+
+def report_markdown(
+    instance: dg.DagsterInstance, record: Mapping[str, Any], keys, with_plan: bool = True
+) -> str:
+    """The rescue report: plan, runs, per-model outcome, failed checks, what is left."""
+    rescue_id = record["id"]
+    runs = step_runs(instance, rescue_id)
+    outcomes = model_outcomes(instance, runs, keys)
+    names = record["names"]
+    planned = [m for step in record["steps"] for m in step["models"]]
+    stage_of = {m: step["stage"] for step in record["steps"] for m in step["models"]}
+    lines = [
+        f"# Rescue {rescue_id}: {record['status']}",
+        "",
+        f"- reason: {record['reason'] or '(none)'}",
+        f"- created: {record['created_at']}"
+        + (" (checklist block overridden)" if record.get("forced") else ""),
+        f"- state: {record['message']}",
+        "",
+        "## Runs",
+        "",
+        "| # | stage | attempt | run | status |",
+        "|---|---|---|---|---|",
+    ]
+    for run in sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp):
+        if TAG_STEP not in run.tags:
+            continue
+        step = int(run.tags[TAG_STEP])
+        lines.append(
+            f"| {step + 1} | {run.tags.get(TAG_STAGE, '')} | {run.tags.get(TAG_ATTEMPT, '0')} "
+            f"| {run.run_id[:8]} | {run.status.value} |"
+        )
+    rebuilt = [m for m in planned if outcomes[m].rebuilt]
+    validated = [m for m in planned if outcomes[m].validated]
+    failing = [m for m in planned if outcomes[m].failed]
+    lines += [
+        "",
+        f"## Models: {len(rebuilt)}/{len(planned)} rebuilt, {len(validated)} validated, "
+        f"{len(failing)} failed a check",
+        "",
+        "| model | stage | rebuilt | validated | failed checks |",
+        "|---|---|---|---|---|",
+    ]
+    for m in planned:
+        o = outcomes[m]
+        lines.append(
+            f"| {names.get(m, m)} | {stage_of[m]} | {'yes' if o.rebuilt else 'no'} "
+            f"| {'yes' if o.validated else 'no'} | {', '.join(c.name for c in o.failed)} |"
+        )
+    if failing:
+        lines += ["", "## Failed checks", ""]
+        for m in failing:
+            for c in outcomes[m].failed:
+                level = "blocking" if c.blocking else "warning"
+                lines.append(f"- **{names.get(m, m)}** `{c.name}` ({level}): {c.description}")
+    left = [m for m in planned if not outcomes[m].rebuilt]
+    blocked = [m for m in planned if outcomes[m].rebuilt and outcomes[m].blocked]
+    lines += ["", "## Left to do", ""]
+    if not left and not blocked:
+        lines.append("Nothing: every planned model was rebuilt and passed its blocking checks.")
+    if left:
+        lines.append(f"- not rebuilt ({len(left)}): " + ", ".join(names.get(m, m) for m in left))
+    if blocked:
+        lines.append(
+            f"- rebuilt but failed a blocking check ({len(blocked)}): "
+            + ", ".join(names.get(m, m) for m in blocked)
+        )
+    if left or blocked:
+        lines.append(f"- then: `rescue resume {rescue_id}` rebuilds exactly these")
+    if with_plan:
+        lines += ["", "## Plan", "", record.get("plan_markdown", "")]
+    return "\n".join(lines)
+
+
+REPORT_ASSET = dg.AssetKey("rescue_report")
+
+
+def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
+    """Save a rescue that reached an end state and publish its report on `rescue_report`."""
+    save(instance, record)
+    report = report_markdown(instance, record, keys)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=REPORT_ASSET,
+            description=f"rescue {record['id']}: {record['status']}",
+            metadata={
+                "rescue_id": record["id"],
+                "status": record["status"],
+                "reason": record["reason"],
+                "report": dg.MetadataValue.md(report),
+            },
+            tags={TAG_ID: record["id"]},
+        )
+    )
 
 
 def status_lines(instance: dg.DagsterInstance, rescue_id: str) -> list[str]:

@@ -23,10 +23,15 @@ def raw_config(through: str, down: tuple[str, ...] = (), late_returns: int = 0) 
 
 
 def materialize_all(
-    defs: dg.Definitions, instance: dg.DagsterInstance, run_config: dict | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    run_config: dict | None = None,
+    raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
     job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=instance, run_config=run_config or {})
+    return job.execute_in_process(
+        instance=instance, run_config=run_config or {}, raise_on_error=raise_on_error
+    )
 
 
 def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:

@@ -20,7 +20,7 @@ def test_raw_loaders_and_dbt_models_form_one_lineage_grouped_by_layer(shop_defs)
     for key in graph.get_all_asset_keys():
         group = graph.get(key).group_name
         groups[group] = groups.get(group, 0) + 1
-    assert groups == {"raw": 6, **SHOP_MODELS_BY_GROUP}
+    assert groups == {"raw": 6, **SHOP_MODELS_BY_GROUP, "rescue": 1}  # rescue_report
 
     # raw -> staging -> intermediate -> marts, with loaders feeding the dbt sources directly
     orders = dg.AssetKey(["raw", "orders"])
@@ -61,6 +61,7 @@ def test_external_project_loads_its_models_as_assets_and_builds(
     jaffle_project_dir: Path, monkeypatch, instance, warehouse
 ):
     monkeypatch.setenv("RESCUE_DBT_PROJECT_DIR", str(jaffle_project_dir))
+    monkeypatch.setenv("RESCUE_TODAY", "2018-01-05")  # the seeds' last day
     from rescue_defs.definitions import defs
 
     # the code location entry point follows the env var

@@ -75,7 +75,7 @@ def test_demo_serves_the_lineage_and_materializes_everything(demo):
     client, log = demo
     nodes = client._execute(ASSET_GROUPS)["assetNodes"]
     group_of = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
-    assert set(group_of.values()) == {"raw", "staging", "intermediate", "marts"}
+    assert set(group_of.values()) == {"raw", "staging", "intermediate", "marts", "rescue"}
     deps = {"/".join(n["assetKey"]["path"]): n["dependencyKeys"] for n in nodes}
     assert {"path": ["raw", "orders"]} in deps["stg_order_status_changes"]
 

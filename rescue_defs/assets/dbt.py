@@ -8,7 +8,10 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from rescue_defs.checks.rules import ModelRule, Settings, model_rules
+from rescue_defs.checks.validation import ValidationResource, check_specs, validate
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.planning.stages import group_selection
@@ -102,17 +105,52 @@ def _split_events(events, checks: dict) -> Iterator:
             yield event
 
 
+@functools.cache
+def rules_for(manifest_path: str, project_dir: str, settings: Settings) -> dict[str, ModelRule]:
+    return model_rules(load_manifest(manifest_path, project_dir).raw, settings)
+
+
+def _built_keys(context: dg.AssetExecutionContext, event) -> dg.AssetKey | None:
+    if isinstance(event, dg.Output):
+        return context.assets_def.keys_by_output_name.get(event.output_name)
+    if isinstance(event, (dg.AssetMaterialization, dg.MaterializeResult)):
+        return event.asset_key
+    return None
+
+
 def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(Path(project.project_dir))
 
+    # dagster-dbt makes the specs (asset keys, lineage, dbt tests as checks, the metadata that
+    # lets dbt.cli(context=...) find the manifest); the op adds row-count and max-date checks
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
         dagster_dbt_translator=TRANSLATOR,
         name=DBT_ASSETS_NAME,
     )
-    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, config: DbtRunConfig):
-        """Builds the selected dbt models and runs their tests."""
+    def _specs_only(): ...
+
+    manifest = load_manifest(manifest_path, project_dir)
+    keys = model_asset_keys(manifest)
+    validation_specs = check_specs(rules_for(manifest_path, project_dir, Settings()), keys)
+
+    @dg.multi_asset(
+        name=DBT_ASSETS_NAME,
+        specs=list(_specs_only.specs),
+        check_specs=[*_specs_only.check_specs, *validation_specs],
+        can_subset=True,
+        op_tags=_specs_only.op.tags,
+        allow_arbitrary_check_specs=True,
+    )
+    def dbt_models(
+        context: dg.AssetExecutionContext,
+        dbt: DbtCliResource,
+        validation: ValidationResource,
+        config: DbtRunConfig,
+    ):
+        """Builds the selected dbt models, runs their tests, then checks each rebuilt model's
+        row count and max date."""
         manifest = load_manifest(manifest_path, project_dir)
         by_key = {k: uid for uid, k in model_asset_keys(manifest).items()}
         selected = frozenset(by_key[k] for k in context.selected_asset_keys if k in by_key)
@@ -141,22 +179,49 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
                 "full_refresh names models this run does not build: "
                 + ", ".join(sorted(manifest.name(m) for m in stray))
             )
-        if not full_refresh:
-            yield from dbt.cli(["build", *WARN_ERROR_ARGS], context=context).stream()
-            return
-        # dagster-dbt adds its own selection to every invocation made with `context`, so the
-        # split invocations pass their own exact selection (model names) and the manifest
-        checks: dict = {}
-        for refresh, models in refresh_layers(manifest, selected, frozenset(full_refresh)):
-            args = ["build", *(["--full-refresh"] if refresh else []), *WARN_ERROR_ARGS]
-            args += ["--select", group_selection(manifest, tuple(models))]
-            invocation = dbt.cli(
-                args, manifest=project.manifest_path, dagster_dbt_translator=TRANSLATOR
-            )
-            yield from _split_events(invocation.stream(), checks)
-        selected_checks = context.selected_asset_check_keys
-        for (key, name), result in checks.items():
-            if dg.AssetCheckKey(key, name) in selected_checks:
-                yield result
+        rules = rules_for(manifest_path, project_dir, validation.settings())
+        built: list[str] = []
+        adapters: list = []  # the dbt adapter dagster-dbt built for the (last) invocation
+        error: DagsterDbtCliRuntimeError | None = None
+        try:
+            if not full_refresh:
+                invocation = dbt.cli(["build", *WARN_ERROR_ARGS], context=context)
+                adapters.append(invocation.adapter)
+                for event in invocation.stream():
+                    if (key := _built_keys(context, event)) in by_key:
+                        built.append(by_key[key])
+                    yield event
+            else:
+                yield from _split_build(
+                    context, dbt, project, manifest, selected, full_refresh, by_key, built, adapters
+                )
+        except DagsterDbtCliRuntimeError as e:
+            error = e  # validate what did get built, then fail the step
+        adapter = adapters[-1] if adapters else None
+        keys = {uid: key for key, uid in by_key.items()}
+        yield from validate(context, adapter, rules, keys, built, validation)
+        if error is not None:
+            raise error
 
     return dbt_models
+
+
+def _split_build(context, dbt, project, manifest, selected, full_refresh, by_key, built, adapters):
+    # dagster-dbt adds its own selection to every invocation made with `context`, so the
+    # split invocations pass their own exact selection (model names) and the manifest
+    checks: dict = {}
+    for refresh, models in refresh_layers(manifest, selected, frozenset(full_refresh)):
+        args = ["build", *(["--full-refresh"] if refresh else []), *WARN_ERROR_ARGS]
+        args += ["--select", group_selection(manifest, tuple(models))]
+        invocation = dbt.cli(
+            args, manifest=project.manifest_path, dagster_dbt_translator=TRANSLATOR
+        )
+        adapters.append(invocation.adapter)
+        for event in _split_events(invocation.stream(), checks):
+            if (key := _built_keys(context, event)) in by_key:
+                built.append(by_key[key])
+            yield event
+    selected_checks = context.selected_asset_check_keys
+    for (key, name), result in checks.items():
+        if dg.AssetCheckKey(key, name) in selected_checks:
+            yield result

@@ -1,0 +1,413 @@
+"""What "validated" means for one model, and the verdicts: pure Python, no Dagster.
+
+Every dbt model gets two checks after it is built (the playbook: "a successful dbt run is
+necessary but not sufficient"):
+
+- **row count**: not empty (unless allowed), no drop larger than `max_drop` against the last
+  passing check, inside `min_rows` / `max_rows` when set;
+- **max date**: `max(date_column)` not NULL and not older than the expected date minus
+  `max_lag_days`. The expected date is the latest day loaded into the model's upstream
+  sources (their `loaded_at_field`), or "today" in the business timezone (injected, or the
+  clock) when configured so or when no upstream source has a `loaded_at_field`.
+
+Configuration lives in the model's dbt meta, all optional:
+
+    meta: {rescue: {date_column: order_date, max_lag_days: 1, expected_date: sources,
+                    blocking: true, allow_empty: false, min_rows: 1, max_rows: 1000000,
+                    max_drop: 0.5}}
+
+Without it, the date column is inferred when exactly one column of the model looks like a
+date (declared `data_type` date/timestamp, or named `date`, `day`, `*_date`, `*_day`);
+otherwise the max-date check reports "not configured" rather than being absent. Checks are
+blocking (ERROR severity: a rescue stops) for marts and incremental models, warnings elsewhere.
+"""
+
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ROW_COUNT_CHECK = "row_count_is_expected"
+MAX_DATE_CHECK = "max_date_is_current"
+DATE_TYPES = re.compile(r"^(date|datetime|timestamp|timestamptz|timestamp_[a-z]+)\b", re.I)
+DATE_NAMES = re.compile(r"^(date|day|.+_date|.+_day)$", re.I)
+MART_FOLDERS = {"marts", "mart"}
+MART_PREFIXES = ("fct_", "fact_", "dim_", "mart_")
+
+
+class ValidationConfigError(ValueError):
+    """A model's `meta.rescue` that cannot be used; the message names the model and key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Project-wide defaults (per-model meta overrides the last three)."""
+
+    business_timezone: str = "UTC"
+    """Dates are compared as calendar days in this timezone."""
+    warehouse_timezone: str = "UTC"
+    """How to read timestamps stored without a timezone."""
+    today: date | None = None
+    """Injected "today" (in the business timezone); None means the clock."""
+    expected_date: str = "sources"
+    max_lag_days: int = 1
+    max_drop: float = 0.5
+
+    def __post_init__(self) -> None:
+        for tz in (self.business_timezone, self.warehouse_timezone):
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValidationConfigError(f"unknown timezone {tz!r}") from None
+        if self.expected_date not in ("sources", "today"):
+            raise ValidationConfigError(
+                f"expected_date must be 'sources' or 'today', not {self.expected_date!r}"
+            )
+
+    def today_in_business_tz(self, now: datetime | None = None) -> date:
+        if self.today is not None:
+            return self.today
+        return (now or datetime.now(UTC)).astimezone(ZoneInfo(self.business_timezone)).date()
+
+
+@dataclass(frozen=True)
+class Relation:
+    """Where a model or source lives; `database` None means the connection's own."""
+
+    database: str | None
+    schema: str
+    identifier: str
+
+    def sql(self) -> str:
+        parts = [self.database] if self.database else []
+        return ".".join(quote(p) for p in [*parts, self.schema, self.identifier])
+
+
+@dataclass(frozen=True)
+class SourceFreshness:
+    unique_id: str
+    name: str
+    relation: Relation
+    loaded_at_field: str
+
+
+@dataclass(frozen=True)
+class ModelRule:
+    unique_id: str
+    name: str
+    relation: Relation
+    blocking: bool
+    allow_empty: bool = False
+    min_rows: int | None = None
+    max_rows: int | None = None
+    max_drop: float = 0.5
+    date_column: str | None = None
+    date_column_from: str = ""  # "meta" | "inferred" | ""
+    date_note: str = ""  # why there is no date column
+    max_lag_days: int = 1
+    expected_date: str = "sources"
+    sources: tuple[SourceFreshness, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+    status: str  # "passed" | "failed" | "not configured"
+
+
+def quote(identifier: str) -> str:
+    """A SQL identifier, double-quoted with embedded quotes doubled: whatever a manifest holds
+    (quotes, semicolons), it stays one identifier."""
+    return '"' + str(identifier).replace('"', '""') + '"'
+
+
+def stats_sql(rule: ModelRule) -> str:
+    """One query per model: count and max date together."""
+    latest = f"max({quote(rule.date_column)})" if rule.date_column else "null"
+    return f"select count(*), {latest} from {rule.relation.sql()}"
+
+
+def source_sql(source: SourceFreshness) -> str:
+    return f"select max({quote(source.loaded_at_field)}) from {source.relation.sql()}"
+
+
+# ---------------------------------------------------------------- rules from the manifest
+
+
+def default_database(manifest: Mapping[str, Any]) -> str | None:
+    """The database most models were parsed into: the target's own. The manifest holds the
+    name seen at parse time (for DuckDB, the file's stem), which need not be the one a run
+    uses, so relations in it are addressed without a database."""
+    counts = Counter(
+        n.get("database") for n in manifest["nodes"].values() if n["resource_type"] == "model"
+    )
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _relation(node: Mapping[str, Any], default_db: str | None) -> Relation:
+    identifier = node.get("identifier") or node.get("alias") or node["name"]
+    if node["resource_type"] == "model":
+        identifier = node.get("alias") or node["name"]
+    database = node.get("database")
+    return Relation(None if database == default_db else database, node["schema"], identifier)
+
+
+def _meta(node: Mapping[str, Any]) -> dict[str, Any]:
+    meta = (node.get("config") or {}).get("meta") or node.get("meta") or {}
+    rescue = meta.get("rescue") or {}
+    if not isinstance(rescue, Mapping):
+        raise ValidationConfigError(f"{node['name']}: meta.rescue must be a mapping")
+    return dict(rescue)
+
+
+def _is_mart(node: Mapping[str, Any]) -> bool:
+    folders = set(node.get("fqn", [])[1:-1])
+    return bool(folders & MART_FOLDERS) or node["name"].startswith(MART_PREFIXES)
+
+
+def _infer_date_column(node: Mapping[str, Any]) -> tuple[str | None, str]:
+    columns = node.get("columns") or {}
+    candidates = [
+        name
+        for name, col in columns.items()
+        if DATE_TYPES.match(str(col.get("data_type") or "")) or DATE_NAMES.match(name)
+    ]
+    if len(candidates) == 1:
+        return candidates[0], ""
+    if not candidates:
+        return None, "no date column: set meta.rescue.date_column (none obvious in its columns)"
+    return None, (
+        "no date column: several candidates ("
+        + ", ".join(sorted(candidates))
+        + "); set meta.rescue.date_column"
+    )
+
+
+def _number(rescue: Mapping[str, Any], key: str, name: str, kind: type, default=None):
+    value = rescue.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationConfigError(f"{name}: meta.rescue.{key} must be a number, not {value!r}")
+    if value < 0:
+        raise ValidationConfigError(f"{name}: meta.rescue.{key} must not be negative")
+    return kind(value)
+
+
+def upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> list[str]:
+    """Sources anywhere upstream of a model (through models, seeds and snapshots)."""
+    parents = manifest["parent_map"]
+    seen: set[str] = set()
+    stack = [unique_id]
+    found = []
+    while stack:
+        for parent in parents.get(stack.pop(), []):
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if parent.startswith("source."):
+                found.append(parent)
+            else:
+                stack.append(parent)
+    return sorted(found)
+
+
+def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, ModelRule]:
+    """unique_id -> rule, for every enabled model that is built as a relation."""
+    default_db = default_database(manifest)
+    freshness: dict[str, SourceFreshness] = {}
+    for uid, source in manifest.get("sources", {}).items():
+        field_name = source.get("loaded_at_field") or (source.get("config") or {}).get(
+            "loaded_at_field"
+        )
+        if field_name:
+            freshness[uid] = SourceFreshness(
+                uid,
+                f"{source['source_name']}.{source['name']}",
+                _relation(source, default_db),
+                field_name,
+            )
+    rules = {}
+    for uid, node in manifest["nodes"].items():
+        config = node.get("config") or {}
+        if node["resource_type"] != "model" or not config.get("enabled", True):
+            continue
+        if config.get("materialized") == "ephemeral":
+            continue
+        name = node["name"]
+        rescue = _meta(node)
+        incremental = config.get("materialized") == "incremental"
+        date_column: str | None
+        if "date_column" in rescue:
+            date_column = rescue["date_column"] or None
+            origin, note = ("meta", "") if date_column else ("", "date check turned off in meta")
+            if date_column is not None and not isinstance(date_column, str):
+                raise ValidationConfigError(f"{name}: meta.rescue.date_column must be a string")
+        else:
+            date_column, note = _infer_date_column(node)
+            origin = "inferred" if date_column else ""
+        expected = rescue.get("expected_date", settings.expected_date)
+        if expected not in ("sources", "today"):
+            raise ValidationConfigError(
+                f"{name}: meta.rescue.expected_date must be 'sources' or 'today'"
+            )
+        blocking = rescue.get("blocking", incremental or _is_mart(node))
+        rules[uid] = ModelRule(
+            unique_id=uid,
+            name=name,
+            relation=_relation(node, default_db),
+            blocking=bool(blocking),
+            allow_empty=bool(rescue.get("allow_empty", False)),
+            min_rows=_number(rescue, "min_rows", name, int),
+            max_rows=_number(rescue, "max_rows", name, int),
+            max_drop=_number(rescue, "max_drop", name, float, settings.max_drop),
+            date_column=date_column,
+            date_column_from=origin,
+            date_note=note,
+            max_lag_days=_number(rescue, "max_lag_days", name, int, settings.max_lag_days),
+            expected_date=expected,
+            sources=tuple(freshness[s] for s in upstream_sources(manifest, uid) if s in freshness),
+        )
+    return rules
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def row_count_verdict(rule: ModelRule, count: int, previous: int | None) -> Verdict:
+    meta: dict[str, Any] = {"row_count": count}
+    if previous is not None:
+        meta["previous_row_count"] = previous
+        meta["change"] = round((count - previous) / previous, 4) if previous else None
+    problems = []
+    if count == 0 and not rule.allow_empty:
+        problems.append("the table is empty")
+    if rule.min_rows is not None and count < rule.min_rows:
+        problems.append(f"{count} rows is below min_rows {rule.min_rows}")
+    if rule.max_rows is not None and count > rule.max_rows:
+        problems.append(f"{count} rows is above max_rows {rule.max_rows}")
+    if previous and count < previous * (1 - rule.max_drop):
+        drop = (previous - count) / previous
+        problems.append(
+            f"{count} rows is {drop:.0%} fewer than {previous} at the last passing check "
+            f"(allowed drop {rule.max_drop:.0%})"
+        )
+    if problems:
+        return Verdict(False, f"{rule.name}: " + "; ".join(problems), meta, "failed")
+    against = f" (last passing check: {previous})" if previous is not None else ""
+    return Verdict(True, f"{count} row(s){against}", meta, "passed")
+
+
+def business_date(value: Any, settings: Settings) -> date:
+    """A date, timestamp (naive: read in the warehouse timezone) or ISO string as a calendar
+    day in the business timezone. Raises TypeError for anything else."""
+    business = ZoneInfo(settings.business_timezone)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=ZoneInfo(settings.warehouse_timezone))
+        return value.astimezone(business).date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            if len(value.strip()) == 10:  # a plain day, not a midnight to shift
+                return date.fromisoformat(value.strip())
+            return business_date(datetime.fromisoformat(value), settings)
+        except ValueError:
+            pass
+    raise TypeError(f"{type(value).__name__} value {value!r} is not a date")
+
+
+@dataclass(frozen=True)
+class Expected:
+    day: date
+    basis: str  # words for the report: where the expected date comes from
+    sources: tuple[tuple[str, date], ...] = ()  # each upstream source's latest load day
+
+    def stale_sources(self) -> list[str]:
+        return [
+            f"{name} last loaded {day.isoformat()}" for name, day in self.sources if day < self.day
+        ]
+
+
+def expected_date(
+    rule: ModelRule,
+    settings: Settings,
+    source_latest: Mapping[str, Any],
+    now: datetime | None = None,
+) -> Expected:
+    """The day the model should reach: its upstream sources' latest load, else today."""
+    if rule.expected_date == "sources":
+        days = []
+        for source in rule.sources:
+            value = source_latest.get(source.unique_id)
+            if value is None:
+                continue
+            try:
+                days.append((business_date(value, settings), source.name))
+            except TypeError:
+                continue
+        if days:
+            day, name = max(days)
+            loads = tuple(sorted((n, d) for d, n in days))
+            return Expected(day, f"latest load of upstream source {name}", loads)
+    today = settings.today_in_business_tz(now)
+    where = "injected" if settings.today is not None else "clock"
+    return Expected(today, f"today in {settings.business_timezone} ({where})")
+
+
+def max_date_verdict(
+    rule: ModelRule, count: int, value: Any, expected: Expected | None, settings: Settings
+) -> Verdict:
+    if not rule.date_column:
+        return Verdict(True, f"not configured: {rule.date_note}", {}, "not configured")
+    column = rule.date_column
+    meta: dict[str, Any] = {"date_column": column, "date_column_from": rule.date_column_from}
+    if expected is not None:
+        meta.update(expected_date=expected.day.isoformat(), expected_from=expected.basis)
+    if count == 0:
+        return Verdict(False, f"{rule.name}: no rows, so no max({column})", meta, "failed")
+    if value is None:
+        return Verdict(
+            False,
+            f"{rule.name}: max({column}) is NULL: all {count} rows have no date",
+            meta,
+            "failed",
+        )
+    try:
+        day = business_date(value, settings)
+    except TypeError as e:
+        return Verdict(False, f"{rule.name}: {column}: {e}", meta, "failed")
+    meta["max_date"] = day.isoformat()
+    if isinstance(value, datetime):
+        meta["max_value"] = value.isoformat()
+    assert expected is not None
+    lag = (expected.day - day).days
+    meta.update(lag_days=lag, max_lag_days=rule.max_lag_days)
+    shown = f"max({column}) = {day.isoformat()}"
+    if isinstance(value, datetime):
+        local = (
+            value if value.tzinfo else value.replace(tzinfo=ZoneInfo(settings.warehouse_timezone))
+        )
+        local = local.astimezone(ZoneInfo(settings.business_timezone))
+        shown += f" ({local.isoformat()} in {settings.business_timezone})"
+    if expected.sources:
+        meta["upstream_loads"] = {name: day.isoformat() for name, day in expected.sources}
+    if lag > rule.max_lag_days:
+        stale = expected.stale_sources()
+        return Verdict(
+            False,
+            f"{rule.name}: {shown} is {lag} days behind {expected.day.isoformat()} "
+            f"({expected.basis}); allowed lag {rule.max_lag_days}"
+            + (f"; behind: {', '.join(stale)}" if stale else ""),
+            meta,
+            "failed",
+        )
+    return Verdict(
+        True, f"{shown}, {max(lag, 0)} day(s) behind {expected.day.isoformat()}", meta, "passed"
+    )

@@ -1,0 +1,200 @@
+"""Row-count and max-date checks of dbt models, run inside the dbt step once dbt has exited.
+
+Why inside the dbt step: DuckDB allows one writer process and refuses even readers while dbt
+writes, so a separate check step or connection could race a running dbt; a separate step
+would also cost a process start under the multiprocess executor. After dbt exits, the step
+queries each rebuilt model once (count and max date together) through the dbt adapter that
+dagster-dbt already built for the step (read-only on DuckDB), so any dbt adapter works.
+"""
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date
+from typing import Any
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from rescue_defs.checks.rules import (
+    MAX_DATE_CHECK,
+    ROW_COUNT_CHECK,
+    Expected,
+    ModelRule,
+    Settings,
+    Verdict,
+    expected_date,
+    max_date_verdict,
+    row_count_verdict,
+    source_sql,
+    stats_sql,
+)
+
+
+class ValidationResource(dg.ConfigurableResource):
+    """How rebuilt models are validated (defaults; each model's `meta.rescue` overrides)."""
+
+    business_timezone: str = "UTC"
+    warehouse_timezone: str = "UTC"
+    today: str = ""
+    """ISO date to use as today in the business timezone; empty for the clock."""
+    expected_date: str = "sources"
+    max_lag_days: int = 1
+    max_drop: float = 0.5
+    enabled: bool = True
+    """False skips the queries (the checks then report that they were turned off)."""
+
+    def settings(self) -> Settings:
+        return Settings(
+            business_timezone=self.business_timezone,
+            warehouse_timezone=self.warehouse_timezone,
+            today=date.fromisoformat(self.today) if self.today else None,
+            expected_date=self.expected_date,
+            max_lag_days=self.max_lag_days,
+            max_drop=self.max_drop,
+        )
+
+
+def check_specs(
+    rules: Mapping[str, ModelRule], keys: Mapping[str, dg.AssetKey]
+) -> list[dg.AssetCheckSpec]:
+    specs = []
+    for uid, rule in rules.items():
+        if uid not in keys:
+            continue
+        level = "blocking" if rule.blocking else "warning"
+        specs.append(
+            dg.AssetCheckSpec(
+                ROW_COUNT_CHECK,
+                asset=keys[uid],
+                blocking=rule.blocking,
+                description=f"Not empty, no unexpected drop against the last passing check "
+                f"({level}).",
+            )
+        )
+        date_part = (
+            f"max({rule.date_column}) within {rule.max_lag_days} day(s) of the expected date"
+            if rule.date_column
+            else "reports 'not configured' (no date column known)"
+        )
+        specs.append(
+            dg.AssetCheckSpec(
+                MAX_DATE_CHECK,
+                asset=keys[uid],
+                blocking=rule.blocking,
+                description=f"{date_part} ({level}).",
+            )
+        )
+    return specs
+
+
+def previous_row_count(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> int | None:
+    """The row count of the last passing row-count check of this model, from the event log."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
+    )
+    for record in records:
+        data = record.event.dagster_event.event_specific_data if record.event else None
+        value = getattr(data, "metadata", {}).get("row_count")
+        if value is not None:
+            return int(value.value)
+    return None
+
+
+def _release(adapter) -> None:
+    adapter.cleanup_connections()
+    # dbt-duckdb keeps its database open between connections (keep_open); a read-only handle
+    # left in this process would stop the next dbt run from writing, so close it
+    environment = getattr(type(adapter.connections), "_ENV", None)
+    if environment is not None and hasattr(environment, "close"):
+        environment.close()
+
+
+def _query(adapter, sql: str) -> tuple:
+    _, cursor = adapter.connections.add_query(sql, auto_begin=False)
+    return tuple(cursor.fetchone() or ())
+
+
+def _result(key: dg.AssetKey, name: str, rule: ModelRule, verdict: Verdict) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN
+    metadata: dict[str, Any] = {**verdict.metadata, "status": verdict.status}
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=name,
+        passed=verdict.passed,
+        severity=severity,
+        description=verdict.description,
+        metadata=metadata,
+    )
+
+
+def validate(
+    context: dg.AssetExecutionContext,
+    adapter,
+    rules: Mapping[str, ModelRule],
+    keys: Mapping[str, dg.AssetKey],
+    built: Iterable[str],
+    resource: ValidationResource,
+) -> Iterator[dg.AssetCheckResult]:
+    """A row-count and a max-date result for each built model whose checks are selected."""
+    selected = context.selected_asset_check_keys
+    todo = [
+        uid
+        for uid in built
+        if uid in rules
+        and (
+            dg.AssetCheckKey(keys[uid], ROW_COUNT_CHECK) in selected
+            or dg.AssetCheckKey(keys[uid], MAX_DATE_CHECK) in selected
+        )
+    ]
+    if not todo:
+        return
+    started = time.perf_counter()
+    settings = resource.settings()
+    results: list[dg.AssetCheckResult] = []
+    # a source query per upstream source, then one query per model (count and max together)
+    if not resource.enabled or adapter is None:
+        why = "validation turned off" if not resource.enabled else "no dbt adapter in this step"
+        for uid in todo:
+            off = Verdict(True, f"not run: {why}", {}, "not configured")
+            for name in (ROW_COUNT_CHECK, MAX_DATE_CHECK):
+                results.append(_result(keys[uid], name, rules[uid], off))
+    else:
+        try:
+            results = list(_query_and_judge(context, adapter, rules, keys, todo, settings))
+        finally:
+            _release(adapter)
+    elapsed = time.perf_counter() - started
+    failed = sum(not r.passed for r in results)
+    context.log.info(f"validated {len(todo)} model(s) in {elapsed:.2f} s: {failed} check(s) failed")
+    for result in results:
+        if dg.AssetCheckKey(result.asset_key, result.check_name) in selected:
+            yield result
+
+
+def _query_and_judge(
+    context, adapter, rules, keys, todo, settings
+) -> Iterator[dg.AssetCheckResult]:
+    source_latest: dict[str, Any] = {}
+    with adapter.connection_named("rescue_validation"):
+        for source in {s for uid in todo for s in rules[uid].sources}:
+            try:
+                source_latest[source.unique_id] = _query(adapter, source_sql(source))[0]
+            except Exception as e:  # a missing source table must not hide the model checks
+                context.log.warning(f"latest load of {source.name}: {e}")
+        for uid in todo:
+            rule = rules[uid]
+            key = keys[uid]
+            try:
+                count, latest = _query(adapter, stats_sql(rule))
+            except Exception as e:
+                failed = Verdict(False, f"{rule.name}: query failed: {e}", {}, "failed")
+                yield _result(key, ROW_COUNT_CHECK, rule, failed)
+                yield _result(key, MAX_DATE_CHECK, rule, failed)
+                continue
+            previous = previous_row_count(context.instance, dg.AssetCheckKey(key, ROW_COUNT_CHECK))
+            yield _result(key, ROW_COUNT_CHECK, rule, row_count_verdict(rule, count, previous))
+            expected: Expected | None = (
+                expected_date(rule, settings, source_latest) if rule.date_column else None
+            )
+            verdict = max_date_verdict(rule, count, latest, expected, settings)
+            yield _result(key, MAX_DATE_CHECK, rule, verdict)
