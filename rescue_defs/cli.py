@@ -122,7 +122,14 @@ def _launch(args: argparse.Namespace) -> int:
     )
     print(render_text(plan))
     try:
-        record = rescues.register(instance, plan, force=args.force, dry_run=args.dry_run)
+        record = rescues.register(
+            instance,
+            plan,
+            force=args.force,
+            dry_run=args.dry_run,
+            sandbox=args.sandbox,
+            max_runtime=args.max_runtime,
+        )
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
     rescue_id = record["id"]
@@ -268,6 +275,17 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="launch even when the pre-run checklist blocks"
     )
     launch.add_argument("--dry-run", action="store_true", help="record the plan, launch nothing")
+    launch.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="run against the dbt target `sandbox` (a fresh copy of prod), not prod",
+    )
+    launch.add_argument(
+        "--max-runtime",
+        type=int,
+        metavar="SECONDS",
+        help="fail a stage run that takes longer (run monitoring); resume continues",
+    )
     launch.add_argument("--ui", default="http://127.0.0.1:3000", help="Dagster UI address")
     launch.set_defaults(func=_launch)
 

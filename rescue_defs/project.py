@@ -7,6 +7,9 @@ Environment:
 - RESCUE_DUCKDB_PATH: the bundled warehouse's DuckDB file (default: `data/warehouse.duckdb` in
   the repository). Always made absolute: dagster-dbt runs selections of more than 200 resources
   in a temp copy of the project, where a relative path would silently write a copy.
+- RESCUE_SANDBOX_DUCKDB_PATH: the `sandbox` target's file (default: `sandbox/<same name>` next
+  to the warehouse; the same file name keeps DuckDB's catalog name, so the views copied from
+  prod still resolve).
 """
 
 import functools
@@ -27,11 +30,20 @@ def warehouse_path() -> Path:
     return path.expanduser().resolve()
 
 
+def sandbox_warehouse_path() -> Path:
+    configured = os.environ.get("RESCUE_SANDBOX_DUCKDB_PATH")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    prod = warehouse_path()
+    return prod.parent / "sandbox" / prod.name
+
+
 def configure_warehouse_env() -> Path:
-    """Pin RESCUE_DUCKDB_PATH to an absolute path for every dbt process started from here."""
+    """Pin the warehouse paths (absolute) for every dbt process started from here."""
     path = warehouse_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     os.environ["RESCUE_DUCKDB_PATH"] = str(path)
+    os.environ["RESCUE_SANDBOX_DUCKDB_PATH"] = str(sandbox_warehouse_path())
     return path
 
 

@@ -34,6 +34,7 @@ TAG_ID, TAG_STAGE, TAG_GROUP, TAG_REASON, TAG_STEP, TAG_ATTEMPT = (
     "rescue/step",
     "rescue/attempt",
 )
+TAG_SANDBOX = "rescue/sandbox"
 _INDEX = "rescue/index"
 ACTIVE, SUCCEEDED, FAILED, DRY_RUN = "active", "succeeded", "failed", "dry_run"
 IN_FLIGHT = (
@@ -146,16 +147,30 @@ def register(
     force: bool = False,
     dry_run: bool = False,
     rescue_id: str | None = None,
+    sandbox: bool = False,
+    max_runtime: int | None = None,
 ) -> dict[str, Any]:
-    """Record a planned rescue; the sensor launches its runs. Blocked plans need `force`."""
+    """Record a planned rescue; the sensor launches its runs. Blocked plans need `force`.
+    A sandbox rescue refreshes the sandbox copy of prod first (see rescue_defs.sandbox)."""
     if plan.blocks and not force and not dry_run:
         raise RescueError(
             "the plan is blocked: "
             + "; ".join(f"{i.key}: {i.reason}" for i in plan.blocks)
             + " (launch with force to override)"
         )
+    if max_runtime is not None and max_runtime <= 0:
+        raise RescueError(f"max_runtime must be a positive number of seconds, not {max_runtime}")
+    if sandbox and not dry_run:
+        from rescue_defs.sandbox import SandboxError, refresh_sandbox
+
+        try:
+            refresh_sandbox()
+        except SandboxError as e:
+            raise RescueError(str(e)) from None
     record = {
         "id": rescue_id or new_rescue_id(),
+        "sandbox": sandbox,
+        "max_runtime": max_runtime,
         "created_at": datetime.now(UTC).isoformat(),
         "status": DRY_RUN if dry_run else ACTIVE,
         "reason": plan.request.reason,
@@ -270,10 +285,12 @@ def advance(
 
     everything = frozenset(manifest.models)
     by_key = {k: uid for uid, k in keys.items()}
+    # sandbox runs write the sandbox copy, prod runs prod: only runs of the same kind collide
+    sandbox = bool(record.get("sandbox"))
     others = [
         r
         for r in instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_FLIGHT)))
-        if r.tags.get(TAG_ID) != rescue_id
+        if r.tags.get(TAG_ID) != rescue_id and (r.tags.get(TAG_SANDBOX) == "true") == sandbox
     ]
     requests = []
     for step in record["steps"]:
@@ -323,6 +340,7 @@ def step_request(
                 DBT_ASSETS_NAME: {
                     "config": {
                         "full_refresh": full_refresh,
+                        "sandbox": bool(record.get("sandbox")),
                         "reason": f"rescue {record['id']} ({record['reason']}), "
                         f"run {step['index'] + 1}/{len(record['steps'])} [{step['stage']}]",
                     }
@@ -336,6 +354,13 @@ def step_request(
             TAG_STEP: str(step["index"]),
             TAG_ATTEMPT: str(step["attempt"]),
             TAG_REASON: "resume" if step["attempt"] else record["reason"],
+            **({TAG_SANDBOX: "true"} if record.get("sandbox") else {}),
+            # run monitoring fails a run that outlives this; `rescue resume` continues from there
+            **(
+                {"dagster/max_runtime": str(record["max_runtime"])}
+                if record.get("max_runtime")
+                else {}
+            ),
         },
     )
 
@@ -414,6 +439,9 @@ def model_outcomes(
     outcomes = {uid: ModelOutcome() for uid in keys}
     ordered = sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
     for run in ordered:
+        if run.tags.get(TAG_SANDBOX) == "true":
+            _sandbox_outcomes(instance, run.run_id, by_key, outcomes)
+            continue
         for key in materialized(instance, [run.run_id]):
             if key in by_key:
                 outcomes[by_key[key]].rebuilt = True
@@ -437,6 +465,26 @@ def model_outcomes(
     return outcomes
 
 
+def _sandbox_outcomes(instance, run_id: str, by_key, outcomes) -> None:
+    """Sandbox runs report observations carrying their verdicts (rescue_defs.sandbox)."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION
+    ).records
+    for record in records:
+        observation = record.event_log_entry.dagster_event.asset_observation_data.asset_observation
+        uid = by_key.get(observation.asset_key)
+        if uid is None or "sandbox" not in observation.metadata:
+            continue
+        outcome = outcomes[uid]
+        outcome.rebuilt = True
+        outcome.checks = {}
+        for name, value in observation.metadata.items():
+            text = str(value.value)
+            if text.startswith(("passed", "FAILED")):
+                passed = text.startswith("passed")
+                outcome.checks[name] = CheckOutcome(name, passed, not passed, text)
+
+
 def report_markdown(
     instance: dg.DagsterInstance, record: Mapping[str, Any], keys, with_plan: bool = True
 ) -> str:
@@ -448,7 +496,8 @@ def report_markdown(
     planned = [m for step in record["steps"] for m in step["models"]]
     stage_of = {m: step["stage"] for step in record["steps"] for m in step["models"]}
     lines = [
-        f"# Rescue {rescue_id}: {record['status']}",
+        f"# Rescue {rescue_id}: {record['status']}"
+        + (" (sandbox: nothing in prod was touched)" if record.get("sandbox") else ""),
         "",
         f"- reason: {record['reason'] or '(none)'}",
         f"- created: {record['created_at']}"

@@ -29,6 +29,7 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "warehouse" / "warehouse.duckdb"
     monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(path))
     monkeypatch.delenv("RESCUE_DBT_PROJECT_DIR", raising=False)
+    monkeypatch.delenv("RESCUE_SANDBOX_DUCKDB_PATH", raising=False)
     return path
 
 

@@ -4,6 +4,7 @@ after a kill, a contention guard, and bad input refused before dbt runs."""
 import re
 import threading
 import time
+from datetime import date
 
 import dagster as dg
 import duckdb
@@ -216,6 +217,7 @@ def test_a_rescue_waits_for_a_run_writing_its_models_and_not_for_a_disjoint_one(
         ({"select": "  "}, "the selection is empty"),
         ({"select": "fct_orders", "exclude": "fct_orders"}, "removes every selected model"),
         ({"select": "fct_orders", "full_refresh_models": ["fct_page_views"]}, "not in the rescue"),
+        ({"select": "fct_orders", "max_runtime": 0}, "max_runtime must be a positive number"),
     ],
 )
 def test_bad_rescue_config_fails_before_any_dbt_command(shop_defs, instance, config, message):
@@ -243,3 +245,53 @@ def test_a_config_select_that_disagrees_with_the_asset_selection_fails_before_db
     assert dbt_commands(instance, result.run_id) == []
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert "resolves to 6 models but the run selects 1" in str(failure.step_failure_data)
+
+
+def test_a_sandbox_rescue_rebuilds_a_copy_of_prod_and_leaves_prod_untouched(
+    built, instance, warehouse
+):
+    from rescue_defs.project import sandbox_warehouse_path
+
+    everything = built.resolve_asset_graph().materializable_asset_keys
+    raw_keys = [k for k in everything if k.path[0] == "raw"]
+    job = built.resolve_implicit_global_asset_job_def()
+    loaded = job.execute_in_process(
+        instance=instance, run_config=raw_config("2026-01-14"), asset_selection=raw_keys
+    )
+    assert loaded.success
+    fct_orders = dg.AssetKey("fct_orders")
+    prod_event = instance.get_latest_materialization_event(fct_orders)
+
+    # the loads moved on two days: rebuild what reads the daily sources, in the sandbox
+    select = "stg_orders+ stg_order_items+ stg_payments+ stg_web_events+"
+    started = start_rescue(
+        built, instance, select=select, sandbox=True, reason="try", max_runtime=900
+    )
+    rescue_id = rescue_id_of(started)
+    record = drive_rescue(built, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+
+    # the copy got the rebuild; prod kept its tables, its lineage and its check history
+    sandbox = sandbox_warehouse_path()
+    assert sandbox != warehouse and sandbox.name == warehouse.name
+    latest = "select max(order_date) from analytics.fct_orders"
+    assert query(sandbox, latest) == [(date(2026, 1, 14),)]
+    assert query(warehouse, latest) == [(date(2026, 1, 12),)]
+    assert instance.get_latest_materialization_event(fct_orders).run_id == prod_event.run_id
+    runs = rescue_runs(instance, rescue_id)
+    assert runs and all(r.tags[rescues.TAG_SANDBOX] == "true" for r in runs)
+    # every stage run carries the time limit run monitoring enforces
+    assert all(r.tags["dagster/max_runtime"] == "900" for r in runs)
+    for run in runs:
+        assert all("--target sandbox" in c for c in dbt_commands(instance, run.run_id))
+        assert not instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+    observed = instance.fetch_observations(fct_orders, limit=1).records[0]
+    meta = observed.asset_observation.metadata
+    assert meta["sandbox"].value is True
+    assert meta["max_date_is_current"].value.startswith("passed")
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    outcomes = rescues.model_outcomes(instance, runs, keys)
+    planned = [m for step in record["steps"] for m in step["models"]]
+    assert [m for m in planned if not outcomes[m].validated] == []

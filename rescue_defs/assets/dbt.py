@@ -11,10 +11,16 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
-from rescue_defs.checks.validation import ValidationResource, check_specs, validate
+from rescue_defs.checks.validation import (
+    ValidationResource,
+    blocking_failures,
+    check_specs,
+    validate,
+)
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.planning.stages import group_selection
+from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
 
 # dbt exits 0 on a selection that matches nothing; a rescue must never silently do nothing
 WARN_ERROR_ARGS = ["--warn-error-options", '{"error": ["NoNodesForSelectionCriteria"]}']
@@ -45,6 +51,9 @@ class DbtRunConfig(dg.Config):
     config and an asset selection that disagree fail before dbt runs."""
     reason: str = ""
     """Why this run (audit trail; shown in the logs)."""
+    sandbox: bool = False
+    """Build against the dbt target `sandbox` (a copy of prod): models are reported as
+    observations with `sandbox: true`, never as prod materializations or check results."""
 
 
 @functools.cache
@@ -183,8 +192,9 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
         built: list[str] = []
         adapters: list = []  # the dbt adapter dagster-dbt built for the (last) invocation
         error: DagsterDbtCliRuntimeError | None = None
+        sandbox_tests: list[dg.AssetCheckResult] = []
         try:
-            if not full_refresh:
+            if not full_refresh and not config.sandbox:
                 invocation = dbt.cli(["build", *WARN_ERROR_ARGS], context=context)
                 adapters.append(invocation.adapter)
                 for event in invocation.stream():
@@ -192,18 +202,78 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
                         built.append(by_key[key])
                     yield event
             else:
-                yield from _split_build(
-                    context, dbt, project, manifest, selected, full_refresh, by_key, built, adapters
-                )
+                # a resource for the sandbox target: dagster-dbt builds the adapter (which the
+                # checks query through) from the resource's target, not from a --target arg
+                runner = _with_target(dbt, SANDBOX_TARGET) if config.sandbox else dbt
+                for event in _split_build(
+                    context,
+                    runner,
+                    project,
+                    manifest,
+                    selected,
+                    full_refresh,
+                    by_key,
+                    built,
+                    adapters,
+                ):
+                    if not config.sandbox:
+                        yield event
+                    elif isinstance(event, dg.AssetCheckResult):
+                        sandbox_tests.append(event)
         except DagsterDbtCliRuntimeError as e:
             error = e  # validate what did get built, then fail the step
         adapter = adapters[-1] if adapters else None
         keys = {uid: key for key, uid in by_key.items()}
-        yield from validate(context, adapter, rules, keys, built, validation)
+        results = []
+        for result in validate(context, adapter, rules, keys, built, validation):
+            results.append(result)
+            if not config.sandbox:
+                yield result
+        if config.sandbox:
+            yield from _sandbox_observations(built, keys, results, sandbox_tests, config.reason)
         if error is not None:
             raise error
+        blocked = blocking_failures(results) + [
+            f"{t.asset_key.to_user_string()}: dbt test {t.check_name} failed in the sandbox"
+            for t in sandbox_tests
+            if not t.passed and t.severity == dg.AssetCheckSeverity.ERROR
+        ]
+        if blocked:
+            # what AssetCheckSpec(blocking=True) does for check outputs: the step fails
+            raise dg.Failure(
+                f"{len(blocked)} blocking check(s) failed:\n" + "\n".join(blocked),
+                metadata={"failed_checks": len(blocked)},
+            )
 
     return dbt_models
+
+
+def _sandbox_observations(built, keys, results, tests, reason: str) -> Iterator:
+    """What a sandbox run built, as observations: prod's history stays untouched."""
+    for uid in built:
+        key = keys[uid]
+        metadata: dict[str, Any] = {"sandbox": True, "dbt_target": SANDBOX_TARGET}
+        if reason:
+            metadata["reason"] = reason
+        for r in (*results, *tests):
+            if r.asset_key == key:
+                verdict = "passed" if r.passed else "FAILED"
+                text = getattr(r, "description", None) or ""
+                metadata[r.check_name] = f"{verdict}: {text}".rstrip(": ")
+        yield dg.AssetObservation(
+            asset_key=key, description="built in the sandbox, not in prod", metadata=metadata
+        )
+
+
+def _with_target(dbt: DbtCliResource, target: str) -> DbtCliResource:
+    return DbtCliResource(
+        project_dir=dbt.project_dir,
+        profiles_dir=dbt.profiles_dir,
+        profile=dbt.profile,
+        target=target,
+        dbt_executable=dbt.dbt_executable,
+        global_config_flags=dbt.global_config_flags,
+    )
 
 
 def _split_build(context, dbt, project, manifest, selected, full_refresh, by_key, built, adapters):

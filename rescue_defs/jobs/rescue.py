@@ -35,6 +35,11 @@ class StartRescueConfig(dg.Config):
     reason: str = "manual"
     force: bool = False
     """Launch even when the pre-run checklist blocks (recorded in the rescue)."""
+    sandbox: bool = False
+    """Run the plan against the dbt target `sandbox` (a fresh copy of prod) instead of prod."""
+    max_runtime: int | None = None
+    """Seconds a stage run may take before run monitoring fails it (tag dagster/max_runtime);
+    `rescue resume` then rebuilds what is missing."""
 
 
 def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
@@ -67,7 +72,12 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
                 schedules=rescues.next_ticks(schedules, rescues.datetime.now(rescues.UTC)),
             )
             record = rescues.register(
-                context.instance, plan, force=config.force, dry_run=config.dry_run
+                context.instance,
+                plan,
+                force=config.force,
+                dry_run=config.dry_run,
+                sandbox=config.sandbox,
+                max_runtime=config.max_runtime,
             )
         except (SelectionError, rescues.RescueError) as e:
             raise dg.Failure(description=str(e)) from None
