@@ -81,6 +81,8 @@ def rescue_ids(instance: dg.DagsterInstance) -> list[str]:
 
 
 def _run_models(run: dg.DagsterRun, keys: Mapping[dg.AssetKey, str], everything: frozenset[str]):
+    if run.tags.get("rescue/kind") == "start":
+        return frozenset()  # rescue_job only plans and records; it writes no table
     if run.asset_selection is None:
         # a run of a whole job writes whatever the job builds: assume all of it
         return everything

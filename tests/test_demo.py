@@ -1,4 +1,5 @@
-"""The README's first command, end to end: `./dev demo` serves the UI; everything materializes."""
+"""The README's first command, end to end: `./dev demo` serves the UI; everything materializes;
+a rescue launched from the UI's launchpad in a real headless Chromium runs to its report."""
 
 import os
 import signal
@@ -36,8 +37,10 @@ def _wait_for(predicate, timeout: float, what: str, log: Path):
     pytest.fail(f"timed out waiting for {what}; dagster dev said:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture
-def demo(tmp_path: Path):
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    """`./dev demo` in its own Dagster home and warehouse, shared by this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     port = _free_port()
     log = tmp_path / "dagster-dev.log"
     env = {
@@ -57,7 +60,7 @@ def demo(tmp_path: Path):
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         _wait_for(lambda: client._execute(ASSET_GROUPS)["assetNodes"], 180, "the UI", log)
-        yield client, log
+        yield client, log, port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -72,7 +75,7 @@ def demo(tmp_path: Path):
 
 
 def test_demo_serves_the_lineage_and_materializes_everything(demo):
-    client, log = demo
+    client, log, _ = demo
     nodes = client._execute(ASSET_GROUPS)["assetNodes"]
     group_of = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     assert set(group_of.values()) == {"raw", "staging", "intermediate", "marts", "rescue"}
@@ -93,3 +96,101 @@ def test_demo_serves_the_lineage_and_materializes_everything(demo):
         log,
     )
     assert status == "SUCCESS"
+
+
+RESCUE_RUNS = """
+query ($job: String!) {
+  runsOrError(filter: {pipelineName: $job}) {
+    ... on Runs { results { runId status tags { key value } } }
+  }
+}
+"""
+
+
+def _runs(client, job: str) -> list[dict]:
+    return client._execute(RESCUE_RUNS, {"job": job})["runsOrError"]["results"]
+
+
+def _chromium() -> str:
+    for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if Path(path).exists():
+            return path
+    pytest.fail("the UI test needs Chromium: `./dev test` installs Debian's chromium package")
+
+
+def _dismiss_welcome(page) -> None:
+    """A fresh Dagster home greets the first visitor with a community dialog."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(timeout=10_000)
+    except PlaywrightTimeout:
+        return
+    skip.click()
+    skip.wait_for(state="hidden", timeout=10_000)
+
+
+def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(demo, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    client, log, port = demo
+    base = f"http://127.0.0.1:{port}"
+    # what an on-call engineer types into rescue_job's launchpad
+    config = (
+        'ops: {start_rescue: {config: {select: "+fct_daily_revenue", layered: false, '
+        'reason: "launched from the UI"}}}'
+    )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            page.goto(f"{base}/locations/rescue_defs/jobs/rescue_job/playground")
+            editor = page.locator(".CodeMirror").first
+            editor.wait_for(timeout=120_000)
+            _dismiss_welcome(page)
+            editor.click()
+            page.keyboard.press("Control+A")
+            page.keyboard.press("Delete")
+            # inserted as text: typing would trigger the editor's bracket auto-closing
+            page.keyboard.insert_text(config)
+            launch = page.get_by_role("button", name="Launch Run")
+            launch.wait_for(timeout=60_000)
+            launch.click()
+            page.wait_for_url("**/runs/**", timeout=60_000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "launchpad.png"))
+            raise
+
+        def start_run():
+            runs = _runs(client, "rescue_job")
+            return runs and runs[0]["status"] in ("SUCCESS", "FAILURE") and runs[0]
+
+        start = _wait_for(start_run, 180, "rescue_job's run", log)
+        assert start["status"] == "SUCCESS"
+
+        # the daemon's rescue_sensor launches the stage run; it builds and validates
+        def stage_done():
+            runs = _runs(client, "rescue_step_job")
+            return runs and all(r["status"] in ("SUCCESS", "FAILURE") for r in runs) and runs
+
+        stages = _wait_for(stage_done, 400, "the rescue's stage run", log)
+        assert [r["status"] for r in stages] == ["SUCCESS"]
+        tags = {t["key"]: t["value"] for t in stages[0]["tags"]}
+        assert tags["rescue/reason"] == "launched from the UI"
+        rescue_id = tags["rescue/id"]
+
+        # the report, as the UI shows it on the rescue_report asset
+        report_page = browser.new_page(viewport={"width": 1600, "height": 1000})
+
+        def report_shown():
+            report_page.goto(f"{base}/assets/rescue_report")
+            report_page.wait_for_load_state("networkidle")
+            return rescue_id in report_page.content()
+
+        try:
+            _wait_for(report_shown, 120, "the rescue report in the UI", log)
+        except BaseException:
+            report_page.screenshot(path=str(tmp_path / "report.png"))
+            raise
+        browser.close()

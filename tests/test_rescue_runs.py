@@ -295,3 +295,18 @@ def test_a_sandbox_rescue_rebuilds_a_copy_of_prod_and_leaves_prod_untouched(
     outcomes = rescues.model_outcomes(instance, runs, keys)
     planned = [m for step in record["steps"] for m in step["models"]]
     assert [m for m in planned if not outcomes[m].validated] == []
+
+
+def test_the_run_that_starts_a_rescue_does_not_block_it(shop_defs, instance):
+    # a launchpad run of rescue_job is in progress while it plans: it writes no table
+    create_run_for_test(
+        instance,
+        job_name="rescue_job",
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"rescue/kind": "start"},
+    )
+    started = start_rescue(shop_defs, instance, select="+fct_daily_revenue", dry_run=True)
+    assert started.success
+    record = rescues.load(instance, rescue_id_of(started))
+    checklist = {item["item"]: item for item in record["plan"]["checklist"]}
+    assert checklist["overlap"]["status"] == "ok", checklist["overlap"]
