@@ -68,6 +68,9 @@ def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
     status = capsys.readouterr().out
     assert f"rescue {rescue_id}: succeeded" in status
     assert "run 3 [downstream] SUCCESS" in status
+    # the rescue report follows: every planned model rebuilt and validated, nothing left
+    assert f"{len(planned)}/{len(planned)} rebuilt, {len(planned)} validated" in status
+    assert "Nothing: every planned model was rebuilt" in status
 
 
 def _manifest_args(defs):
