@@ -1,0 +1,131 @@
+"""The production path on the real Postgres server at 127.0.0.1:5432 (when there is one):
+Dagster's storage on Postgres, a dbt warehouse on Postgres, a rescue through the sensor, and
+the validation checks through the dbt-postgres adapter."""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from rescue_defs import rescues
+from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
+from rescue_defs.definitions import build_definitions
+from rescue_defs.project import load_dbt_project
+from tests.conftest import prepare
+from tests.helpers import drive_rescue, materialize_all, rescue_id_of, start_rescue
+
+psycopg2 = pytest.importorskip("psycopg2")
+
+MODELS = {
+    "orders.sql": "select n as order_id, date '2026-01-01' + (n % 10) as order_date, "
+    "n * 10 as amount from generate_series(1, 50) as n",
+    "daily_orders.sql": "{{ config(meta={'rescue': {'date_column': 'order_date', "
+    "'expected_date': 'today'}}) }}\n"
+    "select order_date, count(*) as orders, sum(amount) as revenue "
+    "from {{ ref('orders') }} group by order_date",
+    "fct_stale_orders.sql": "{{ config(meta={'rescue': {'date_column': 'order_date', "
+    "'expected_date': 'today'}}) }}\n"
+    "select * from {{ ref('orders') }} where order_date < date '2026-01-05'",
+}
+
+
+def _admin():
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="module")
+def databases() -> Iterator[tuple[str, str]]:
+    """A fresh database for the warehouse and one for Dagster's storage."""
+    try:
+        admin = _admin()
+    except psycopg2.OperationalError:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    suffix = uuid.uuid4().hex[:8]
+    names = (f"rescue_wh_{suffix}", f"rescue_dagster_{suffix}")
+    with admin.cursor() as cur:
+        for name in names:
+            cur.execute(f'create database "{name}"')
+    try:
+        yield names
+    finally:
+        with admin.cursor() as cur:
+            for name in names:
+                cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def pg_project_dir(databases, tmp_path_factory) -> Path:
+    warehouse_db, _ = databases
+    path = tmp_path_factory.mktemp("pg") / "pg_shop"
+    (path / "models" / "marts").mkdir(parents=True)
+    (path / "dbt_project.yml").write_text(
+        "name: pg_shop\nversion: '1.0.0'\nconfig-version: 2\nprofile: pg_shop\n"
+        "models:\n  pg_shop:\n    +materialized: table\n"
+    )
+    (path / "profiles.yml").write_text(
+        "pg_shop:\n  target: prod\n  outputs:\n    prod:\n      type: postgres\n"
+        "      host: 127.0.0.1\n      port: 5432\n      user: postgres\n      password: ''\n"
+        f"      dbname: {warehouse_db}\n      schema: analytics\n      threads: 2\n"
+    )
+    for name, sql in MODELS.items():
+        folder = path / "models" / ("marts" if name.startswith("fct_") else "")
+        (folder / name).write_text(sql + "\n")
+    prepare(path, path.parent / "unused.duckdb")
+    return path
+
+
+@pytest.fixture
+def pg_instance(databases) -> Iterator[dg.DagsterInstance]:
+    _, dagster_db = databases
+    db = {
+        "username": "postgres",
+        "password": "",
+        "hostname": "127.0.0.1",
+        "db_name": dagster_db,
+        "scheme": "postgresql+psycopg2",  # SQLAlchemy 2.1 would pick psycopg 3
+    }
+    with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_db": db}}}) as inst:
+        yield inst
+
+
+def _checks(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    found = {}
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            data = event.asset_check_evaluation_data
+            found[(data.asset_key.to_user_string(), data.check_name)] = data
+    return found
+
+
+def test_a_rescue_on_postgres_storage_and_warehouse_builds_validates_and_reports(
+    pg_project_dir, pg_instance, monkeypatch
+):
+    monkeypatch.setenv("RESCUE_TODAY", "2026-01-10")
+    defs = build_definitions(load_dbt_project(str(pg_project_dir)))
+    first = materialize_all(defs, pg_instance, raise_on_error=False)
+    checks = _checks(first)
+    # counted and dated through the dbt-postgres adapter
+    assert checks[("orders", ROW_COUNT_CHECK)].metadata["row_count"].value == 50
+    daily = checks[("daily_orders", MAX_DATE_CHECK)]
+    assert daily.passed and daily.metadata["max_date"].value == "2026-01-10"
+    stale = checks[("fct_stale_orders", MAX_DATE_CHECK)]
+    assert not stale.passed and "is 6 days behind 2026-01-10" in stale.description
+    assert stale.severity == dg.AssetCheckSeverity.ERROR  # a mart: blocking
+    assert not first.success
+
+    # a rescue recorded in Postgres storage, launched by the sensor, reported
+    rescue_id = rescue_id_of(
+        start_rescue(
+            defs, pg_instance, select="orders+", exclude="fct_stale_orders", reason="postgres"
+        )
+    )
+    record = drive_rescue(defs, pg_instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert rescues.rescue_ids(pg_instance) == [rescue_id]
+    report = pg_instance.get_latest_materialization_event(rescues.REPORT_ASSET)
+    assert "2/2 rebuilt, 2 validated" in report.asset_materialization.metadata["report"].value
