@@ -35,7 +35,7 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
         assets=assets,
         jobs=[daily_pipeline_job, step_job, build_rescue_job(project, [daily_pipeline_schedule])],
         schedules=[daily_pipeline_schedule],
-        sensors=[build_rescue_sensor(project, step_job)],
+        sensors=[build_rescue_sensor(project, step_job, dbt_models)],
         resources={
             "dbt": DbtCliResource(project_dir=project),
             "warehouse": DuckDBResource(database=str(warehouse)),

@@ -244,6 +244,7 @@ def advance(
     record: dict[str, Any],
     keys: Mapping[str, dg.AssetKey],
     manifest: DbtManifest,
+    checks_of=None,
 ) -> Tick:
     """One look at a rescue: settle finished steps, launch what may start, say what waits."""
     rescue_id = record["id"]
@@ -317,7 +318,7 @@ def advance(
                 )
             )
             continue
-        requests.append(step_request(record, step, keys))
+        requests.append(step_request(record, step, keys, checks_of))
     if messages:
         record["message"] = messages[0]
     elif requests:
@@ -327,16 +328,31 @@ def advance(
 
 
 def step_request(
-    record: Mapping[str, Any], step: Mapping[str, Any], keys: Mapping[str, dg.AssetKey]
+    record: Mapping[str, Any],
+    step: Mapping[str, Any],
+    keys: Mapping[str, dg.AssetKey],
+    checks_of=None,
 ) -> dg.RunRequest:
+    """The run of one step. `checks_of(asset keys) -> check keys` lists the asset checks of the
+    step's models, to plan only the dbt tests among them (None: plan every check)."""
     remaining = step["remaining"]
     full_refresh = [m for m in step["full_refresh"] if m in remaining]
     from rescue_defs.assets.dbt import DBT_ASSETS_NAME
+    from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
 
+    selection = [keys[m] for m in remaining]
+    # the models' dbt tests are planned as usual; the validation checks run anyway in rescue
+    # runs (see checks/validation.py) without a stored "planned" event each
+    check_keys = (
+        [c for c in checks_of(selection) if c.name not in (ROW_COUNT_CHECK, MAX_DATE_CHECK)]
+        if checks_of is not None
+        else None
+    )
     return dg.RunRequest(
         run_key=f"{record['id']}:{step['index']}:{step['attempt']}",
         job_name=STEP_JOB,
-        asset_selection=[keys[m] for m in remaining],
+        asset_selection=selection,
+        asset_check_keys=check_keys,
         run_config={
             "ops": {
                 DBT_ASSETS_NAME: {

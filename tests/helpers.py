@@ -81,9 +81,15 @@ def evaluate_rescue_sensor(defs: dg.Definitions, instance: dg.DagsterInstance):
 
 def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def(request.job_name)
+    selection: list | None = list(request.asset_selection)
+    if request.asset_check_keys is not None:  # as the daemon launches it: only these planned
+        job = job.get_subset(
+            asset_selection=set(selection), asset_check_selection=set(request.asset_check_keys)
+        )
+        selection = None
     return job.execute_in_process(
         instance=instance,
-        asset_selection=list(request.asset_selection),
+        asset_selection=selection,
         tags=request.tags,
         run_config=request.run_config,
         raise_on_error=False,

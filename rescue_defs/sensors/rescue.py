@@ -7,8 +7,16 @@ from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 
 
-def build_rescue_sensor(project: DbtProject, step_job) -> dg.SensorDefinition:
+def build_rescue_sensor(
+    project: DbtProject, step_job, dbt_models: dg.AssetsDefinition | None = None
+) -> dg.SensorDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+    by_asset: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
+    for check_key in dbt_models.check_keys if dbt_models is not None else ():
+        by_asset.setdefault(check_key.asset_key, []).append(check_key)
+
+    def checks_of(asset_keys) -> list[dg.AssetCheckKey]:
+        return [c for key in asset_keys for c in by_asset.get(key, [])]
 
     @dg.sensor(
         name="rescue_sensor",
@@ -27,7 +35,13 @@ def build_rescue_sensor(project: DbtProject, step_job) -> dg.SensorDefinition:
             record = rescues.load(context.instance, rescue_id)
             if record["status"] != rescues.ACTIVE:
                 continue
-            tick = rescues.advance(context.instance, record, keys, manifest)
+            tick = rescues.advance(
+                context.instance,
+                record,
+                keys,
+                manifest,
+                checks_of if dbt_models is not None else None,
+            )
             requests += tick.requests
             messages += tick.messages
         for message in messages:
