@@ -121,3 +121,13 @@ def start_rescue(defs, instance, **config) -> dg.ExecuteInProcessResult:
 
 def rescue_id_of(result: dg.ExecuteInProcessResult) -> str:
     return result.output_for_node("start_rescue")
+
+
+def checks_of(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
+    """(asset, check name) -> the evaluation a run logged."""
+    found = {}
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            data = event.asset_check_evaluation_data
+            found[(data.asset_key.to_user_string(), data.check_name)] = data
+    return found

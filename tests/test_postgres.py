@@ -14,7 +14,7 @@ from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
 from rescue_defs.definitions import build_definitions
 from rescue_defs.project import load_dbt_project
 from tests.conftest import prepare
-from tests.helpers import drive_rescue, materialize_all, rescue_id_of, start_rescue
+from tests.helpers import checks_of, drive_rescue, materialize_all, rescue_id_of, start_rescue
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -93,22 +93,13 @@ def pg_instance(databases) -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def _checks(result) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
-    found = {}
-    for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            data = event.asset_check_evaluation_data
-            found[(data.asset_key.to_user_string(), data.check_name)] = data
-    return found
-
-
 def test_a_rescue_on_postgres_storage_and_warehouse_builds_validates_and_reports(
     pg_project_dir, pg_instance, monkeypatch
 ):
     monkeypatch.setenv("RESCUE_TODAY", "2026-01-10")
     defs = build_definitions(load_dbt_project(str(pg_project_dir)))
     first = materialize_all(defs, pg_instance, raise_on_error=False)
-    checks = _checks(first)
+    checks = checks_of(first)
     # counted and dated through the dbt-postgres adapter
     assert checks[("orders", ROW_COUNT_CHECK)].metadata["row_count"].value == 50
     daily = checks[("daily_orders", MAX_DATE_CHECK)]

@@ -31,6 +31,7 @@ from rescue_defs.definitions import build_definitions
 from rescue_defs.project import BUNDLED_PROJECT_DIR, load_dbt_project
 from tests.conftest import prepare
 from tests.helpers import (
+    checks_of,
     drive_rescue,
     materialize_all,
     query,
@@ -38,16 +39,6 @@ from tests.helpers import (
     rescue_id_of,
     start_rescue,
 )
-
-
-def checks_of(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
-    """(asset, check name) -> the evaluation a run logged."""
-    found = {}
-    for event in result.all_events:
-        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-            data = event.asset_check_evaluation_data
-            found[(data.asset_key.to_user_string(), data.check_name)] = data
-    return found
 
 
 def rule(**overrides) -> ModelRule:
