@@ -125,6 +125,7 @@ def _launch(args: argparse.Namespace) -> int:
         record = rescues.register(
             instance,
             plan,
+            keys,
             force=args.force,
             dry_run=args.dry_run,
             sandbox=args.sandbox,
@@ -136,12 +137,26 @@ def _launch(args: argparse.Namespace) -> int:
     print(f"\nrescue {rescue_id}: {record['status']}")
     if args.dry_run:
         return 0
-    print(f"runs: {args.ui}/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id}")
+    ui = _ui_url(args)
+    print(f"runs: {ui}/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id}")
+    print(f"report: {ui}/assets/rescue_report?partition={rescue_id}")
     print("rescue_sensor (running under `./dev demo`) launches the runs in order.")
-    return _follow(instance, rescue_id, args.wait_timeout) if args.wait else 0
+    return _follow(instance, rescue_id, keys, args.wait_timeout) if args.wait else 0
 
 
-def _follow(instance, rescue_id: str, timeout: float) -> int:
+def _ui_url(args: argparse.Namespace) -> str:
+    """--ui, else RESCUE_UI_URL, else what `./dev demo` wrote into the Dagster home."""
+    if args.ui:
+        return args.ui.rstrip("/")
+    if os.environ.get("RESCUE_UI_URL"):
+        return os.environ["RESCUE_UI_URL"].rstrip("/")
+    written = Path(os.environ["DAGSTER_HOME"]) / "ui_url"
+    if written.exists():
+        return written.read_text().strip().rstrip("/")
+    return "http://127.0.0.1:3000"
+
+
+def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
     import time
 
     from rescue_defs import rescues
@@ -149,14 +164,14 @@ def _follow(instance, rescue_id: str, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     shown: list[str] = []
     while True:
-        lines = rescues.status_lines(instance, rescue_id)
+        lines = rescues.status_lines(instance, rescue_id, keys)
         if lines != shown:
             print("\n".join(lines), flush=True)
             shown = lines
         status = rescues.load(instance, rescue_id)["status"]
         if status == rescues.SUCCEEDED:
             return 0
-        if status == rescues.FAILED:
+        if status in rescues.ENDED:
             return 1
         if time.monotonic() > deadline:
             print(f"rescue {rescue_id} still {status} after {timeout:.0f} s", file=sys.stderr)
@@ -169,10 +184,12 @@ def _status(args: argparse.Namespace) -> int:
     from rescue_defs.assets.dbt import model_asset_keys
 
     instance = _instance()
+    if not args.rescue_id:
+        return _list(instance)
     try:
-        print("\n".join(rescues.status_lines(instance, args.rescue_id)))
-        record = rescues.load(instance, args.rescue_id)
         keys = model_asset_keys(_manifest(args))
+        print("\n".join(rescues.status_lines(instance, args.rescue_id, keys)))
+        record = rescues.load(instance, args.rescue_id)
         report = rescues.report_markdown(instance, record, keys, with_plan=False)
         # the runs table is already above; models, failed checks and what is left follow
         print(report[report.index("\n## Models") :])
@@ -181,17 +198,44 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(instance, limit: int = 20) -> int:
+    from rescue_defs import rescues
+
+    ids = rescues.rescue_ids(instance)[-limit:]
+    if not ids:
+        print("no rescue on this Dagster instance yet")
+    for record in rescues.store.records(instance, ids):
+        print(f"{record['id']}  {record['status']:<9} {record['reason']}: {record['message']}")
+    return 0
+
+
 def _resume(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
     from rescue_defs.assets.dbt import model_asset_keys
 
     instance = _instance()
+    keys = model_asset_keys(_manifest(args))
     try:
-        record = rescues.resume(instance, args.rescue_id, model_asset_keys(_manifest(args)))
+        record = rescues.resume(instance, args.rescue_id, keys, force=args.force)
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
     print(f"rescue {record['id']}: {record['message']}")
-    return _follow(instance, record["id"], args.wait_timeout) if args.wait else 0
+    return _follow(instance, record["id"], keys, args.wait_timeout) if args.wait else 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from rescue_defs import rescues
+    from rescue_defs.assets.dbt import model_asset_keys
+
+    instance = _instance()
+    keys = model_asset_keys(_manifest(args))
+    try:
+        record = rescues.cancel(instance, args.rescue_id, keys)
+    except rescues.RescueError as e:
+        raise CliError(str(e)) from None
+    print(f"rescue {record['id']}: {record['message']}")
+    print("\n".join(rescues.status_lines(instance, record["id"], keys)[1:]))
+    return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -286,18 +330,32 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="fail a stage run that takes longer (run monitoring); resume continues",
     )
-    launch.add_argument("--ui", default="http://127.0.0.1:3000", help="Dagster UI address")
+    launch.add_argument(
+        "--ui", help="Dagster UI address (default: RESCUE_UI_URL, or the running demo's)"
+    )
     launch.set_defaults(func=_launch)
 
-    status = sub.add_parser("status", help="stages, runs, what was rebuilt, what is left")
-    status.add_argument("rescue_id")
+    status = sub.add_parser(
+        "status", help="stages, runs, what was rebuilt, what is left (no id: recent rescues)"
+    )
+    status.add_argument("rescue_id", nargs="?")
     _project_args(status)
     status.set_defaults(func=_status)
 
     resume = sub.add_parser("resume", help="rebuild planned minus materialized, same flags")
     resume.add_argument("rescue_id")
     _project_args(resume)
+    resume.add_argument(
+        "--force", action="store_true", help="resume a dry run whose plan was blocked"
+    )
     resume.set_defaults(func=_resume)
+
+    cancel = sub.add_parser(
+        "cancel", help="stop a rescue: terminate its runs in flight, report what is left"
+    )
+    cancel.add_argument("rescue_id")
+    _project_args(cancel)
+    cancel.set_defaults(func=_cancel)
     return p
 
 

@@ -11,7 +11,11 @@ from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.raw import raw_sources
 from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.pipeline import daily_pipeline_job, daily_pipeline_schedule
-from rescue_defs.jobs.rescue import build_rescue_job, build_rescue_step_job
+from rescue_defs.jobs.rescue import (
+    build_cancel_rescue_job,
+    build_rescue_job,
+    build_rescue_step_job,
+)
 from rescue_defs.project import configure_warehouse_env, dbt_project, is_bundled
 from rescue_defs.sensors.rescue import build_rescue_sensor
 
@@ -22,9 +26,11 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
     report = dg.AssetSpec(
         rescues.REPORT_ASSET,
         group_name="rescue",
-        description="One materialization per finished rescue: its report (plan, runs, "
-        "per-model rebuilt / validated / failed, failed checks with their numbers, what is "
-        "left). Written by rescue_sensor; `rescue status <id>` prints the same.",
+        partitions_def=rescues.REPORT_PARTITIONS,
+        description="One partition per rescue (its id), materialized when the rescue is "
+        "registered (the plan) and again when it ends: the report (plan, runs, per-model "
+        "rebuilt / validated / failed, failed checks with their numbers, what is left). "
+        "`rescue status <id>` prints the same.",
     )
     assets: list = [dbt_models, report]
     if is_bundled(project):
@@ -33,7 +39,12 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
     step_job = build_rescue_step_job(dbt_models)
     return dg.Definitions(
         assets=assets,
-        jobs=[daily_pipeline_job, step_job, build_rescue_job(project, [daily_pipeline_schedule])],
+        jobs=[
+            daily_pipeline_job,
+            step_job,
+            build_rescue_job(project, [daily_pipeline_schedule]),
+            build_cancel_rescue_job(project),
+        ],
         schedules=[daily_pipeline_schedule],
         sensors=[build_rescue_sensor(project, step_job, dbt_models)],
         resources={

@@ -75,7 +75,7 @@ def _selections_for(manifest: DbtManifest) -> list[tuple[str, str]]:
     """A broad, deterministic set of selections drawn from the manifest itself."""
     by_degree = sorted(
         manifest.models,
-        key=lambda m: (-manifest.model_graph.in_degree(m) - manifest.model_graph.out_degree(m), m),
+        key=lambda m: (-manifest.graph.in_degree(m) - manifest.graph.out_degree(m), m),
     )
     unique = [m for m in by_degree if len(manifest.by_name[manifest.name(m)]) == 1]
     a, b, c = (manifest.name(m) for m in unique[:3])

@@ -67,8 +67,13 @@ def selector_for(manifest_path: str, project_dir: str) -> Selector:
 
 
 def model_asset_keys(manifest: DbtManifest) -> dict[str, dg.AssetKey]:
-    """unique_id -> asset key, as dagster-dbt names it (never rebuilt by hand)."""
-    return {uid: TRANSLATOR.get_asset_key(node) for uid, node in manifest.models.items()}
+    """unique_id -> asset key, as dagster-dbt names it (never rebuilt by hand); ephemeral
+    models are no assets (dbt compiles them into their consumers)."""
+    return {
+        uid: TRANSLATOR.get_asset_key(node)
+        for uid, node in manifest.models.items()
+        if uid not in manifest.ephemeral
+    }
 
 
 def refresh_layers(

@@ -63,17 +63,20 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
             reason=config.reason or "manual",
         )
         keys = model_asset_keys(manifest)
+        rescue_id = rescues.new_rescue_id()
+        # the starting run carries the rescue's id, so the rescue's runs filter shows it too
+        context.instance.add_run_tags(
+            context.run_id, {rescues.TAG_ID: rescue_id, rescues.TAG_REASON: request.reason}
+        )
         try:
             plan = rescues.plan_for(
-                planner,
-                context.instance,
-                request,
-                keys,
-                schedules=rescues.next_ticks(schedules, rescues.datetime.now(rescues.UTC)),
+                planner, context.instance, request, keys, schedules=rescues.next_ticks(schedules)
             )
             record = rescues.register(
                 context.instance,
                 plan,
+                keys,
+                rescue_id=rescue_id,
                 force=config.force,
                 dry_run=config.dry_run,
                 sandbox=config.sandbox,
@@ -100,10 +103,43 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
         description="Start a rescue: fill `select` (and optionally exclude, full_refresh, "
         "layered, dry_run, reason) in the launchpad. The plan shows in this run's logs; the "
         "stage runs follow, tagged rescue/id.",
-        tags={"rescue/kind": "start"},
+        tags={rescues.TAG_KIND: "start"},
         executor_def=dg.in_process_executor,
     )
     def rescue_job():
         start_rescue()
 
     return rescue_job
+
+
+class CancelRescueConfig(dg.Config):
+    rescue_id: str
+    """The rescue to cancel (the `rescue/id` tag of its runs)."""
+
+
+def build_cancel_rescue_job(project: DbtProject) -> dg.JobDefinition:
+    manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+
+    @dg.op(name="cancel_rescue")
+    def cancel_rescue(context: dg.OpExecutionContext, config: CancelRescueConfig) -> None:
+        """Cancels a rescue: no further run starts, its runs in flight are terminated, and
+        its report says what is left (`rescue resume` picks it up again)."""
+        keys = model_asset_keys(load_manifest(manifest_path, project_dir))
+        try:
+            record = rescues.cancel(context.instance, config.rescue_id.strip(), keys, who="UI")
+        except rescues.RescueError as e:
+            raise dg.Failure(description=str(e)) from None
+        context.log.info(f"rescue {record['id']}: {record['message']}")
+
+    @dg.job(
+        name="cancel_rescue_job",
+        description="Cancel a rescue: fill `rescue_id`. Its runs in flight are terminated; the "
+        "rescue_report partition says what is left. Terminating a rescue's run in the UI "
+        "cancels the rescue too.",
+        tags={rescues.TAG_KIND: "cancel"},
+        executor_def=dg.in_process_executor,
+    )
+    def cancel_rescue_job():
+        cancel_rescue()
+
+    return cancel_rescue_job

@@ -37,6 +37,12 @@ class DbtManifest:
             for uid, node in self.nodes.items()
             if node["resource_type"] == MODEL and node.get("config", {}).get("enabled", True)
         }
+        # dbt compiles ephemeral models into their consumers: no table, nothing to run
+        self.ephemeral: frozenset[str] = frozenset(
+            uid
+            for uid, node in self.models.items()
+            if node.get("config", {}).get("materialized") == "ephemeral"
+        )
 
     @classmethod
     def load(cls, path: str | Path, project_dir: str | Path | None = None) -> "DbtManifest":
@@ -74,8 +80,15 @@ class DbtManifest:
 
     @functools.cached_property
     def model_graph(self) -> nx.DiGraph:
-        """Models only, edges parent -> child (through ephemeral models too)."""
-        return self.graph.subgraph(self.models).copy()
+        """Models that are built (tables, views, incrementals), edges parent -> child; an
+        ephemeral model in between becomes an edge from its parents to its children."""
+        graph = self.graph.subgraph(self.models).copy()
+        for uid in self.ephemeral:
+            graph.add_edges_from(
+                (p, c) for p in graph.predecessors(uid) for c in graph.successors(uid)
+            )
+            graph.remove_node(uid)
+        return graph
 
     @functools.cached_property
     def by_name(self) -> dict[str, list[str]]:

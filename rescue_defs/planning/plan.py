@@ -74,6 +74,9 @@ class Plan:
     full_refresh: frozenset[str]
     checklist: tuple[Item, ...]
     tests: tuple[str, ...]
+    inlined: tuple[str, ...] = ()
+    """Ephemeral models in the selection: compiled into the planned models that use them,
+    never built (nor run) on their own."""
 
     @property
     def stages(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -132,6 +135,7 @@ class Plan:
             ],
             "blocked": bool(self.blocks),
             "tests": list(self.tests),
+            "inlined": list(self.inlined),
         }
 
 
@@ -152,7 +156,15 @@ class Planner:
     ) -> Plan:
         manifest, settings = self.manifest, self.settings
         resolution = self.selector.resolve(request.select, request.exclude)
-        models = resolution.models
+        inlined = resolution.models & manifest.ephemeral
+        models = resolution.models - inlined
+        if not models:
+            raise SelectionError(
+                request.select,
+                "selects only ephemeral models, which dbt compiles into the models that use "
+                "them: select those instead (e.g. add `+` after the model)",
+            )
+        targets = (resolution.targets - inlined) or models
         costs = CostModel(manifest, history, settings.cost)
 
         # advice first (it uses the incremental cost); then full refresh changes the cost
@@ -167,14 +179,14 @@ class Planner:
         stages, stage_reason = plan_stages(
             manifest,
             models,
-            resolution.targets,
+            targets,
             sum(seconds.values()),
             settings.stages,
             request.layered,
         )
         steps = self._steps(stages, seconds, full_refresh)
 
-        upstream, middle, downstream = split_layers(manifest, models, resolution.targets)
+        upstream, middle, downstream = split_layers(manifest, models, targets)
         graph = manifest.model_graph
         # consumers of the target and downstream parts left out of the rescue stay stale
         outside = set().union(*(nx.descendants(graph, m) for m in models - upstream)) - models
@@ -204,8 +216,8 @@ class Planner:
         return Plan(
             request=request,
             models=tuple(manifest.topological(models)),
-            targets=resolution.targets,
-            names={m: manifest.name(m) for m in models},
+            targets=targets,
+            names={m: manifest.name(m) for m in models | inlined},
             stage_reason=stage_reason,
             steps=tuple(steps),
             seconds=seconds,
@@ -215,6 +227,7 @@ class Planner:
             full_refresh=full_refresh,
             checklist=tuple(evaluate(facts, env or Environment())),
             tests=tuple(manifest.tests_of(models)),
+            inlined=tuple(sorted(inlined, key=manifest.name)),
         )
 
     def _full_refresh(self, request, models, incremental, advice) -> frozenset[str]:

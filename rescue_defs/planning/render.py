@@ -25,8 +25,10 @@ def render_text(plan: Plan) -> str:
         f"targets: {_names(plan, sorted(plan.targets, key=plan.name))}",
         f"  expected ~{_minutes(plan.total_seconds)} (serial), {len(plan.heavy)} heavy; "
         f"{plan.stage_reason}",
-        "",
     ]
+    if plan.inlined:
+        lines.append(f"  ephemeral, compiled into their consumers: {_names(plan, plan.inlined)}")
+    lines.append("")
     for step in plan.steps:
         after = f", after run {', '.join(str(a + 1) for a in step.after)}" if step.after else ""
         lines.append(
@@ -62,7 +64,12 @@ def render_markdown(plan: Plan) -> str:
         + (f" `--exclude {r.exclude}`" if r.exclude else ""),
         "",
         f"{len(plan.models)} models, expected ~{_minutes(plan.total_seconds)}; "
-        f"{plan.stage_reason}.",
+        f"{plan.stage_reason}."
+        + (
+            f" Ephemeral, compiled into their consumers: {_names(plan, plan.inlined)}."
+            if plan.inlined
+            else ""
+        ),
         "",
         "| run | stage | models | selection | full refresh | after | expected |",
         "| --- | --- | --- | --- | --- | --- | --- |",

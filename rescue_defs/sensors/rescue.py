@@ -30,18 +30,29 @@ def build_rescue_sensor(
     def rescue_sensor(context: dg.SensorEvaluationContext):
         manifest = load_manifest(manifest_path, project_dir)
         keys = model_asset_keys(manifest)
+        instance = context.instance
         requests, messages = [], []
-        for rescue_id in rescues.rescue_ids(context.instance):
-            record = rescues.load(context.instance, rescue_id)
-            if record["status"] != rescues.ACTIVE:
+        claimed: set[str] = set()  # models requested earlier in this tick, by any rescue
+        for rescue_id in rescues.active_ids(instance):
+            try:
+                record = rescues.load(instance, rescue_id)
+                if record["status"] != rescues.ACTIVE:
+                    rescues.store.forget_inactive(instance, rescue_id)
+                    continue
+                tick = rescues.advance(
+                    instance,
+                    record,
+                    keys,
+                    manifest,
+                    checks_of if dbt_models is not None else None,
+                    claimed,
+                )
+            except rescues.ConcurrentUpdate as e:
+                messages.append(f"rescue {rescue_id}: {e}; next tick")
                 continue
-            tick = rescues.advance(
-                context.instance,
-                record,
-                keys,
-                manifest,
-                checks_of if dbt_models is not None else None,
-            )
+            except Exception as e:  # one broken rescue must never stop the others
+                messages.append(_fail(instance, rescue_id, keys, e))
+                continue
             requests += tick.requests
             messages += tick.messages
         for message in messages:
@@ -51,3 +62,18 @@ def build_rescue_sensor(
         return dg.SkipReason("; ".join(messages) or "no active rescue has a run ready")
 
     return rescue_sensor
+
+
+def _fail(instance: dg.DagsterInstance, rescue_id: str, keys, error: Exception) -> str:
+    """Mark a rescue that cannot advance as failed, with the reason, and report it."""
+    reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+    message = f"failed: rescue_sensor cannot advance this rescue ({reason})"
+    try:
+        record = rescues.load(instance, rescue_id)
+        record["status"] = rescues.FAILED
+        record["message"] = message
+        rescues.finish(instance, record, keys)
+    except Exception as e:  # a record that cannot even be read: take it out of the active set
+        rescues.store.forget_inactive(instance, rescue_id)
+        return f"rescue {rescue_id}: unreadable ({e}); removed from the active rescues"
+    return f"rescue {rescue_id}: {message}"

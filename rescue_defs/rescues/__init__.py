@@ -1,0 +1,96 @@
+"""Rescues on a Dagster instance.
+
+- `store`: the records (one key per rescue) and the index of active ones;
+- `facts`: what the instance knows that planning needs (runs in flight, history, schedules);
+- `advance`: register, advance stage by stage (what `rescue_sensor` calls), resume, cancel;
+- `outcomes`: what the rescue's runs did to each model, from the event log;
+- `report`: the Markdown report on `rescue_report` and `rescue status` lines.
+"""
+
+from rescue_defs.rescues.advance import (
+    STEP_JOB,
+    Tick,
+    advance,
+    cancel,
+    new_rescue_id,
+    register,
+    resume,
+    step_request,
+)
+from rescue_defs.rescues.facts import environment, history, next_ticks, plan_for
+from rescue_defs.rescues.outcomes import failed_checks, materialized, model_outcomes, step_runs
+from rescue_defs.rescues.report import (
+    REPORT_ASSET,
+    REPORT_PARTITIONS,
+    finish,
+    publish,
+    report_markdown,
+    status_lines,
+)
+from rescue_defs.rescues.store import (
+    ACTIVE,
+    CANCELED,
+    DRY_RUN,
+    ENDED,
+    FAILED,
+    SUCCEEDED,
+    TAG_ATTEMPT,
+    TAG_GROUP,
+    TAG_ID,
+    TAG_KIND,
+    TAG_REASON,
+    TAG_SANDBOX,
+    TAG_STAGE,
+    TAG_STEP,
+    ConcurrentUpdate,
+    RescueError,
+    active_ids,
+    load,
+    rescue_ids,
+    save,
+)
+
+__all__ = [
+    "ACTIVE",
+    "CANCELED",
+    "DRY_RUN",
+    "ENDED",
+    "FAILED",
+    "REPORT_ASSET",
+    "REPORT_PARTITIONS",
+    "STEP_JOB",
+    "SUCCEEDED",
+    "TAG_ATTEMPT",
+    "TAG_GROUP",
+    "TAG_ID",
+    "TAG_KIND",
+    "TAG_REASON",
+    "TAG_SANDBOX",
+    "TAG_STAGE",
+    "TAG_STEP",
+    "ConcurrentUpdate",
+    "RescueError",
+    "Tick",
+    "active_ids",
+    "advance",
+    "cancel",
+    "environment",
+    "failed_checks",
+    "finish",
+    "history",
+    "load",
+    "materialized",
+    "model_outcomes",
+    "new_rescue_id",
+    "next_ticks",
+    "plan_for",
+    "publish",
+    "register",
+    "report_markdown",
+    "rescue_ids",
+    "resume",
+    "save",
+    "status_lines",
+    "step_request",
+    "step_runs",
+]

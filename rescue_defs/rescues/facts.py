@@ -1,0 +1,109 @@
+"""What the instance knows that planning needs: runs in flight, schedules, model history."""
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun
+from rescue_defs.planning.cost import History
+from rescue_defs.planning.manifest import DbtManifest
+from rescue_defs.planning.plan import Plan, Planner, PlanRequest
+from rescue_defs.rescues.store import TAG_ID, TAG_KIND
+
+IN_FLIGHT = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
+
+def run_models(
+    run: dg.DagsterRun, by_key: Mapping[dg.AssetKey, str], everything: frozenset[str]
+) -> frozenset[str]:
+    """The models a run writes (unique_ids)."""
+    if run.tags.get(TAG_KIND) in ("start", "cancel"):
+        return frozenset()  # rescue_job / cancel_rescue_job only record; they write no table
+    if run.asset_selection is None:
+        # a run of a whole job writes whatever the job builds: assume all of it
+        return everything
+    return frozenset(by_key[k] for k in run.asset_selection if k in by_key)
+
+
+def runs_in_flight(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))))
+
+
+def environment(
+    instance: dg.DagsterInstance,
+    manifest: DbtManifest,
+    keys: Mapping[str, dg.AssetKey],
+    schedules: Iterable[tuple[str, datetime]] = (),
+    now: datetime | None = None,
+    exclude_rescue: str | None = None,
+) -> Environment:
+    """What the checklist needs to know about the instance right now."""
+    by_key = {k: uid for uid, k in keys.items()}
+    everything = frozenset(keys)
+    active = tuple(
+        ActiveRun(run.run_id, run.status.value, run_models(run, by_key, everything), run.job_name)
+        for run in runs_in_flight(instance)
+        if not (exclude_rescue and run.tags.get(TAG_ID) == exclude_rescue)
+    )
+    coordinator = instance.run_coordinator
+    limit = getattr(coordinator, "max_concurrent_runs", None)
+    return Environment(
+        now=now or datetime.now(UTC),
+        active_runs=active,
+        upcoming_runs=tuple(UpcomingRun(name, at, everything) for name, at in schedules),
+        max_concurrent_runs=limit if isinstance(limit, int) and limit >= 0 else None,
+        known=True,
+    )
+
+
+def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit: int = 5):
+    """Recent step durations per model from the instance: a materialization's run step time.
+
+    dagster-dbt reports each model's own execution time as `Execution Duration` metadata."""
+    incremental: dict[str, list[float]] = {}
+    for uid, key in keys.items():
+        events = instance.fetch_materializations(key, limit=limit).records
+        durations = []
+        for record in events:
+            meta = record.asset_materialization.metadata if record.asset_materialization else {}
+            value = meta.get("Execution Duration")
+            if value is not None:
+                durations.append(float(value.value))
+        if durations:
+            incremental[uid] = durations
+    return History(incremental=incremental)
+
+
+def plan_for(
+    planner: Planner,
+    instance: dg.DagsterInstance,
+    request: PlanRequest,
+    keys: Mapping[str, dg.AssetKey],
+    previous: DbtManifest | None = None,
+    schedules: Iterable[tuple[str, datetime]] = (),
+) -> Plan:
+    env = environment(instance, planner.manifest, keys, schedules)
+    return planner.plan(request, previous=previous, history=history(instance, keys), env=env)
+
+
+def next_ticks(schedule_defs, now: datetime | None = None, horizon=timedelta(hours=6)):
+    """(name, time) of schedules firing within the horizon."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    now = now or datetime.now(UTC)
+    upcoming = []
+    for schedule in schedule_defs:
+        it = cron_string_iterator(
+            now.timestamp(), schedule.cron_schedule, schedule.execution_timezone or "UTC"
+        )
+        at = next(it)
+        if at <= now + horizon:
+            upcoming.append((schedule.name, at))
+    return upcoming

@@ -1,0 +1,133 @@
+"""What a rescue's runs did to each planned model, read from the event log (never assumed)."""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from rescue_defs.rescues.store import TAG_ATTEMPT, TAG_ID, TAG_SANDBOX, TAG_STEP
+
+
+def step_runs(instance: dg.DagsterInstance, rescue_id: str) -> list[dg.DagsterRun]:
+    """Every run tagged with the rescue, oldest first."""
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={TAG_ID: rescue_id}))
+    return [r.dagster_run for r in sorted(records, key=lambda r: r.create_timestamp)]
+
+
+def latest_by_step(runs: list[dg.DagsterRun]) -> dict[tuple[int, int], dg.DagsterRun]:
+    """(step index, attempt) -> the newest run of it."""
+    latest: dict[tuple[int, int], dg.DagsterRun] = {}
+    for run in runs:  # oldest first: later runs win
+        if TAG_STEP in run.tags:
+            latest[(int(run.tags[TAG_STEP]), int(run.tags.get(TAG_ATTEMPT, 0)))] = run
+    return latest
+
+
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Blocking (ERROR severity) checks that failed in a run."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    failed = []
+    for record in records:
+        data = record.event_log_entry.dagster_event.asset_check_evaluation_data
+        if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
+            failed.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
+    return failed
+
+
+def materialized(instance: dg.DagsterInstance, run_ids: Iterable[str]) -> set[dg.AssetKey]:
+    done: set[dg.AssetKey] = set()
+    for run_id in run_ids:
+        done |= instance.get_asset_keys_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+    return done
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+
+
+@dataclass
+class ModelOutcome:
+    """What the rescue's runs did to one planned model (latest run wins)."""
+
+    rebuilt: bool = False
+    checks: dict[str, CheckOutcome] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[CheckOutcome]:
+        return [c for c in self.checks.values() if not c.passed]
+
+    @property
+    def blocked(self) -> bool:
+        return any(c.blocking for c in self.failed)
+
+    @property
+    def validated(self) -> bool:
+        """Rebuilt, and its row-count, max-date and dbt test checks all passed."""
+        from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
+
+        return (
+            self.rebuilt
+            and ROW_COUNT_CHECK in self.checks
+            and MAX_DATE_CHECK in self.checks
+            and not self.failed
+        )
+
+
+def model_outcomes(
+    instance: dg.DagsterInstance,
+    runs: Iterable[dg.DagsterRun],
+    keys: Mapping[str, dg.AssetKey],
+) -> dict[str, ModelOutcome]:
+    """unique_id -> outcome, from the runs (oldest first) of one rescue."""
+    by_key = {k: uid for uid, k in keys.items()}
+    outcomes = {uid: ModelOutcome() for uid in keys}
+    for run in runs:
+        if run.tags.get(TAG_SANDBOX) == "true":
+            _sandbox_outcomes(instance, run.run_id, by_key, outcomes)
+            continue
+        for key in materialized(instance, [run.run_id]):
+            if key in by_key:
+                outcomes[by_key[key]].rebuilt = True
+        records = instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        for record in records:
+            data = record.event_log_entry.dagster_event.asset_check_evaluation_data
+            uid = by_key.get(data.asset_key)
+            if uid is None:
+                continue
+            outcomes[uid].checks[data.check_name] = CheckOutcome(
+                data.check_name,
+                data.passed,
+                data.severity == dg.AssetCheckSeverity.ERROR,
+                data.description or "",
+            )
+    return outcomes
+
+
+def _sandbox_outcomes(instance, run_id: str, by_key, outcomes) -> None:
+    """Sandbox runs report observations carrying their verdicts (rescue_defs.sandbox)."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION
+    ).records
+    for record in records:
+        observation = record.event_log_entry.dagster_event.asset_observation_data.asset_observation
+        uid = by_key.get(observation.asset_key)
+        if uid is None or "sandbox" not in observation.metadata:
+            continue
+        outcome = outcomes[uid]
+        outcome.rebuilt = True
+        outcome.checks = {}
+        for name, value in observation.metadata.items():
+            text = str(value.value)
+            if text.startswith(("passed", "FAILED")):
+                passed = text.startswith("passed")
+                outcome.checks[name] = CheckOutcome(name, passed, not passed, text)

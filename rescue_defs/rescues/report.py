@@ -1,0 +1,164 @@
+"""The rescue report (Markdown on the `rescue_report` asset) and `rescue status` lines.
+
+Every number comes from the event log of the rescue's runs: rebuilt means materialized by one
+of them, validated means its row-count, max-date and dbt test checks all passed there.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from rescue_defs.rescues.outcomes import latest_by_step, model_outcomes, step_runs
+from rescue_defs.rescues.store import (
+    ALL_RESCUES,
+    TAG_ATTEMPT,
+    TAG_ID,
+    TAG_STAGE,
+    TAG_STEP,
+    load,
+    save,
+)
+
+REPORT_ASSET = dg.AssetKey("rescue_report")
+REPORT_PARTITIONS = dg.DynamicPartitionsDefinition(name=ALL_RESCUES)
+
+
+def _planned(record: Mapping[str, Any]) -> list[str]:
+    return [m for step in record["steps"] for m in step["models"]]
+
+
+def report_markdown(
+    instance: dg.DagsterInstance, record: Mapping[str, Any], keys, with_plan: bool = True
+) -> str:
+    """The rescue report: plan, runs, per-model outcome, failed checks, what is left."""
+    rescue_id = record["id"]
+    runs = step_runs(instance, rescue_id)
+    outcomes = model_outcomes(instance, runs, keys)
+    names = record["names"]
+    planned = _planned(record)
+    stage_of = {m: step["stage"] for step in record["steps"] for m in step["models"]}
+    lines = [
+        f"# Rescue {rescue_id}: {record['status']}"
+        + (" (sandbox: nothing in prod was touched)" if record.get("sandbox") else ""),
+        "",
+        f"- reason: {record['reason'] or '(none)'}",
+        f"- created: {record['created_at']}"
+        + (" (checklist block overridden)" if record.get("forced") else ""),
+        f"- state: {record['message']}",
+        f"- runs: [every run of this rescue](/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id})",
+        "",
+        "## Runs",
+        "",
+        "| # | stage | attempt | run | status |",
+        "|---|---|---|---|---|",
+    ]
+    for run in runs:
+        if TAG_STEP not in run.tags:
+            continue
+        step = int(run.tags[TAG_STEP])
+        lines.append(
+            f"| {step + 1} | {run.tags.get(TAG_STAGE, '')} | {run.tags.get(TAG_ATTEMPT, '0')} "
+            f"| [{run.run_id[:8]}](/runs/{run.run_id}) | {run.status.value} |"
+        )
+    rebuilt = [m for m in planned if outcomes[m].rebuilt]
+    validated = [m for m in planned if outcomes[m].validated]
+    failing = [m for m in planned if outcomes[m].failed]
+    lines += [
+        "",
+        f"## Models: {len(rebuilt)}/{len(planned)} rebuilt, {len(validated)} validated, "
+        f"{len(failing)} failed a check",
+        "",
+        "| model | stage | rebuilt | validated | failed checks |",
+        "|---|---|---|---|---|",
+    ]
+    for m in planned:
+        o = outcomes[m]
+        lines.append(
+            f"| {names.get(m, m)} | {stage_of[m]} | {'yes' if o.rebuilt else 'no'} "
+            f"| {'yes' if o.validated else 'no'} | {', '.join(c.name for c in o.failed)} |"
+        )
+    inlined = record.get("inlined") or []
+    if inlined:
+        lines += [
+            "",
+            "Ephemeral models compiled into the models above (no table of their own): "
+            + ", ".join(names.get(m, m) for m in inlined),
+        ]
+    if failing:
+        lines += ["", "## Failed checks", ""]
+        for m in failing:
+            for c in outcomes[m].failed:
+                level = "blocking" if c.blocking else "warning"
+                lines.append(f"- **{names.get(m, m)}** `{c.name}` ({level}): {c.description}")
+    left = [m for m in planned if not outcomes[m].rebuilt]
+    blocked = [m for m in planned if outcomes[m].rebuilt and outcomes[m].blocked]
+    lines += ["", "## Left to do", ""]
+    if not left and not blocked:
+        lines.append("Nothing: every planned model was rebuilt and passed its blocking checks.")
+    if left:
+        lines.append(f"- not rebuilt ({len(left)}): " + ", ".join(names.get(m, m) for m in left))
+    if blocked:
+        lines.append(
+            f"- rebuilt but failed a blocking check ({len(blocked)}): "
+            + ", ".join(names.get(m, m) for m in blocked)
+        )
+    if left or blocked:
+        lines.append(f"- then: `rescue resume {rescue_id}` rebuilds exactly these")
+    if with_plan:
+        lines += ["", "## Plan", "", record.get("plan_markdown", "")]
+    return "\n".join(lines)
+
+
+def publish(instance: dg.DagsterInstance, record: Mapping[str, Any], keys) -> None:
+    """Materialize the rescue's partition of `rescue_report` with its report as it stands."""
+    report = report_markdown(instance, record, keys)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=REPORT_ASSET,
+            partition=record["id"],
+            description=f"rescue {record['id']}: {record['status']}",
+            metadata={
+                "rescue_id": record["id"],
+                "status": record["status"],
+                "reason": record["reason"],
+                "runs": dg.MetadataValue.url(f"/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{record['id']}"),
+                "report": dg.MetadataValue.md(report),
+            },
+            tags={TAG_ID: record["id"]},
+        )
+    )
+
+
+def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
+    """Save a rescue that reached an end state and publish its report."""
+    save(instance, record)
+    publish(instance, record, keys)
+
+
+def status_lines(instance: dg.DagsterInstance, rescue_id: str, keys) -> list[str]:
+    """What `rescue status` prints above the report: one line per run of the plan."""
+    record = load(instance, rescue_id)
+    runs = step_runs(instance, rescue_id)
+    latest = latest_by_step(runs)
+    outcomes = model_outcomes(instance, runs, keys)
+    names = record["names"]
+    planned = _planned(record)
+    rebuilt = sum(1 for m in planned if outcomes[m].rebuilt)
+    validated = sum(1 for m in planned if outcomes[m].validated)
+    lines = [
+        f"rescue {rescue_id}: {record['status']} ({record['reason']}) - {record['message']}",
+        f"  {rebuilt}/{len(planned)} rebuilt, {validated}/{len(planned)} validated",
+    ]
+    for step in record["steps"]:
+        run = latest.get((step["index"], step["attempt"]))
+        done = [m for m in step["models"] if outcomes[m].rebuilt]
+        state = run.status.value if run else ("done" if not step["remaining"] else "waiting")
+        left = [names.get(m, m) for m in step["models"] if not outcomes[m].rebuilt]
+        lines.append(
+            f"  run {step['index'] + 1} [{step['stage']}] {state}"
+            + (f" ({run.run_id})" if run else "")
+            + f": {len(done)}/{len(step['models'])} rebuilt"
+            + (f"; not rebuilt: {', '.join(left[:10])}" if left and run else "")
+        )
+    return lines

@@ -1,0 +1,109 @@
+"""Rescue records on the Dagster instance, safe with several writers on SQLite and Postgres.
+
+Each rescue is one key of the instance's key-value store (`rescue/<id>`), always written alone:
+SQLite's `set_cursor_values` silently drops a new key when another key of the same batch
+already exists. The indexes are dynamic partition sets, whose adds and deletes are row
+inserts and deletes (no read-modify-write of a shared list): `rescues` (every rescue, also the
+partitions of the `rescue_report` asset) and `rescues_active` (what `rescue_sensor` looks at,
+so a tick never loads the rescues that ended).
+
+A record carries a version: `save` refuses to overwrite a record that changed since it was
+loaded (the sensor and a CLI `cancel` writing at once), and the loser retries on fresh data.
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+ALL_RESCUES = "rescues"
+ACTIVE_RESCUES = "rescues_active"
+
+TAG_ID, TAG_STAGE, TAG_GROUP, TAG_REASON, TAG_STEP, TAG_ATTEMPT = (
+    "rescue/id",
+    "rescue/stage",
+    "rescue/group",
+    "rescue/reason",
+    "rescue/step",
+    "rescue/attempt",
+)
+TAG_SANDBOX = "rescue/sandbox"
+TAG_KIND = "rescue/kind"
+ACTIVE, SUCCEEDED, FAILED, DRY_RUN, CANCELED = (
+    "active",
+    "succeeded",
+    "failed",
+    "dry_run",
+    "canceled",
+)
+ENDED = (SUCCEEDED, FAILED, CANCELED)
+
+
+class RescueError(Exception):
+    """A rescue that cannot be launched, resumed or canceled; the message says why."""
+
+
+class ConcurrentUpdate(RescueError):
+    """The record changed since it was loaded; load it again and redo the change."""
+
+
+def _key(rescue_id: str) -> str:
+    return f"rescue/{rescue_id}"
+
+
+def _stored(instance: dg.DagsterInstance, rescue_id: str) -> dict[str, Any] | None:
+    raw = instance.run_storage.get_cursor_values({_key(rescue_id)}).get(_key(rescue_id))
+    return json.loads(raw) if raw else None
+
+
+def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
+    """Write a record loaded (or created) by the caller; bumps its version."""
+    rescue_id = record["id"]
+    current = _stored(instance, rescue_id)
+    stored_version = current.get("version", 0) if current else 0
+    if record.get("version", 0) != stored_version:
+        raise ConcurrentUpdate(
+            f"rescue {rescue_id} changed meanwhile (version {stored_version}, "
+            f"not {record.get('version', 0)}): load it again"
+        )
+    active = record["status"] == ACTIVE
+    if current is None:
+        instance.add_dynamic_partitions(ALL_RESCUES, [rescue_id])
+    # activate before the record says so, deactivate after: a crash in between leaves an id in
+    # the active set whose record has ended, which the sensor drops (never the reverse, which
+    # would strand an active rescue)
+    if active:
+        instance.add_dynamic_partitions(ACTIVE_RESCUES, [rescue_id])
+    record["version"] = stored_version + 1
+    instance.run_storage.set_cursor_values({_key(rescue_id): json.dumps(record)})
+    if not active:
+        instance.delete_dynamic_partition(ACTIVE_RESCUES, rescue_id)
+
+
+def load(instance: dg.DagsterInstance, rescue_id: str) -> dict[str, Any]:
+    record = _stored(instance, rescue_id)
+    if record is None:
+        raise RescueError(f"no rescue {rescue_id!r} on this Dagster instance")
+    return record
+
+
+def active_ids(instance: dg.DagsterInstance) -> list[str]:
+    """Rescues the sensor has to look at (registered order)."""
+    return sorted(instance.get_dynamic_partitions(ACTIVE_RESCUES))
+
+
+def forget_inactive(instance: dg.DagsterInstance, rescue_id: str) -> None:
+    instance.delete_dynamic_partition(ACTIVE_RESCUES, rescue_id)
+
+
+def rescue_ids(instance: dg.DagsterInstance) -> list[str]:
+    """Every rescue on the instance, oldest first (ids start with their UTC creation time)."""
+    return sorted(instance.get_dynamic_partitions(ALL_RESCUES))
+
+
+def records(instance: dg.DagsterInstance, ids: list[str]) -> list[Mapping[str, Any]]:
+    if not ids:
+        return []
+    raw = instance.run_storage.get_cursor_values({_key(i) for i in ids})
+    return [json.loads(raw[_key(i)]) for i in ids if raw.get(_key(i))]

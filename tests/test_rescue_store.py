@@ -1,0 +1,84 @@
+"""Rescue records on one long-lived Dagster home: every rescue saved, found and advanced, with
+several writers, and one broken rescue never stopping the others."""
+
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from rescue_defs import rescues
+from rescue_defs.assets.dbt import model_asset_keys
+from rescue_defs.planning.plan import PlanRequest
+from tests.helpers import evaluate_rescue_sensor
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A real DAGSTER_HOME directory with the demo's dagster.yaml (SQLite storage)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def open_instance() -> dg.DagsterInstance:
+    """What each CLI call, job run and daemon tick does: its own instance on the home."""
+    return dg.DagsterInstance.get()
+
+
+def test_every_rescue_on_a_sqlite_home_is_saved_and_found(dagster_home, shop_planner):
+    keys = model_asset_keys(shop_planner.manifest)
+    ids = []
+    for select in ["stg_orders", "fct_orders", "+dim_customers", "stg_payments+"] * 3:
+        with open_instance() as instance:
+            plan = shop_planner.plan(PlanRequest(select, reason="soak"))
+            ids.append(rescues.register(instance, plan, keys, dry_run=True)["id"])
+    with open_instance() as instance:
+        assert rescues.rescue_ids(instance) == sorted(ids)
+        for rescue_id in ids:
+            assert rescues.load(instance, rescue_id)["status"] == rescues.DRY_RUN
+        assert rescues.active_ids(instance) == []
+        # each has its partition of rescue_report, with the plan
+        report = instance.get_latest_materialization_event(rescues.REPORT_ASSET)
+        assert report.asset_materialization.partition == ids[-1]
+        assert "Rescue plan" in report.asset_materialization.metadata["report"].value
+    assert os.path.exists(dagster_home / "history")  # it really is the SQLite home
+
+
+def test_a_record_changed_meanwhile_is_not_overwritten(dagster_home, shop_planner):
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        plan = shop_planner.plan(PlanRequest("stg_orders"))
+        rescue_id = rescues.register(instance, plan, keys)["id"]
+        sensor_copy = rescues.load(instance, rescue_id)
+        rescues.cancel(instance, rescue_id, keys)  # the CLI cancels while the sensor works
+        sensor_copy["message"] = "launched run(s) 0"
+        with pytest.raises(rescues.ConcurrentUpdate):
+            rescues.save(instance, sensor_copy)
+        assert rescues.load(instance, rescue_id)["status"] == rescues.CANCELED
+        assert rescues.active_ids(instance) == []
+
+
+def test_a_rescue_that_cannot_advance_fails_with_the_reason_and_others_go_on(
+    dagster_home, shop_planner, shop_defs
+):
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        broken = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders")), keys)
+        healthy = rescues.register(instance, shop_planner.plan(PlanRequest("stg_payments")), keys)
+        # the project changed under the rescue: its model is gone
+        record = rescues.load(instance, broken["id"])
+        record["steps"][0]["remaining"] = ["model.shop.renamed_away"]
+        rescues.save(instance, record)
+
+        result = evaluate_rescue_sensor(shop_defs, instance)
+        assert [r.tags[rescues.TAG_ID] for r in result.run_requests] == [healthy["id"]]
+        failed = rescues.load(instance, broken["id"])
+        assert failed["status"] == rescues.FAILED
+        assert "cannot advance" in failed["message"] and "renamed_away" in failed["message"]
+        assert rescues.active_ids(instance) == [healthy["id"]]
