@@ -63,11 +63,35 @@ def load_dbt_project(
         profiles_dir=Path(profiles_dir).expanduser().resolve() if profiles_dir else project_path,
         target=target,
     )
-    # parses under `dagster dev` only (the profile needs the warehouse path); elsewhere the
-    # manifest must already exist
+    # the profile needs the warehouse path to parse
     configure_warehouse_env()
-    project.prepare_if_dev()
+    project.prepare_if_dev()  # under `dagster dev`: parse every time (the code may change)
+    if not project.manifest_path.exists():
+        # elsewhere (dagster-webserver, the daemon, a run worker, tests): parse once, as
+        # dagster-dbt's own preparer does, instead of failing on a project fresh from git
+        _prepare_once(project)
     return project
+
+
+class ProjectNotReady(RuntimeError):
+    """The dbt project could not be parsed; the message names the command to see why."""
+
+
+def _prepare_once(project: DbtProject) -> None:
+    command = (
+        f"dbt parse --project-dir {project.project_dir} --profiles-dir {project.profiles_dir}"
+        + (f" --target {project.target}" if project.target else "")
+    )
+    try:
+        project.preparer.prepare(project)
+    except Exception as e:
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        raise ProjectNotReady(
+            f"dbt project {project.project_dir} has no target/manifest.json and parsing it "
+            f"failed ({type(e).__name__}: {first[:300]}); run `{command}` to see why"
+        ) from None
+    if not project.manifest_path.exists():
+        raise ProjectNotReady(f"`{command}` wrote no {project.manifest_path}")
 
 
 def dbt_project() -> DbtProject:

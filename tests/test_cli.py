@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rescue_defs.cli import main
 from tests.conftest import shared_manifest_path
 
@@ -29,8 +31,13 @@ def test_plan_prints_stages_advice_and_checklist(shop_project, capsys):
     assert "Pre-run checklist:" in out and "overlap:" in out
 
 
-def test_plan_over_a_bare_manifest_as_json(capsys):
-    path = shared_manifest_path("mattermost-analytics-302-models")
+@pytest.mark.parametrize("source", ["generated", "mattermost-analytics-302-models"])
+def test_plan_over_a_bare_manifest_as_json(capsys, source, request, tmp_path):
+    if source == "generated":
+        path = tmp_path / "manifest.json"  # a bare manifest: no project beside it
+        path.write_text(json.dumps(request.getfixturevalue("generated_manifest").raw))
+    else:
+        path = shared_manifest_path(source)
     assert (
         main(
             [

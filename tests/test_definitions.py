@@ -76,16 +76,55 @@ def test_external_project_loads_its_models_as_assets_and_builds(
     assert query(warehouse, "select count(*) from main.customers") == [(4,)]
 
 
-def test_dagster_definitions_validate_passes(shop_project, warehouse):
+@pytest.mark.parametrize(
+    "target",
+    [["-m", "rescue_defs.definitions"], ["-w", "workspace.yaml"]],
+    ids=["module", "workspace_yaml"],
+)
+def test_dagster_definitions_validate_passes(shop_project, warehouse, target):
     import subprocess
     import sys
 
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(
-        [str(dagster), "definitions", "validate", "-m", "rescue_defs.definitions"],
+        [str(dagster), "definitions", "validate", *target],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,  # where production runs it
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_a_project_fresh_from_git_without_a_manifest_is_parsed_on_first_load(
+    tmp_path, monkeypatch, warehouse
+):
+    import shutil
+
+    from tests.conftest import FIXTURES
+
+    project_dir = tmp_path / "their_project"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    assert not (project_dir / "target").exists()
+    monkeypatch.setenv("RESCUE_DBT_PROJECT_DIR", str(project_dir))
+    monkeypatch.delenv("DAGSTER_IS_DEV_CLI", raising=False)  # as dagster-webserver / the daemon
+    from rescue_defs.definitions import defs
+
+    loaded = defs()
+    keys = {k.to_user_string() for k in loaded.resolve_asset_graph().get_all_asset_keys()}
+    assert {"customers", "orders"} <= keys
+    assert (project_dir / "target" / "manifest.json").exists()
+
+
+def test_a_project_that_does_not_parse_is_one_clear_error(tmp_path, warehouse):
+    import shutil
+
+    from rescue_defs.project import ProjectNotReady
+    from tests.conftest import FIXTURES
+
+    project_dir = tmp_path / "broken_project"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    (project_dir / "models" / "broken.sql").write_text("select * from {{ ref('no_such') }}")
+    with pytest.raises(ProjectNotReady, match="run `dbt parse --project-dir"):
+        load_dbt_project(str(project_dir))

@@ -74,20 +74,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
             pass
 
 
-def test_demo_serves_the_lineage_and_materializes_everything(demo):
+@pytest.fixture(scope="module")
+def materialized(demo) -> str:
+    """What "Materialize all" in the UI launches (the implicit asset job over every asset),
+    once per demo: each test of this module can then run alone."""
     client, log, _ = demo
-    nodes = client._execute(ASSET_GROUPS)["assetNodes"]
-    group_of = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
-    assert set(group_of.values()) == {"raw", "staging", "intermediate", "marts", "rescue"}
-    deps = {"/".join(n["assetKey"]["path"]): n["dependencyKeys"] for n in nodes}
-    assert {"path": ["raw", "orders"]} in deps["stg_order_status_changes"]
-
-    # what "Materialize all" in the UI launches: the implicit asset job over every asset
     run_id = client.submit_job_execution(
         "__ASSET_JOB",
         run_config={"ops": {"raw_sources": {"config": {"through_date": "2026-01-12"}}}},
     )
-    status = _wait_for(
+    return _wait_for(
         lambda: (
             (s := client.get_run_status(run_id).value) in ("SUCCESS", "FAILURE", "CANCELED") and s
         ),
@@ -95,7 +91,16 @@ def test_demo_serves_the_lineage_and_materializes_everything(demo):
         "the run",
         log,
     )
-    assert status == "SUCCESS"
+
+
+def test_demo_serves_the_lineage_and_materializes_everything(demo, materialized):
+    client, log, _ = demo
+    nodes = client._execute(ASSET_GROUPS)["assetNodes"]
+    group_of = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
+    assert set(group_of.values()) == {"raw", "staging", "intermediate", "marts", "rescue"}
+    deps = {"/".join(n["assetKey"]["path"]): n["dependencyKeys"] for n in nodes}
+    assert {"path": ["raw", "orders"]} in deps["stg_order_status_changes"]
+    assert materialized == "SUCCESS"
 
 
 RESCUE_RUNS = """
@@ -131,10 +136,13 @@ def _dismiss_welcome(page) -> None:
     skip.wait_for(state="hidden", timeout=10_000)
 
 
-def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(demo, tmp_path):
+def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(
+    demo, materialized, tmp_path
+):
     from playwright.sync_api import sync_playwright
 
     client, log, port = demo
+    assert materialized == "SUCCESS"  # the warehouse has raw data and models to rescue
     base = f"http://127.0.0.1:{port}"
     # what an on-call engineer types into rescue_job's launchpad
     config = (
@@ -179,14 +187,16 @@ def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(demo, 
         tags = {t["key"]: t["value"] for t in stages[0]["tags"]}
         assert tags["rescue/reason"] == "launched from the UI"
         rescue_id = tags["rescue/id"]
+        # the run that started it is found by the same tag
+        assert {"key": "rescue/id", "value": rescue_id} in start["tags"]
 
         # the report, as the UI shows it on the rescue_report asset
         report_page = browser.new_page(viewport={"width": 1600, "height": 1000})
 
         def report_shown():
-            report_page.goto(f"{base}/assets/rescue_report")
+            report_page.goto(f"{base}/assets/rescue_report?partition={rescue_id}")
             report_page.wait_for_load_state("networkidle")
-            return rescue_id in report_page.content()
+            return rescue_id in report_page.content() and "succeeded" in report_page.content()
 
         try:
             _wait_for(report_shown, 120, "the rescue report in the UI", log)

@@ -59,16 +59,13 @@ def test_each_stage_selection_resolves_to_exactly_its_models(shop_planner, shop_
     assert set().union(*(s.models for s in plan.steps)) == set(plan.models)
 
 
-def test_outage_of_fifty_staging_models_splits_into_bounded_lineage_groups(
-    gitlab_manifest, gitlab_planner
-):
-    manifest = gitlab_manifest
+def test_outage_of_fifty_staging_models_splits_into_bounded_lineage_groups(big_manifest):
+    manifest = big_manifest
     graph = manifest.model_graph
-    # GitLab's staging layer: models that read only from sources and feed other models
-    staging = sorted(
-        m for m in manifest.models if graph.in_degree(m) == 0 and graph.out_degree(m) > 0
-    )[::10][:60]
-    assert len(staging) == 60
+    # the staging layer: models that read only from sources and feed other models
+    roots = sorted(m for m in graph if graph.in_degree(m) == 0 and graph.out_degree(m) > 0)
+    staging = roots[:: max(1, len(roots) // 60)][:60]
+    assert len(staging) >= 50
     affected = frozenset(staging).union(*(nx.descendants(graph, m) for m in staging))
     groups = lineage_groups(manifest, affected, max_models=40)
 
@@ -85,7 +82,7 @@ def test_outage_of_fifty_staging_models_splits_into_bounded_lineage_groups(
             assert owner[parent] < owner[child]
             assert owner[parent] in nx.ancestors(_group_dag(groups), owner[child])
     # and each group's selection string is one dbt resolves to exactly that group
-    selector = gitlab_planner.selector
+    selector = Selector(manifest)
     from rescue_defs.planning.stages import group_selection
 
     for group in groups:
@@ -100,13 +97,20 @@ def _group_dag(groups) -> nx.DiGraph:
     return dag
 
 
-def test_big_stage_becomes_bounded_runs_in_a_plan(gitlab_planner, gitlab_manifest):
-    plan = gitlab_planner.plan(PlanRequest("+dim_subscription+"))
+def test_big_stage_becomes_bounded_runs_in_a_plan(big_manifest):
+    graph = big_manifest.model_graph
+    # a model deep in the middle: many models upstream and downstream of it
+    middle = max(
+        sorted(graph), key=lambda m: min(len(nx.ancestors(graph, m)), len(nx.descendants(graph, m)))
+    )
+    planner = Planner(big_manifest)
+    plan = planner.plan(PlanRequest(f"+{big_manifest.name(middle)}+"))
     assert {s.stage for s in plan.steps} == {"upstream", "target", "downstream"}
-    assert all(len(s.models) <= 40 for s in plan.steps)
+    assert len(plan.steps) >= 3 and all(len(s.models) <= 40 for s in plan.steps)
     assert sorted(m for s in plan.steps for m in s.models) == sorted(plan.models)
+    assert not set(plan.models) & big_manifest.ephemeral
     for step in plan.steps:
-        assert gitlab_planner.selector.models(step.selection) == set(step.models)
+        assert planner.selector.models(step.selection) == set(step.models)
 
 
 def test_cost_comes_from_history_and_full_refresh_is_weighted(shop_manifest):

@@ -82,3 +82,28 @@ def test_a_rescue_that_cannot_advance_fails_with_the_reason_and_others_go_on(
         assert failed["status"] == rescues.FAILED
         assert "cannot advance" in failed["message"] and "renamed_away" in failed["message"]
         assert rescues.active_ids(instance) == [healthy["id"]]
+
+
+def test_a_rescue_through_an_ephemeral_model_of_a_project_we_did_not_write_succeeds(
+    jaffle_project_dir, instance, warehouse, monkeypatch
+):
+    from rescue_defs.definitions import build_definitions
+    from rescue_defs.project import load_dbt_project
+    from tests.helpers import drive_rescue, materialize_all, query, rescue_id_of, start_rescue
+
+    monkeypatch.setenv("RESCUE_TODAY", "2018-01-05")  # the seeds' last day
+    defs = build_definitions(load_dbt_project(str(jaffle_project_dir)))
+    assert materialize_all(defs, instance).success  # seeds and models, as on day one
+
+    started = start_rescue(defs, instance, select="stg_payments+")  # through order_payments
+    assert started.success, started.all_events
+    record = drive_rescue(defs, instance, rescue_id_of(started))
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert record["inlined"] == ["model.jaffle_shop.order_payments"]
+    planned = {m for step in record["steps"] for m in step["models"]}
+    assert planned == {
+        "model.jaffle_shop.stg_payments",
+        "model.jaffle_shop.orders",
+        "model.jaffle_shop.customers",
+    }
+    assert query(warehouse, "select count(*) from main.orders where amount > 0") == [(5,)]
