@@ -1,5 +1,6 @@
 """Loader assets for the bundled warehouse: one asset per raw table, group `raw`."""
 
+import os
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -9,6 +10,7 @@ from dagster_duckdb import DuckDBResource
 from rescue_defs.assets import generator
 
 RAW_SCHEMA = "raw"
+MAX_LATE_RETURNS = 1000
 
 
 class RawLoadConfig(dg.Config):
@@ -20,8 +22,8 @@ class RawLoadConfig(dg.Config):
     """Sources in outage for this load: nothing is loaded for them, so their backlog builds up
     and lands whole with the first load after they recover."""
     late_returns: int = 0
-    """Returns of 40-60 day old orders landing with this load: corrections that fall outside
-    any short incremental window."""
+    """Returns of 40-60 day old orders landing with this load (0-1000): corrections that fall
+    outside any short incremental window."""
 
 
 def raw_asset_key(source: str) -> dg.AssetKey:
@@ -29,13 +31,27 @@ def raw_asset_key(source: str) -> dg.AssetKey:
     return dg.AssetKey([RAW_SCHEMA, source])
 
 
+def today() -> date:
+    """The simulated shop's today: RESCUE_TODAY (replays, tests) or the UTC date."""
+    configured = os.environ.get("RESCUE_TODAY", "")
+    return date.fromisoformat(configured) if configured else datetime.now(UTC).date()
+
+
 def parse_day(value: str) -> date:
     if not value:
-        return datetime.now(UTC).date()
+        return today()
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise dg.Failure(f"through_date must be YYYY-MM-DD, got {value!r}") from None
+        raise dg.Failure(f"through_date must be YYYY-MM-DD, got {value[:40]!r}") from None
+    if day > today():
+        raise dg.Failure(
+            f"through_date {day} is in the future (today is {today()}): sources cannot land "
+            "data that does not exist yet"
+        )
+    if day < generator.DATA_EPOCH:
+        raise dg.Failure(f"through_date {day} is before the shop opened ({generator.DATA_EPOCH})")
+    return day
 
 
 def _sql(conn, sql: str) -> list[tuple]:
@@ -110,40 +126,90 @@ def load_late_returns(conn, source: str, through: date, count: int, loaded_at: d
 def raw_sources(
     context: dg.AssetExecutionContext, config: RawLoadConfig, warehouse: DuckDBResource
 ):
-    """Lands each selected raw table up to `through_date`; sources in `sources_down` land nothing
-    (no materialization), their backlog arrives with the first load after they recover."""
+    """Lands each selected raw table up to `through_date`, all in one transaction; sources in
+    `sources_down` land nothing (reported with `source_down: true`, 0 rows), their backlog
+    arrives with the first load after they recover."""
     unknown = sorted(set(config.sources_down) - set(generator.SOURCES))
     if unknown:
         raise dg.Failure(
             f"sources_down names unknown sources {unknown}; known: {list(generator.SOURCES)}"
         )
+    if not 0 <= config.late_returns <= MAX_LATE_RETURNS:
+        raise dg.Failure(f"late_returns must be 0 to {MAX_LATE_RETURNS}, not {config.late_returns}")
     through = parse_day(config.through_date)
     # the load happens on the simulated day `through`, at the clock's time of day: loaded_at
     # then tells freshness and max-date checks the simulated date, and keeps rising from one
     # load to the next (incremental models use it as their cursor)
     now = datetime.now(UTC).replace(tzinfo=None)
-    selected = [k.path[-1] for k in context.selected_asset_keys]
+    selected = [s for s in generator.SOURCES if raw_asset_key(s) in context.selected_asset_keys]
+    results = []
     with warehouse.get_connection() as conn:
-        for source in generator.SOURCES:
-            if source not in selected:
-                continue
-            if source in config.sources_down:
-                context.log.warning(f"source {source} is down: nothing landed, backlog grows")
-                continue
+        for source in selected:
             ensure_table(conn, source)
-            ((last_load,),) = _sql(conn, f"select max(loaded_at) from {_table(source)}")
-            loaded_at = datetime.combine(through, now.time())
-            if last_load is not None and loaded_at <= last_load:
-                loaded_at = last_load + timedelta(milliseconds=1)
-            rows = load_source(conn, source, through, loaded_at)
-            if config.late_returns:
-                rows += load_late_returns(conn, source, through, config.late_returns, loaded_at)
-            ((last_batch,),) = _sql(conn, f"select max(batch_date) from {_table(source)}")
-            yield dg.MaterializeResult(
-                asset_key=raw_asset_key(source),
-                metadata={
-                    "rows_landed": rows,
-                    "last_batch_date": str(last_batch) if last_batch else "",
-                    "through_date": str(through),
-                },
+        last_batch = {
+            s: _sql(conn, f"select max(batch_date) from {_table(s)}")[0][0] for s in selected
+        }
+        ahead = {
+            s: d
+            for s, d in last_batch.items()
+            if d and d > through and s not in config.sources_down
+        }
+        if ahead:
+            raise dg.Failure(
+                f"through_date {through} is before what is already loaded ("
+                + ", ".join(f"raw.{s} through {d}" for s, d in sorted(ahead.items()))
+                + "): loads only add days. Use a later date, or a fresh warehouse "
+                "(RESCUE_DUCKDB_PATH) to replay from an earlier day."
             )
+        # one transaction for the whole load: a killed load lands no source, never some
+        _sql(conn, "begin transaction")
+        try:
+            for source in selected:
+                if source in config.sources_down:
+                    results.append(_down(source, last_batch[source], through))
+                    continue
+                ((last_load,),) = _sql(conn, f"select max(loaded_at) from {_table(source)}")
+                loaded_at = datetime.combine(through, now.time())
+                if last_load is not None and loaded_at <= last_load:
+                    loaded_at = last_load + timedelta(milliseconds=1)
+                rows = load_source(conn, source, through, loaded_at)
+                if config.late_returns:
+                    rows += load_late_returns(conn, source, through, config.late_returns, loaded_at)
+                ((batch,),) = _sql(conn, f"select max(batch_date) from {_table(source)}")
+                results.append(
+                    dg.MaterializeResult(
+                        asset_key=raw_asset_key(source),
+                        metadata={
+                            "rows_landed": rows,
+                            "source_down": False,
+                            "last_batch_date": str(batch) if batch else "",
+                            "through_date": str(through),
+                        },
+                    )
+                )
+            _sql(conn, "commit")
+        except BaseException:
+            _sql(conn, "rollback")
+            raise
+    for result in results:
+        if result.metadata["source_down"]:
+            context.log.warning(
+                f"source {result.asset_key.path[-1]} is down: nothing landed, backlog grows"
+            )
+        yield result
+
+
+def _down(source: str, last_batch: date | None, through: date) -> dg.MaterializeResult:
+    """A load attempt on a source that is down lands nothing, and says so. It is still
+    reported: a loader that yields nothing makes Dagster skip the whole dbt step downstream
+    (dagster-io/dagster#9408), so the healthy lineages would not build and no check would say
+    what is stale. Freshness is measured in the warehouse, never from these events."""
+    return dg.MaterializeResult(
+        asset_key=raw_asset_key(source),
+        metadata={
+            "rows_landed": 0,
+            "source_down": True,
+            "last_batch_date": str(last_batch) if last_batch else "",
+            "through_date": str(through),
+        },
+    )

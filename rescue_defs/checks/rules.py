@@ -217,6 +217,11 @@ def upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> list[str]:
     return sorted(found)
 
 
+def _has_freshness_policy(source: Mapping[str, Any]) -> bool:
+    policy = source.get("freshness") or (source.get("config") or {}).get("freshness") or {}
+    return any((policy.get(k) or {}).get("count") for k in ("warn_after", "error_after"))
+
+
 def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, ModelRule]:
     """unique_id -> rule, for every enabled model that is built as a relation."""
     default_db = default_database(manifest)
@@ -225,7 +230,9 @@ def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, Mo
         field_name = source.get("loaded_at_field") or (source.get("config") or {}).get(
             "loaded_at_field"
         )
-        if field_name:
+        # a source without a freshness policy (`freshness: null`, e.g. a static catalogue) says
+        # nothing by its loaded_at: it neither sets the expected date nor is named as behind
+        if field_name and _has_freshness_policy(source):
             freshness[uid] = SourceFreshness(
                 uid,
                 f"{source['source_name']}.{source['name']}",
