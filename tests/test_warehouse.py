@@ -56,6 +56,13 @@ def test_materializing_everything_builds_every_model_and_every_dbt_test_passes(
     ]
     (orders,) = query(warehouse, "select count(*) from analytics.fct_orders")[0]
     assert orders > 300
+    # the source tests and the two-model singular test are checks too, and nothing is noise
+    names = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ("raw/orders", "source_not_null_raw_orders_order_id") in names
+    assert ("fct_daily_revenue", "assert_daily_revenue_reconciles_with_orders") in names
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert not [m for m in messages if "did not yield or return expected outputs" in m]
+    assert not [m for m in messages if "instead of an `AssetCheckResult`" in m]
 
 
 def test_an_outage_lands_nothing_and_recovery_lands_the_backlog(shop_defs, instance, warehouse):

@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
@@ -37,7 +43,11 @@ class RescueDbtTranslator(DagsterDbtTranslator):
         return super().get_group_name(dbt_resource_props)
 
 
-TRANSLATOR = RescueDbtTranslator()
+# dbt's source tests become checks of the source assets (raw/*): otherwise every run that
+# builds models runs them anyway and dagster-dbt logs a warning for each
+TRANSLATOR = RescueDbtTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True)
+)
 
 
 class DbtRunConfig(dg.Config):
