@@ -19,7 +19,9 @@ from tests.helpers import checks_of, drive_rescue, materialize_all, rescue_id_of
 psycopg2 = pytest.importorskip("psycopg2")
 
 MODELS = {
-    "orders.sql": "select n as order_id, date '2026-01-01' + (n % 10) as order_date, "
+    "orders.sql": "{{ config(meta={'rescue': {'date_column': 'order_date', "
+    "'expected_date': 'today'}}) }}\n"
+    "select n as order_id, date '2026-01-01' + (n % 10) as order_date, "
     "n * 10 as amount from generate_series(1, 50) as n",
     "daily_orders.sql": "{{ config(meta={'rescue': {'date_column': 'order_date', "
     "'expected_date': 'today'}}) }}\n"

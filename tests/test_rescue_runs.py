@@ -70,6 +70,12 @@ def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
     status = capsys.readouterr().out
     assert f"rescue {rescue_id}: succeeded" in status
     assert "run 3 [downstream] SUCCESS" in status
+    for step in record["steps"]:  # each run's line counts what its run rebuilt
+        n = len(step["models"])
+        assert f"run {step['index'] + 1} [{step['stage']}] SUCCESS" in status
+        assert re.search(
+            rf"run {step['index'] + 1} \[\w+\] SUCCESS \(\S+\): {n}/{n} rebuilt", status
+        )
     # the rescue report follows: every planned model rebuilt and validated, nothing left
     assert f"{len(planned)}/{len(planned)} rebuilt, {len(planned)} validated" in status
     assert "Nothing: every planned model was rebuilt" in status

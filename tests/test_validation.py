@@ -99,6 +99,18 @@ def test_max_date_verdict_explains_the_lag_and_never_raises():
     assert unset.passed and unset.status == "not configured"
 
 
+def test_an_inferred_date_column_that_is_all_null_is_not_configured_not_failed():
+    expected = Expected(date(2026, 1, 14), "latest load of upstream source raw.orders")
+    guess = rule(date_column="cancelled_date", date_column_from="inferred")
+    verdict = max_date_verdict(guess, 12, None, expected, Settings())
+    assert verdict.status == "not configured"
+    assert "cancelled_date is NULL in all 12 rows" in verdict.description
+    # configured by hand, the same NULLs are a failure
+    assert not max_date_verdict(
+        rule(date_column="cancelled_date"), 12, None, expected, Settings()
+    ).passed
+
+
 def test_bad_meta_names_the_model_and_key():
     manifest = {
         "nodes": {

@@ -105,7 +105,7 @@ class ModelRule:
     max_rows: int | None = None
     max_drop: float = 0.5
     date_column: str | None = None
-    date_column_from: str = ""  # "meta" | "inferred" | ""
+    date_column_from: str = ""  # "meta" | "inferred" | "off" (meta says none) | ""
     date_note: str = ""  # why there is no date column
     max_lag_days: int = 1
     expected_date: str = "sources"
@@ -252,7 +252,7 @@ def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, Mo
         date_column: str | None
         if "date_column" in rescue:
             date_column = rescue["date_column"] or None
-            origin, note = ("meta", "") if date_column else ("", "date check turned off in meta")
+            origin, note = ("meta", "") if date_column else ("off", "date check turned off in meta")
             if date_column is not None and not isinstance(date_column, str):
                 raise ValidationConfigError(f"{name}: meta.rescue.date_column must be a string")
         else:
@@ -372,6 +372,8 @@ def max_date_verdict(
     rule: ModelRule, count: int, value: Any, expected: Expected | None, settings: Settings
 ) -> Verdict:
     if not rule.date_column:
+        if rule.date_column_from == "off":  # the model's owner said no date applies
+            return Verdict(True, f"off: {rule.date_note}", {}, "off")
         return Verdict(True, f"not configured: {rule.date_note}", {}, "not configured")
     column = rule.date_column
     meta: dict[str, Any] = {"date_column": column, "date_column_from": rule.date_column_from}
@@ -379,6 +381,16 @@ def max_date_verdict(
         meta.update(expected_date=expected.day.isoformat(), expected_from=expected.basis)
     if count == 0:
         return Verdict(False, f"{rule.name}: no rows, so no max({column})", meta, "failed")
+    if value is None and rule.date_column_from == "inferred":
+        # a guess that turned out empty (say `cancelled_date` of a model where nothing was
+        # cancelled) tells nothing about how current the model is: not a failure, not a pass
+        return Verdict(
+            True,
+            f"not configured: the inferred date column {column} is NULL in all {count} rows; "
+            "set meta.rescue.date_column",
+            meta,
+            "not configured",
+        )
     if value is None:
         return Verdict(
             False,

@@ -313,8 +313,12 @@ def resume(
     outcomes = model_outcomes(instance, step_runs(instance, rescue_id), keys)
     left = 0
     for step in record["steps"]:
+        # a model counts as done when rebuilt, checked and not blocked; one rebuilt by a run
+        # killed before its checks ran is built again, so that it gets them
         step["remaining"] = [
-            m for m in step["remaining"] if not (outcomes[m].rebuilt and not outcomes[m].blocked)
+            m
+            for m in step["remaining"]
+            if not (outcomes[m].rebuilt and outcomes[m].checks and not outcomes[m].blocked)
         ]
         if step["remaining"]:
             step["attempt"] += 1  # a new run key: the sensor launches it afresh

@@ -51,6 +51,9 @@ class CheckOutcome:
     passed: bool
     blocking: bool
     description: str
+    status: str = ""
+    """The validation checks' verdict: passed / failed / not configured / off ("" for dbt
+    tests)."""
 
 
 @dataclass
@@ -70,15 +73,23 @@ class ModelOutcome:
 
     @property
     def validated(self) -> bool:
-        """Rebuilt, and its row-count, max-date and dbt test checks all passed."""
+        """Rebuilt, and its row-count and max-date checks ran and passed (a check that is "not
+        configured" proves nothing; one its owner turned "off" in meta counts), and its dbt
+        tests passed."""
         from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
 
         return (
             self.rebuilt
-            and ROW_COUNT_CHECK in self.checks
-            and MAX_DATE_CHECK in self.checks
+            and all(
+                name in self.checks and self.checks[name].status in ("passed", "off", "")
+                for name in (ROW_COUNT_CHECK, MAX_DATE_CHECK)
+            )
             and not self.failed
         )
+
+    @property
+    def unconfigured(self) -> list[str]:
+        return [c.name for c in self.checks.values() if c.status == "not configured"]
 
 
 def model_outcomes(
@@ -104,11 +115,13 @@ def model_outcomes(
             uid = by_key.get(data.asset_key)
             if uid is None:
                 continue
+            status = data.metadata.get("status")
             outcomes[uid].checks[data.check_name] = CheckOutcome(
                 data.check_name,
                 data.passed,
                 data.severity == dg.AssetCheckSeverity.ERROR,
                 data.description or "",
+                str(status.value) if status is not None else "",
             )
     return outcomes
 

@@ -76,7 +76,7 @@ def report_markdown(
         o = outcomes[m]
         lines.append(
             f"| {names.get(m, m)} | {stage_of[m]} | {'yes' if o.rebuilt else 'no'} "
-            f"| {'yes' if o.validated else 'no'} | {', '.join(c.name for c in o.failed)} |"
+            f"| {_validated_cell(o)} | {', '.join(c.name for c in o.failed)} |"
         )
     inlined = record.get("inlined") or []
     if inlined:
@@ -91,23 +91,58 @@ def report_markdown(
             for c in outcomes[m].failed:
                 level = "blocking" if c.blocking else "warning"
                 lines.append(f"- **{names.get(m, m)}** `{c.name}` ({level}): {c.description}")
-    left = [m for m in planned if not outcomes[m].rebuilt]
-    blocked = [m for m in planned if outcomes[m].rebuilt and outcomes[m].blocked]
     lines += ["", "## Left to do", ""]
-    if not left and not blocked:
-        lines.append("Nothing: every planned model was rebuilt and passed its blocking checks.")
-    if left:
-        lines.append(f"- not rebuilt ({len(left)}): " + ", ".join(names.get(m, m) for m in left))
-    if blocked:
-        lines.append(
-            f"- rebuilt but failed a blocking check ({len(blocked)}): "
-            + ", ".join(names.get(m, m) for m in blocked)
-        )
-    if left or blocked:
-        lines.append(f"- then: `rescue resume {rescue_id}` rebuilds exactly these")
+    lines += left_to_do(record, outcomes)
     if with_plan:
         lines += ["", "## Plan", "", record.get("plan_markdown", "")]
     return "\n".join(lines)
+
+
+def _validated_cell(o) -> str:
+    if o.validated:
+        return "yes"
+    if o.rebuilt and not o.checks:
+        return "no: its checks never ran"
+    if o.rebuilt and o.unconfigured and not o.failed:
+        return "no: " + ", ".join(o.unconfigured) + " not configured"
+    return "no"
+
+
+def left_to_do(record: Mapping[str, Any], outcomes) -> list[str]:
+    """What the rescue did not (yet) prove, each kind on its own line, or "Nothing"."""
+    names, rescue_id = record["names"], record["id"]
+    planned = _planned(record)
+
+    def listed(ids) -> str:
+        return ", ".join(names.get(m, m) for m in ids)
+
+    left = [m for m in planned if not outcomes[m].rebuilt]
+    blocked = [m for m in planned if outcomes[m].rebuilt and outcomes[m].blocked]
+    unchecked = [m for m in planned if outcomes[m].rebuilt and not outcomes[m].checks]
+    unconfigured = [
+        m
+        for m in planned
+        if outcomes[m].rebuilt and outcomes[m].unconfigured and not outcomes[m].failed
+    ]
+    lines = []
+    if left:
+        lines.append(f"- not rebuilt ({len(left)}): {listed(left)}")
+    if blocked:
+        lines.append(f"- rebuilt but failed a blocking check ({len(blocked)}): {listed(blocked)}")
+    if unchecked:
+        lines.append(
+            f"- rebuilt, not validated: checks never ran ({len(unchecked)}): {listed(unchecked)}"
+        )
+    if left or blocked or unchecked:
+        lines.append(f"- then: `rescue resume {rescue_id}` rebuilds (or checks) exactly these")
+    if unconfigured:
+        lines.append(
+            f"- rebuilt, validated only in part ({len(unconfigured)}): {listed(unconfigured)} "
+            "(a check is not configured: set meta.rescue in the model's dbt config)"
+        )
+    if not lines:
+        lines.append("Nothing: every planned model was rebuilt and passed its checks.")
+    return lines
 
 
 def publish(instance: dg.DagsterInstance, record: Mapping[str, Any], keys) -> None:
