@@ -294,7 +294,7 @@ def resume(
     force: bool = False,
 ):
     """Plan minus materialized: every unfinished step keeps only the models not yet rebuilt by
-    this rescue (or rebuilt but failing a blocking check), with the same refresh flags."""
+    this rescue, or rebuilt but unchecked or failing a check, with the same refresh flags."""
     record = load(instance, rescue_id)
     if record["status"] == SUCCEEDED:
         raise RescueError(f"rescue {rescue_id} already succeeded: nothing to resume")
@@ -313,12 +313,13 @@ def resume(
     outcomes = model_outcomes(instance, step_runs(instance, rescue_id), keys)
     left = 0
     for step in record["steps"]:
-        # a model counts as done when rebuilt, checked and not blocked; one rebuilt by a run
-        # killed before its checks ran is built again, so that it gets them
+        # a model counts as done when rebuilt, checked and no check failed (a warning too:
+        # after an outage it says the model is stale); one rebuilt by a run killed before its
+        # checks ran is built again, so that it gets them
         step["remaining"] = [
             m
             for m in step["remaining"]
-            if not (outcomes[m].rebuilt and outcomes[m].checks and not outcomes[m].blocked)
+            if not (outcomes[m].rebuilt and outcomes[m].checks and not outcomes[m].failed)
         ]
         if step["remaining"]:
             step["attempt"] += 1  # a new run key: the sensor launches it afresh
@@ -348,15 +349,25 @@ def cancel(
     record["status"] = CANCELED
     record["message"] = f"canceled ({who})"
     save(instance, record)  # first: the sensor launches nothing more from here on
-    stopped = []
+    stopped, unreachable = [], []
     for run in _busy(instance, rescue_id):
-        if not instance.run_coordinator.cancel_run(run.run_id):
-            # not started yet (or no launcher can reach it): record it canceled
+        if instance.run_coordinator.cancel_run(run.run_id):
+            stopped.append(run.run_id[:8])
+        elif run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
             instance.report_run_canceled(run, message=f"rescue {rescue_id} canceled")
-        stopped.append(run.run_id[:8])
+            stopped.append(run.run_id[:8])
+        else:  # never claim a termination that did not happen
+            unreachable.append(run.run_id[:8])
     record = load(instance, rescue_id)
-    record["message"] = f"canceled ({who})" + (
-        f"; terminated run(s) {', '.join(stopped)}" if stopped else "; no run was in flight"
-    )
+    record["message"] = f"canceled ({who})"
+    if stopped:
+        record["message"] += f"; terminated run(s) {', '.join(stopped)}"
+    if unreachable:
+        record["message"] += (
+            f"; could not reach run(s) {', '.join(unreachable)} to terminate them: terminate "
+            "them in the UI (Runs -> Terminate)"
+        )
+    if not stopped and not unreachable:
+        record["message"] += "; no run was in flight"
     finish(instance, record, keys)
     return record

@@ -118,6 +118,9 @@ def left_to_do(record: Mapping[str, Any], outcomes) -> list[str]:
 
     left = [m for m in planned if not outcomes[m].rebuilt]
     blocked = [m for m in planned if outcomes[m].rebuilt and outcomes[m].blocked]
+    warned = [
+        m for m in planned if outcomes[m].rebuilt and outcomes[m].failed and not outcomes[m].blocked
+    ]
     unchecked = [m for m in planned if outcomes[m].rebuilt and not outcomes[m].checks]
     unconfigured = [
         m
@@ -133,7 +136,9 @@ def left_to_do(record: Mapping[str, Any], outcomes) -> list[str]:
         lines.append(
             f"- rebuilt, not validated: checks never ran ({len(unchecked)}): {listed(unchecked)}"
         )
-    if left or blocked or unchecked:
+    if warned:
+        lines.append(f"- rebuilt but failed a warning check ({len(warned)}): {listed(warned)}")
+    if left or blocked or unchecked or warned:
         lines.append(f"- then: `rescue resume {rescue_id}` rebuilds (or checks) exactly these")
     if unconfigured:
         lines.append(
