@@ -187,3 +187,16 @@ def test_full_refresh_reaches_only_incremental_models_named_or_advised(shop_plan
     assert {plan.name(m) for m in only.full_refresh} == {"fct_orders"}
     with pytest.raises(ValueError, match="not in the rescue"):
         shop_planner.plan(PlanRequest("fct_orders", full_refresh=("fct_page_views",)))
+
+
+def test_expected_time_counts_each_runs_start_up_learned_from_history(shop_manifest):
+    layered = PlanRequest("+int_orders_enriched+", layered=True)
+    fresh = Planner(shop_manifest).plan(layered)
+    models = sum(fresh.seconds[m] for m in fresh.models)
+    # no history: the start-up measured on this machine kind, per run
+    assert fresh.run_overhead_seconds == 45.0
+    assert fresh.total_seconds == models + 3 * 45.0
+    # with history: the median of what recent rescue runs cost besides their models
+    learned = Planner(shop_manifest).plan(layered, history=History(run_overhead=[12, 20, 90]))
+    assert learned.total_seconds == models + 3 * 20.0
+    assert all(s.seconds >= 20.0 for s in learned.steps)

@@ -66,6 +66,9 @@ def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
     keys = model_asset_keys(load_manifest(*_manifest_args(built)))
     assert rescues.materialized(instance, (r.run_id for r in runs)) == {keys[m] for m in planned}
 
+    # what these runs cost besides their models is learned for the next estimate
+    assert len(rescues.history(instance, keys).run_overhead) == 3
+
     assert cli.main(["status", rescue_id]) == 0
     status = capsys.readouterr().out
     assert f"rescue {rescue_id}: succeeded" in status

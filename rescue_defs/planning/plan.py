@@ -74,6 +74,8 @@ class Plan:
     full_refresh: frozenset[str]
     checklist: tuple[Item, ...]
     tests: tuple[str, ...]
+    run_overhead_seconds: float = 0.0
+    """What each run adds besides its models (start-up, waits), learned from history."""
     inlined: tuple[str, ...] = ()
     """Ephemeral models in the selection: compiled into the planned models that use them,
     never built (nor run) on their own."""
@@ -91,7 +93,10 @@ class Plan:
 
     @property
     def total_seconds(self) -> float:
-        return sum(self.seconds[m] for m in self.models)
+        """Launch to end: the models one after the other, plus each run's start-up and waits."""
+        return sum(self.seconds[m] for m in self.models) + len(self.steps) * (
+            self.run_overhead_seconds
+        )
 
     def name(self, unique_id: str) -> str:
         return self.names.get(unique_id, unique_id)
@@ -118,6 +123,7 @@ class Plan:
                 for s in self.steps
             ],
             "expected_seconds": round(self.total_seconds, 1),
+            "run_overhead_seconds": self.run_overhead_seconds,
             "heavy": sorted(self.heavy),
             "full_refresh_factor": self.full_refresh_factor,
             "advice": {
@@ -184,7 +190,7 @@ class Planner:
             settings.stages,
             request.layered,
         )
-        steps = self._steps(stages, seconds, full_refresh)
+        steps = self._steps(stages, seconds, full_refresh, costs.run_overhead)
 
         upstream, middle, downstream = split_layers(manifest, models, targets)
         graph = manifest.model_graph
@@ -194,7 +200,7 @@ class Planner:
         facts = PlanFacts(
             models=models,
             names={m: manifest.name(m) for m in models | outside},
-            seconds=sum(seconds.values()),
+            seconds=sum(seconds.values()) + len(steps) * costs.run_overhead,
             heavy=heavy,
             full_refresh=full_refresh,
             advised_full=frozenset(m for m, a in advice.items() if a.full_refresh),
@@ -228,6 +234,7 @@ class Planner:
             checklist=tuple(evaluate(facts, env or Environment())),
             tests=tuple(manifest.tests_of(models)),
             inlined=tuple(sorted(inlined, key=manifest.name)),
+            run_overhead_seconds=costs.run_overhead,
         )
 
     def _full_refresh(self, request, models, incremental, advice) -> frozenset[str]:
@@ -246,7 +253,7 @@ class Planner:
             chosen.update(ids)
         return frozenset(chosen)
 
-    def _steps(self, stages, seconds, full_refresh) -> list[Step]:
+    def _steps(self, stages, seconds, full_refresh, overhead: float) -> list[Step]:
         steps: list[Step] = []
         previous_stage: tuple[int, ...] = ()
         for stage in stages:
@@ -279,7 +286,7 @@ class Planner:
                         selection=group_selection(self.manifest, models),
                         full_refresh=tuple(m for m in models if m in full_refresh),
                         after=tuple(sorted({*previous_stage, *(first + a for a in after)})),
-                        seconds=sum(seconds[m] for m in models),
+                        seconds=overhead + sum(seconds[m] for m in models),
                     )
                 )
             previous_stage = tuple(range(first, len(steps)))

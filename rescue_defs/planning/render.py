@@ -23,7 +23,8 @@ def render_text(plan: Plan) -> str:
         + (f" --exclude {r.exclude!r}" if r.exclude else ""),
         f"  {len(plan.models)} models, "
         f"targets: {_names(plan, sorted(plan.targets, key=plan.name))}",
-        f"  expected ~{_minutes(plan.total_seconds)} (serial), {len(plan.heavy)} heavy; "
+        f"  expected ~{_minutes(plan.total_seconds)} launch to end ({len(plan.steps)} run(s) "
+        f"x ~{_minutes(plan.run_overhead_seconds)} start-up and waits), {len(plan.heavy)} heavy; "
         f"{plan.stage_reason}",
     ]
     if plan.inlined:

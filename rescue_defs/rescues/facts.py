@@ -64,9 +64,8 @@ def environment(
 
 
 def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit: int = 5):
-    """Recent step durations per model from the instance: a materialization's run step time.
-
-    dagster-dbt reports each model's own execution time as `Execution Duration` metadata."""
+    """Recent durations per model (dagster-dbt's `Execution Duration` of each model), and what
+    recent rescue runs cost besides their models (request to end, minus model time)."""
     incremental: dict[str, list[float]] = {}
     for uid, key in keys.items():
         events = instance.fetch_materializations(key, limit=limit).records
@@ -78,7 +77,30 @@ def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit
                 durations.append(float(value.value))
         if durations:
             incremental[uid] = durations
-    return History(incremental=incremental)
+    return History(incremental=incremental, run_overhead=run_overheads(instance))
+
+
+def run_overheads(instance: dg.DagsterInstance, limit: int = 10) -> list[float]:
+    from rescue_defs.rescues.advance import STEP_JOB
+
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=STEP_JOB, statuses=[dg.DagsterRunStatus.SUCCESS]),
+        limit=limit,
+    )
+    overheads = []
+    for record in records:
+        if record.end_time is None or TAG_ID not in record.dagster_run.tags:
+            continue
+        model_seconds = 0.0
+        for event in instance.get_records_for_run(
+            record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records:
+            materialization = event.event_log_entry.asset_materialization
+            value = materialization.metadata.get("Execution Duration") if materialization else None
+            model_seconds += float(value.value) if value is not None else 0.0
+        wall = record.end_time - record.create_timestamp.timestamp()
+        overheads.append(max(0.0, wall - model_seconds))
+    return overheads
 
 
 def plan_for(

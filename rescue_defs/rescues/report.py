@@ -5,6 +5,7 @@ of them, validated means its row-count, max-date and dbt test checks all passed 
 """
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -12,6 +13,7 @@ import dagster as dg
 from rescue_defs.rescues.outcomes import latest_by_step, model_outcomes, step_runs
 from rescue_defs.rescues.store import (
     ALL_RESCUES,
+    DRY_RUN,
     TAG_ATTEMPT,
     TAG_ID,
     TAG_STAGE,
@@ -172,8 +174,22 @@ def publish(instance: dg.DagsterInstance, record: Mapping[str, Any], keys) -> No
 
 def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
     """Save a rescue that reached an end state and publish its report."""
+    record["ended_at"] = datetime.now(UTC).isoformat()
     save(instance, record)
     publish(instance, record, keys)
+
+
+def _elapsed(record: Mapping[str, Any]) -> str:
+    if record["status"] == DRY_RUN:
+        return f"not launched (expected ~{record['plan'].get('expected_seconds', 0):.0f} s)"
+    start = datetime.fromisoformat(record["created_at"])
+    end = datetime.fromisoformat(record["ended_at"]) if record.get("ended_at") else None
+    seconds = ((end or datetime.now(UTC)) - start).total_seconds()
+    expected = record["plan"].get("expected_seconds")
+    took = "took" if end else "running for"
+    return f"{took} {seconds:.0f} s" + (
+        f" (expected ~{expected:.0f} s)" if expected is not None else ""
+    )
 
 
 def status_lines(instance: dg.DagsterInstance, rescue_id: str, keys) -> list[str]:
@@ -188,7 +204,8 @@ def status_lines(instance: dg.DagsterInstance, rescue_id: str, keys) -> list[str
     validated = sum(1 for m in planned if outcomes[m].validated)
     lines = [
         f"rescue {rescue_id}: {record['status']} ({record['reason']}) - {record['message']}",
-        f"  {rebuilt}/{len(planned)} rebuilt, {validated}/{len(planned)} validated",
+        f"  {rebuilt}/{len(planned)} rebuilt, {validated}/{len(planned)} validated; "
+        + _elapsed(record),
     ]
     for step in record["steps"]:
         run = latest.get((step["index"], step["attempt"]))
