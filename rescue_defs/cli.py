@@ -39,7 +39,10 @@ def _project_manifest(project_dir: Path, profiles_dir: Path | None) -> Path:
         args += ["--profiles-dir", str(profiles_dir or project_dir)]
         result = dbtRunner().invoke(args)
         if not result.success:
-            raise CliError(f"dbt parse failed in {project_dir}: {result.exception}")
+            why = str(result.exception or "see dbt's output above").strip()
+            lines = [ln.strip() for ln in why.splitlines() if ln.strip()]
+            lines = [ln for ln in lines if ln not in ("Runtime Error", "Compilation Error")]
+            raise CliError(f"dbt parse failed in {project_dir}: {(lines or [why])[0][:300]}")
     return manifest
 
 
@@ -75,8 +78,12 @@ def _request(args: argparse.Namespace):
     else:
         full_refresh = None
     window = None
+    if args.changed_to and not args.changed_from:
+        raise CliError("--changed-to needs --changed-from")
     if args.changed_from:
         window = (args.changed_from, args.changed_to or args.today or datetime.now(UTC).date())
+        if window[1] < window[0]:
+            raise CliError(f"--changed-to {window[1]} is before --changed-from {window[0]}")
     return PlanRequest(
         select=args.select,
         exclude=args.exclude or "",
@@ -99,16 +106,30 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
+def _previous(args: argparse.Namespace, manifest):
+    """The --state manifest, refused when it belongs to another dbt project."""
+    from rescue_defs.planning.manifest import DbtManifest
+
+    if not args.state:
+        return None
+    previous = DbtManifest.load(args.state)
+    if previous.project_name != manifest.project_name:
+        raise CliError(
+            f"--state {args.state} is a manifest of project {previous.project_name!r}, not "
+            f"{manifest.project_name!r}: every model would look new"
+        )
+    return previous
+
+
 def _launch(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
     from rescue_defs.assets.dbt import model_asset_keys
     from rescue_defs.jobs.pipeline import daily_pipeline_schedule
-    from rescue_defs.planning.manifest import DbtManifest
     from rescue_defs.planning.plan import Planner
     from rescue_defs.planning.render import render_text
 
     manifest = _manifest(args)
-    previous = DbtManifest.load(args.state) if args.state else None
+    previous = _previous(args, manifest)
     instance = _instance()
     keys = model_asset_keys(manifest)
     now = datetime.now(UTC)
@@ -239,12 +260,11 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from rescue_defs.planning.manifest import DbtManifest
     from rescue_defs.planning.plan import Planner
     from rescue_defs.planning.render import render_text
 
     manifest = _manifest(args)
-    previous = DbtManifest.load(args.state) if args.state else None
+    previous = _previous(args, manifest)
     request = _request(args)
     plan = Planner(manifest).plan(request, previous=previous)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_text(plan))
@@ -361,11 +381,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from rescue_defs.planning.manifest import ManifestError
     from rescue_defs.planning.selection import SelectionError
 
     try:
         return args.func(args)
-    except (CliError, SelectionError, FileNotFoundError) as e:  # one line, exit 2
+    except (CliError, SelectionError, ManifestError, FileNotFoundError) as e:  # one line, exit 2
         print(f"rescue: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -86,3 +86,59 @@ def test_console_script_exits_2_on_an_empty_selection(shop_project, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("rescue: error: the selection is empty")
     assert result.stdout == ""
+
+
+def _bad_manifests(tmp_path: Path) -> dict[str, Path]:
+    import gzip
+
+    files = {
+        "not JSON": ("manifest.json", b"this is not json"),
+        "empty": ("empty.json", b""),
+        "a list": ("list.json", b"[]"),
+        "an empty object": ("obj.json", b"{}"),
+        "a corrupt gz": ("broken.json.gz", gzip.compress(b'{"nodes": {}}')[:-9]),
+    }
+    out = {}
+    for label, (name, data) in files.items():
+        (tmp_path / name).write_bytes(data)
+        out[label] = tmp_path / name
+    out["a folder"] = tmp_path
+    return out
+
+
+@pytest.mark.parametrize(
+    "label", ["not JSON", "empty", "a list", "an empty object", "a corrupt gz", "a folder"]
+)
+def test_a_file_that_is_not_a_manifest_is_one_line_and_exit_code_2(label, tmp_path, capsys):
+    path = _bad_manifests(tmp_path)[label]
+    assert main(["plan", "--manifest", str(path), "--select", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rescue: error: ") and "\n" not in err and "Traceback" not in err
+
+
+def test_bad_plan_arguments_are_one_line_each(shop_project, tmp_path, capsys):
+    project = ["--project-dir", str(shop_project.project_dir)]
+    window = ["--changed-from", "2026-02-10", "--changed-to", "2026-02-01"]
+    assert main(["plan", *project, "--select", "fct_orders", *window]) == 2
+    assert "is before --changed-from" in capsys.readouterr().err
+    # a --state of another project would call every model new
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"metadata": {"project_name": "someone_else"}, "nodes": {}}))
+    assert main(["plan", *project, "--select", "fct_orders", "--state", str(other)]) == 2
+    assert "of project 'someone_else', not 'shop'" in capsys.readouterr().err
+    # a pasted wall of text is named, not echoed
+    assert main(["plan", *project, "--select", "x" * 100_000]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 400 and "(100000 characters)" in err
+
+
+def test_a_project_that_does_not_parse_says_why_in_one_line(tmp_path, capsys):
+    import shutil
+
+    project = tmp_path / "broken"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "jaffle_shop", project)
+    (project / "dbt_project.yml").write_text("name: jaffle_shop\nversion: [unclosed\n")
+    assert main(["plan", "--project-dir", str(project), "--select", "orders"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("rescue: error: dbt parse failed in")
+    assert not err.endswith("Runtime Error") and len(err) > len("rescue: error: dbt parse")

@@ -2,6 +2,7 @@
 a rescue launched from the UI's launchpad in a real headless Chromium runs to its report."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -60,7 +61,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
         _wait_for(lambda: client._execute(ASSET_GROUPS)["assetNodes"], 180, "the UI", log)
-        yield client, log, port
+        yield client, log, port, env
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -78,7 +79,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 def materialized(demo) -> str:
     """What "Materialize all" in the UI launches (the implicit asset job over every asset),
     once per demo: each test of this module can then run alone."""
-    client, log, _ = demo
+    client, log, _, _ = demo
     run_id = client.submit_job_execution(
         "__ASSET_JOB",
         run_config={"ops": {"raw_sources": {"config": {"through_date": "2026-01-12"}}}},
@@ -94,8 +95,10 @@ def materialized(demo) -> str:
 
 
 def test_demo_serves_the_lineage_and_materializes_everything(demo, materialized):
-    client, log, _ = demo
+    client, log, _, env = demo
     nodes = client._execute(ASSET_GROUPS)["assetNodes"]
+    # the CLI finds this UI: ./dev demo wrote its address into the Dagster home
+    assert (Path(env["DAGSTER_HOME"]) / "ui_url").read_text().strip().endswith(f":{env['PORT']}")
     group_of = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     assert set(group_of.values()) == {"raw", "staging", "intermediate", "marts", "rescue"}
     deps = {"/".join(n["assetKey"]["path"]): n["dependencyKeys"] for n in nodes}
@@ -141,7 +144,7 @@ def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(
 ):
     from playwright.sync_api import sync_playwright
 
-    client, log, port = demo
+    client, log, port, _ = demo
     assert materialized == "SUCCESS"  # the warehouse has raw data and models to rescue
     base = f"http://127.0.0.1:{port}"
     # what an on-call engineer types into rescue_job's launchpad
@@ -204,3 +207,54 @@ def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(
             report_page.screenshot(path=str(tmp_path / "report.png"))
             raise
         browser.close()
+
+
+def test_canceling_a_rescue_from_the_cli_terminates_its_running_run(demo, materialized):
+    client, log, _, env = demo
+    assert materialized == "SUCCESS"
+    rescue = [str(REPO / ".venv" / "bin" / "rescue")]
+    # every model, one run, each incremental rebuilt from scratch: long enough to catch running
+    launched = subprocess.run(
+        [
+            *rescue,
+            "launch",
+            "--select",
+            "fqn:*",
+            "--single-stage",
+            "--full-refresh",
+            "--force",
+            "--reason",
+            "to be canceled",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    rescue_id = re.search(r"^rescue (\S+): active$", launched.stdout, re.M).group(1)
+
+    def running():
+        runs = [
+            r
+            for r in _runs(client, "rescue_step_job")
+            if {"key": "rescue/id", "value": rescue_id} in r["tags"]
+        ]
+        return runs and runs[0]["status"] == "STARTED" and runs[0]
+
+    run = _wait_for(running, 300, "the rescue's run to start", log)
+    canceled = subprocess.run(
+        [*rescue, "cancel", rescue_id], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert canceled.returncode == 0, canceled.stdout + canceled.stderr
+    assert f"terminated run(s) {run['runId'][:8]}" in canceled.stdout, canceled.stdout
+
+    def ended():
+        status = client.get_run_status(run["runId"]).value
+        return status in ("CANCELED", "SUCCESS", "FAILURE") and status
+
+    assert _wait_for(ended, 120, "the run to end", log) == "CANCELED"
+    status = subprocess.run(
+        [*rescue, "status", rescue_id], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert f"rescue {rescue_id}: canceled" in status.stdout, status.stdout + status.stderr

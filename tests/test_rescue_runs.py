@@ -5,6 +5,7 @@ import re
 import threading
 import time
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -66,6 +67,10 @@ def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
     keys = model_asset_keys(load_manifest(*_manifest_args(built)))
     assert rescues.materialized(instance, (r.run_id for r in runs)) == {keys[m] for m in planned}
 
+    # the per-run folders dagster-dbt leaves in target/ are gone
+    target = Path(_manifest_args(built)[1]) / "target"
+    for run in runs:
+        assert not list(target.glob(f"dbt_models-{run.run_id[:7]}-*")), run.run_id
     # what these runs cost besides their models is learned for the next estimate
     assert len(rescues.history(instance, keys).run_overhead) == 3
 

@@ -107,3 +107,41 @@ def test_a_rescue_through_an_ephemeral_model_of_a_project_we_did_not_write_succe
         "model.jaffle_shop.customers",
     }
     assert query(warehouse, "select count(*) from main.orders where amount > 0") == [(5,)]
+    # and no checklist item calls the ephemeral model a stale table
+    assert not [i for i in record["plan"]["checklist"] if "order_payments" in i["reason"]]
+
+
+def test_cli_links_point_at_the_ui_the_demo_serves(dagster_home, shop_project, capsys):
+    from rescue_defs import cli
+
+    (dagster_home / "ui_url").write_text("http://127.0.0.1:4123\n")  # what ./dev demo writes
+    args = ["launch", "--project-dir", str(shop_project.project_dir), "--select", "stg_orders"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "runs: http://127.0.0.1:4123/runs?q%5B0%5D=tag%3Arescue%2Fid%3D" in out
+    assert "report: http://127.0.0.1:4123/assets/rescue_report?partition=" in out
+    assert cli.main([*args, "--ui", "http://ui.internal:80/"]) == 0
+    assert "runs: http://ui.internal:80/runs?" in capsys.readouterr().out
+
+
+def test_resuming_a_blocked_dry_run_needs_force_and_records_it(dagster_home, shop_planner):
+    from datetime import UTC, datetime
+
+    from rescue_defs.planning.checklist import ActiveRun, Environment
+
+    keys = model_asset_keys(shop_planner.manifest)
+    fct_orders = shop_planner.manifest.by_name["fct_orders"][0]
+    busy = Environment(
+        now=datetime(2026, 3, 4, 3, 0, tzinfo=UTC),
+        known=True,
+        active_runs=(ActiveRun("a1b2c3d4e5", "STARTED", frozenset({fct_orders}), "daily"),),
+    )
+    plan = shop_planner.plan(PlanRequest("fct_orders"), env=busy)
+    assert plan.blocks
+    with open_instance() as instance:
+        dry = rescues.register(instance, plan, keys, dry_run=True)
+        with pytest.raises(rescues.RescueError, match="dry run whose plan was blocked"):
+            rescues.resume(instance, dry["id"], keys)
+        assert rescues.load(instance, dry["id"])["status"] == rescues.DRY_RUN
+        resumed = rescues.resume(instance, dry["id"], keys, force=True)
+        assert resumed["status"] == rescues.ACTIVE and resumed["forced"] is True

@@ -225,6 +225,11 @@ def test_marts_behind_an_outage_fail_max_date_and_pass_after_recovery_and_rescue
     text = meta["report"].value
     assert f"{len(planned)}/{len(planned)} rebuilt, {len(planned)} validated" in text
     assert "Nothing: every planned model was rebuilt" in text
+    # on the rescue's own partition, each run a link the UI opens
+    assert report.asset_materialization.partition == rescue_id
+    for run in runs:
+        if rescues.TAG_STEP in run.tags:
+            assert f"[{run.run_id[:8]}](/runs/{run.run_id})" in text
 
 
 def test_a_model_truncated_by_a_bug_fails_its_row_count_check_against_history(

@@ -2,6 +2,8 @@
 
 import functools
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -206,11 +208,13 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
         rules = rules_for(manifest_path, project_dir, validation.settings())
         built: list[str] = []
         adapters: list = []  # the dbt adapter dagster-dbt built for the (last) invocation
+        invocations: list = []
         error: DagsterDbtCliRuntimeError | None = None
         sandbox_tests: list[dg.AssetCheckResult] = []
         try:
             if not full_refresh and not config.sandbox:
                 invocation = dbt.cli(["build", *WARN_ERROR_ARGS], context=context)
+                invocations.append(invocation)
                 adapters.append(invocation.adapter)
                 for event in invocation.stream():
                     if (key := _built_keys(context, event)) in by_key:
@@ -230,6 +234,7 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
                     by_key,
                     built,
                     adapters,
+                    invocations,
                 ):
                     if not config.sandbox:
                         yield event
@@ -240,10 +245,13 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
         adapter = adapters[-1] if adapters else None
         keys = {uid: key for key, uid in by_key.items()}
         results = []
-        for result in validate(context, adapter, rules, keys, built, validation):
-            results.append(result)
-            if not config.sandbox:
-                yield result
+        try:
+            for result in validate(context, adapter, rules, keys, built, validation):
+                results.append(result)
+                if not config.sandbox:
+                    yield result
+        finally:
+            _remove_run_folders(invocations, Path(project_dir))
         if config.sandbox:
             yield from _sandbox_observations(built, keys, results, sandbox_tests, config.reason)
         if error is not None:
@@ -291,7 +299,24 @@ def _with_target(dbt: DbtCliResource, target: str) -> DbtCliResource:
     )
 
 
-def _split_build(context, dbt, project, manifest, selected, full_refresh, by_key, built, adapters):
+def _remove_run_folders(invocations, project_dir: Path) -> None:
+    """Each dagster-dbt invocation leaves a 4-5 MB folder in target/ (and, past 200 selected
+    resources, a whole copy of the project in a temp dir): 45 runs left 173 MB. The events
+    have been read and the checks have run: nothing needs them any more."""
+    target = (project_dir / "target").resolve()
+    temp = Path(tempfile.gettempdir()).resolve()
+    for invocation in invocations:
+        path = Path(invocation.target_path).resolve()
+        if path.parent == target:
+            shutil.rmtree(path, ignore_errors=True)
+        copy = Path(invocation.project_dir).resolve()
+        if copy != project_dir.resolve() and copy.parent == temp:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def _split_build(
+    context, dbt, project, manifest, selected, full_refresh, by_key, built, adapters, invocations
+):
     # dagster-dbt adds its own selection to every invocation made with `context`, so the
     # split invocations pass their own exact selection (model names) and the manifest
     checks: dict = {}
@@ -301,6 +326,7 @@ def _split_build(context, dbt, project, manifest, selected, full_refresh, by_key
         invocation = dbt.cli(
             args, manifest=project.manifest_path, dagster_dbt_translator=TRANSLATOR
         )
+        invocations.append(invocation)
         adapters.append(invocation.adapter)
         for event in _split_events(invocation.stream(), checks):
             if (key := _built_keys(context, event)) in by_key:

@@ -142,7 +142,7 @@ def raw_sources(
     # load to the next (incremental models use it as their cursor)
     now = datetime.now(UTC).replace(tzinfo=None)
     selected = [s for s in generator.SOURCES if raw_asset_key(s) in context.selected_asset_keys]
-    results = []
+    results: list[dg.MaterializeResult] = []
     with warehouse.get_connection() as conn:
         for source in selected:
             ensure_table(conn, source)
@@ -154,49 +154,56 @@ def raw_sources(
             for s, d in last_batch.items()
             if d and d > through and s not in config.sources_down
         }
-        if ahead:
-            raise dg.Failure(
-                f"through_date {through} is before what is already loaded ("
-                + ", ".join(f"raw.{s} through {d}" for s, d in sorted(ahead.items()))
-                + "): loads only add days. Use a later date, or a fresh warehouse "
-                "(RESCUE_DUCKDB_PATH) to replay from an earlier day."
-            )
-        # one transaction for the whole load: a killed load lands no source, never some
-        _sql(conn, "begin transaction")
-        try:
-            for source in selected:
-                if source in config.sources_down:
-                    results.append(_down(source, last_batch[source], through))
-                    continue
-                ((last_load,),) = _sql(conn, f"select max(loaded_at) from {_table(source)}")
-                loaded_at = datetime.combine(through, now.time())
-                if last_load is not None and loaded_at <= last_load:
-                    loaded_at = last_load + timedelta(milliseconds=1)
-                rows = load_source(conn, source, through, loaded_at)
-                if config.late_returns:
-                    rows += load_late_returns(conn, source, through, config.late_returns, loaded_at)
-                ((batch,),) = _sql(conn, f"select max(batch_date) from {_table(source)}")
-                results.append(
-                    dg.MaterializeResult(
-                        asset_key=raw_asset_key(source),
-                        metadata={
-                            "rows_landed": rows,
-                            "source_down": False,
-                            "last_batch_date": str(batch) if batch else "",
-                            "through_date": str(through),
-                        },
-                    )
-                )
-            _sql(conn, "commit")
-        except BaseException:
-            _sql(conn, "rollback")
-            raise
+        if not ahead:
+            results = _land(conn, selected, config, through, now, last_batch)
+    if ahead:  # refused once the connection is closed: nothing landed, nothing held open
+        raise dg.Failure(
+            f"through_date {through} is before what is already loaded ("
+            + ", ".join(f"raw.{s} through {d}" for s, d in sorted(ahead.items()))
+            + "): loads only add days. Use a later date, or a fresh warehouse "
+            "(RESCUE_DUCKDB_PATH) to replay from an earlier day."
+        )
     for result in results:
         if result.metadata["source_down"]:
             context.log.warning(
                 f"source {result.asset_key.path[-1]} is down: nothing landed, backlog grows"
             )
         yield result
+
+
+def _land(conn, selected, config, through, now, last_batch) -> list[dg.MaterializeResult]:
+    """Land the selected sources in one transaction: a killed load lands none, never some."""
+    results = []
+    _sql(conn, "begin transaction")
+    try:
+        for source in selected:
+            if source in config.sources_down:
+                results.append(_down(source, last_batch[source], through))
+                continue
+            ((last_load,),) = _sql(conn, f"select max(loaded_at) from {_table(source)}")
+            loaded_at = datetime.combine(through, now.time())
+            if last_load is not None and loaded_at <= last_load:
+                loaded_at = last_load + timedelta(milliseconds=1)
+            rows = load_source(conn, source, through, loaded_at)
+            if config.late_returns:
+                rows += load_late_returns(conn, source, through, config.late_returns, loaded_at)
+            ((batch,),) = _sql(conn, f"select max(batch_date) from {_table(source)}")
+            results.append(
+                dg.MaterializeResult(
+                    asset_key=raw_asset_key(source),
+                    metadata={
+                        "rows_landed": rows,
+                        "source_down": False,
+                        "last_batch_date": str(batch) if batch else "",
+                        "through_date": str(through),
+                    },
+                )
+            )
+        _sql(conn, "commit")
+    except BaseException:
+        _sql(conn, "rollback")
+        raise
+    return results
 
 
 def _down(source: str, last_batch: date | None, through: date) -> dg.MaterializeResult:

@@ -25,6 +25,10 @@ class _DictShim(dict):
         return _DictShim(value) if isinstance(value, dict) else value
 
 
+class ManifestError(ValueError):
+    """A file that is not a dbt manifest; the message says what is wrong with it."""
+
+
 class DbtManifest:
     """One parsed dbt project: read-only, cheap to query, expensive parts built once."""
 
@@ -47,12 +51,22 @@ class DbtManifest:
     @classmethod
     def load(cls, path: str | Path, project_dir: str | Path | None = None) -> "DbtManifest":
         path = Path(path)
+        if path.is_dir():
+            raise ManifestError(f"{path} is a folder: give the manifest.json inside target/")
         opener = gzip.open if path.suffix == ".gz" else open
         try:
             with opener(path, "rt") as f:
                 data = json.load(f)
         except FileNotFoundError:
             raise FileNotFoundError(f"no dbt manifest at {path}") from None
+        except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ManifestError(f"{path} is not a readable dbt manifest ({e})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
+            raise ManifestError(
+                f"{path} is not a dbt manifest (no `nodes`): give target/manifest.json of a "
+                "parsed dbt project"
+            )
+        data.setdefault("child_map", {})
         return cls(data, Path(project_dir).resolve() if project_dir else None)
 
     @property

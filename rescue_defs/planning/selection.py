@@ -19,7 +19,9 @@ class SelectionError(ValueError):
     def __init__(self, term: str, problem: str):
         self.term = term
         self.problem = problem
-        super().__init__(f"{term!r}: {problem}" if term else problem)
+        # a pasted wall of text is named by its start, not echoed whole
+        shown = term if len(term) <= 80 else f"{term[:80]}... ({len(term)} characters)"
+        super().__init__(f"{shown!r}: {problem}" if term else problem)
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,15 @@
 
 - `store`: the records (one key per rescue) and the index of active ones;
 - `facts`: what the instance knows that planning needs (runs in flight, history, schedules);
-- `advance`: register, advance stage by stage (what `rescue_sensor` calls), resume, cancel;
+- `lifecycle`: register a plan, resume, cancel;
+- `advance`: advance stage by stage (what `rescue_sensor` calls on every tick);
 - `outcomes`: what the rescue's runs did to each model, from the event log;
 - `report`: the Markdown report on `rescue_report` and `rescue status` lines.
 """
 
-from rescue_defs.rescues.advance import (
-    STEP_JOB,
-    Tick,
-    advance,
-    cancel,
-    new_rescue_id,
-    register,
-    resume,
-    step_request,
-)
+from rescue_defs.rescues.advance import STEP_JOB, Tick, advance, step_request
 from rescue_defs.rescues.facts import environment, history, next_ticks, plan_for
+from rescue_defs.rescues.lifecycle import cancel, new_rescue_id, register, resume
 from rescue_defs.rescues.outcomes import failed_checks, materialized, model_outcomes, step_runs
 from rescue_defs.rescues.report import (
     REPORT_ASSET,

@@ -1,0 +1,183 @@
+"""A rescue's life outside the sensor: register its plan, resume it, cancel it."""
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+
+from rescue_defs.planning.plan import Plan
+from rescue_defs.planning.render import render_markdown
+from rescue_defs.rescues.facts import IN_FLIGHT
+from rescue_defs.rescues.outcomes import model_outcomes, step_runs
+from rescue_defs.rescues.report import finish, publish
+from rescue_defs.rescues.store import (
+    ACTIVE,
+    CANCELED,
+    DRY_RUN,
+    ENDED,
+    SUCCEEDED,
+    TAG_STEP,
+    RescueError,
+    load,
+    save,
+)
+
+
+def new_rescue_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def register(
+    instance: dg.DagsterInstance,
+    plan: Plan,
+    keys: Mapping[str, dg.AssetKey],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    rescue_id: str | None = None,
+    sandbox: bool = False,
+    max_runtime: int | None = None,
+) -> dict[str, Any]:
+    """Record a planned rescue and publish its plan; the sensor launches its runs. Blocked
+    plans need `force`. A sandbox rescue refreshes the sandbox copy of prod first."""
+    blocks = [f"{i.key}: {i.reason}" for i in plan.blocks]
+    if blocks and not force and not dry_run:
+        raise RescueError(
+            "the plan is blocked: " + "; ".join(blocks) + " (launch with force to override)"
+        )
+    if max_runtime is not None and max_runtime <= 0:
+        raise RescueError(f"max_runtime must be a positive number of seconds, not {max_runtime}")
+    if sandbox and not dry_run:
+        from rescue_defs.sandbox import SandboxError, refresh_sandbox
+
+        try:
+            refresh_sandbox()
+        except SandboxError as e:
+            raise RescueError(str(e)) from None
+    record = {
+        "id": rescue_id or new_rescue_id(),
+        "version": 0,
+        "sandbox": sandbox,
+        "max_runtime": max_runtime,
+        "created_at": datetime.now(UTC).isoformat(),
+        "status": DRY_RUN if dry_run else ACTIVE,
+        "reason": plan.request.reason,
+        "forced": bool(blocks and force),
+        "blocks": blocks,
+        "plan": plan.to_dict(),
+        "plan_markdown": render_markdown(plan),
+        "names": dict(plan.names),
+        "inlined": list(plan.inlined),
+        "steps": [
+            {
+                "index": s.index,
+                "stage": s.stage,
+                "models": list(s.models),
+                "full_refresh": list(s.full_refresh),
+                "after": list(s.after),
+                "attempt": 0,
+                "remaining": list(s.models),
+            }
+            for s in plan.steps
+        ],
+        "message": "dry run: plan recorded, nothing launched"
+        if dry_run
+        else "waiting for rescue_sensor to launch the first run",
+    }
+    save(instance, record)
+    publish(instance, record, keys)
+    return record
+
+
+def _busy(instance, rescue_id: str) -> list[dg.DagsterRun]:
+    return [
+        r for r in step_runs(instance, rescue_id) if r.status in IN_FLIGHT and TAG_STEP in r.tags
+    ]
+
+
+def resume(
+    instance: dg.DagsterInstance,
+    rescue_id: str,
+    keys: Mapping[str, dg.AssetKey],
+    force: bool = False,
+):
+    """Plan minus materialized: every unfinished step keeps only the models not yet rebuilt by
+    this rescue, or rebuilt but unchecked or failing a check, with the same refresh flags."""
+    record = load(instance, rescue_id)
+    if record["status"] == SUCCEEDED:
+        raise RescueError(f"rescue {rescue_id} already succeeded: nothing to resume")
+    if record["status"] == DRY_RUN and record.get("blocks") and not force:
+        raise RescueError(
+            f"rescue {rescue_id} is a dry run whose plan was blocked: "
+            + "; ".join(record["blocks"])
+            + " (resume with force to override)"
+        )
+    busy = _busy(instance, rescue_id)
+    if busy:
+        raise RescueError(
+            f"rescue {rescue_id} still has run {busy[0].run_id[:8]} {busy[0].status.value}: "
+            "wait for it or cancel the rescue first"
+        )
+    outcomes = model_outcomes(instance, step_runs(instance, rescue_id), keys)
+    left = 0
+    for step in record["steps"]:
+        # a model counts as done when rebuilt, checked and no check failed (a warning too:
+        # after an outage it says the model is stale); one rebuilt by a run killed before its
+        # checks ran is built again, so that it gets them
+        step["remaining"] = [
+            m
+            for m in step["remaining"]
+            if not (outcomes[m].rebuilt and outcomes[m].checks and not outcomes[m].failed)
+        ]
+        if step["remaining"]:
+            step["attempt"] += 1  # a new run key: the sensor launches it afresh
+        left += len(step["remaining"])
+    if record["status"] == DRY_RUN and record.get("blocks"):
+        record["forced"] = True
+    record["status"] = ACTIVE if left else SUCCEEDED
+    record["message"] = f"resumed: {left} model(s) left to rebuild"
+    if left:
+        save(instance, record)
+    else:
+        finish(instance, record, keys)
+    return record
+
+
+def cancel(
+    instance: dg.DagsterInstance,
+    rescue_id: str,
+    keys: Mapping[str, dg.AssetKey],
+    who: str = "cli",
+) -> dict[str, Any]:
+    """Stop a rescue: no further run starts, its runs in flight are terminated, the report
+    says what is left. `rescue resume` can pick it up again later."""
+    record = load(instance, rescue_id)
+    if record["status"] in ENDED:
+        raise RescueError(f"rescue {rescue_id} already {record['status']}: nothing to cancel")
+    record["status"] = CANCELED
+    record["message"] = f"canceled ({who})"
+    save(instance, record)  # first: the sensor launches nothing more from here on
+    stopped, unreachable = [], []
+    for run in _busy(instance, rescue_id):
+        if instance.run_coordinator.cancel_run(run.run_id):
+            stopped.append(run.run_id[:8])
+        elif run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
+            instance.report_run_canceled(run, message=f"rescue {rescue_id} canceled")
+            stopped.append(run.run_id[:8])
+        else:  # never claim a termination that did not happen
+            unreachable.append(run.run_id[:8])
+    record = load(instance, rescue_id)
+    record["message"] = f"canceled ({who})"
+    if stopped:
+        record["message"] += f"; terminated run(s) {', '.join(stopped)}"
+    if unreachable:
+        record["message"] += (
+            f"; could not reach run(s) {', '.join(unreachable)} to terminate them: terminate "
+            "them in the UI (Runs -> Terminate)"
+        )
+    if not stopped and not unreachable:
+        record["message"] += "; no run was in flight"
+    finish(instance, record, keys)
+    return record
