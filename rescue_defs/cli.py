@@ -70,6 +70,7 @@ def _manifest(args: argparse.Namespace):
 
 def _request(args: argparse.Namespace):
     from rescue_defs.planning.plan import PlanRequest
+    from rescue_defs.rescues.late import business_today
 
     if args.full_refresh_models:
         full_refresh = tuple(args.full_refresh_models.split())
@@ -81,7 +82,7 @@ def _request(args: argparse.Namespace):
     if args.changed_to and not args.changed_from:
         raise CliError("--changed-to needs --changed-from")
     if args.changed_from:
-        window = (args.changed_from, args.changed_to or args.today or datetime.now(UTC).date())
+        window = (args.changed_from, args.changed_to or args.today or business_today())
         if window[1] < window[0]:
             raise CliError(f"--changed-to {window[1]} is before --changed-from {window[0]}")
     return PlanRequest(
@@ -91,7 +92,7 @@ def _request(args: argparse.Namespace):
         layered=args.layered,
         reason=args.reason,
         changed_window=window,
-        today=args.today or datetime.now(UTC).date(),
+        today=args.today or business_today(),
     )
 
 

@@ -1,6 +1,7 @@
 """dbt models, seeds and snapshots as Dagster assets; dbt tests as asset checks."""
 
 import functools
+import os
 import re
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from dagster_dbt import (
 )
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from rescue_defs.checks.coverage import WindowRule, window_rules
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
 from rescue_defs.checks.validation import (
     ValidationResource,
@@ -28,7 +30,9 @@ from rescue_defs.checks.validation import (
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.planning.stages import group_selection
+from rescue_defs.project import sandbox_warehouse_path, warehouse_path
 from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
+from rescue_defs.warehouse_lock import wait_until_free
 
 # dbt exits 0 on a selection that matches nothing; a rescue must never silently do nothing
 WARN_ERROR_ARGS = ["--warn-error-options", '{"error": ["NoNodesForSelectionCriteria"]}']
@@ -136,6 +140,11 @@ def rules_for(manifest_path: str, project_dir: str, settings: Settings) -> dict[
     return model_rules(load_manifest(manifest_path, project_dir).raw, settings)
 
 
+@functools.cache
+def windows_for(manifest_path: str, project_dir: str) -> dict[str, WindowRule]:
+    return window_rules(load_manifest(manifest_path, project_dir).raw)
+
+
 def _built_keys(context: dg.AssetExecutionContext, event) -> dg.AssetKey | None:
     if isinstance(event, dg.Output):
         return context.assets_def.keys_by_output_name.get(event.output_name)
@@ -159,7 +168,11 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
 
     manifest = load_manifest(manifest_path, project_dir)
     keys = model_asset_keys(manifest)
-    validation_specs = check_specs(rules_for(manifest_path, project_dir, Settings()), keys)
+    validation_specs = check_specs(
+        rules_for(manifest_path, project_dir, Settings()),
+        keys,
+        windows_for(manifest_path, project_dir),
+    )
 
     @dg.multi_asset(
         name=DBT_ASSETS_NAME,
@@ -205,6 +218,7 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
                 "full_refresh names models this run does not build: "
                 + ", ".join(sorted(manifest.name(m) for m in stray))
             )
+        _wait_for_warehouse(context, manifest, config.sandbox)
         rules = rules_for(manifest_path, project_dir, validation.settings())
         built: list[str] = []
         adapters: list = []  # the dbt adapter dagster-dbt built for the (last) invocation
@@ -246,7 +260,16 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
         keys = {uid: key for key, uid in by_key.items()}
         results = []
         try:
-            for result in validate(context, adapter, rules, keys, built, validation):
+            for result in validate(
+                context,
+                adapter,
+                rules,
+                keys,
+                built,
+                validation,
+                windows_for(manifest_path, project_dir),
+                frozenset(full_refresh),
+            ):
                 results.append(result)
                 if not config.sandbox:
                     yield result
@@ -269,6 +292,21 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
             )
 
     return dbt_models
+
+
+def _wait_for_warehouse(context, manifest: DbtManifest, sandbox: bool) -> None:
+    """An open DuckDB connection elsewhere (a notebook) makes dbt fail at its first connection
+    with a lock error: wait a while for it, then fail naming it, before any dbt command."""
+    if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
+        return
+    path = sandbox_warehouse_path() if sandbox else warehouse_path()
+    seconds = float(os.environ.get("RESCUE_LOCK_WAIT_SECONDS", "60"))
+    held = wait_until_free(path, seconds, context.log.warning)
+    if held is not None:
+        raise dg.Failure(
+            f"the warehouse {path} is held by {held.describe()} (waited {seconds:.0f} s): "
+            "close that connection and resume; nothing was built"
+        )
 
 
 def _sandbox_observations(built, keys, results, tests, reason: str) -> Iterator:

@@ -2,6 +2,7 @@
 
 import os
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -143,6 +144,7 @@ def raw_sources(
     now = datetime.now(UTC).replace(tzinfo=None)
     selected = [s for s in generator.SOURCES if raw_asset_key(s) in context.selected_asset_keys]
     results: list[dg.MaterializeResult] = []
+    _wait_for_warehouse(context, warehouse.database)
     with warehouse.get_connection() as conn:
         for source in selected:
             ensure_table(conn, source)
@@ -169,6 +171,20 @@ def raw_sources(
                 f"source {result.asset_key.path[-1]} is down: nothing landed, backlog grows"
             )
         yield result
+
+
+def _wait_for_warehouse(context, database: str) -> None:
+    """A notebook holding the file would make the load fail with DuckDB's lock error: wait a
+    while, then fail naming it, before touching anything."""
+    from rescue_defs.warehouse_lock import wait_until_free
+
+    seconds = float(os.environ.get("RESCUE_LOCK_WAIT_SECONDS", "60"))
+    held = wait_until_free(Path(database), seconds, context.log.warning)
+    if held is not None:
+        raise dg.Failure(
+            f"the warehouse {database} is held by {held.describe()} (waited {seconds:.0f} s): "
+            "close that connection and run again; nothing was loaded"
+        )
 
 
 def _land(conn, selected, config, through, now, last_batch) -> list[dg.MaterializeResult]:

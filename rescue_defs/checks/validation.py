@@ -9,12 +9,13 @@ dagster-dbt already built for the step (read-only on DuckDB), so any dbt adapter
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from rescue_defs.checks.coverage import COVERAGE_CHECK, WindowRule, coverage_verdict
 from rescue_defs.checks.rules import (
     MAX_DATE_CHECK,
     ROW_COUNT_CHECK,
@@ -57,9 +58,23 @@ class ValidationResource(dg.ConfigurableResource):
 
 
 def check_specs(
-    rules: Mapping[str, ModelRule], keys: Mapping[str, dg.AssetKey]
+    rules: Mapping[str, ModelRule],
+    keys: Mapping[str, dg.AssetKey],
+    windows: Mapping[str, WindowRule] | None = None,
 ) -> list[dg.AssetCheckSpec]:
     specs = []
+    for uid, window in (windows or {}).items():
+        if uid in keys and uid in rules:
+            specs.append(
+                dg.AssetCheckSpec(
+                    COVERAGE_CHECK,
+                    asset=keys[uid],
+                    blocking=rules[uid].blocking,
+                    description=f"No row landed after its {window.cadence} window had moved "
+                    "past the row's date since the last full refresh (such periods are never "
+                    "restated by an incremental run).",
+                )
+            )
     for uid, rule in rules.items():
         if uid not in keys:
             continue
@@ -87,6 +102,25 @@ def check_specs(
             )
         )
     return specs
+
+
+def previous_metadata(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> dict | None:
+    """The metadata of the last evaluation of a check (any outcome), as plain values."""
+    # evaluated ones only: the check planned by the run under way has no result yet
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        key,
+        limit=1,
+        status={
+            AssetCheckExecutionRecordStatus.SUCCEEDED,
+            AssetCheckExecutionRecordStatus.FAILED,
+        },
+    )
+    for record in records:
+        data = record.event.dagster_event.event_specific_data if record.event else None
+        metadata = getattr(data, "metadata", None)
+        if metadata:
+            return {k: getattr(v, "value", v) for k, v in metadata.items()}
+    return None
 
 
 def previous_row_count(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> int | None:
@@ -149,6 +183,8 @@ def validate(
     keys: Mapping[str, dg.AssetKey],
     built: Iterable[str],
     resource: ValidationResource,
+    windows: Mapping[str, WindowRule] | None = None,
+    full_refresh: frozenset[str] = frozenset(),
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """A row-count and a max-date result for each built model whose checks are selected.
     The caller fails the step when a blocking one failed (see `blocking_failures`)."""
@@ -162,7 +198,8 @@ def validate(
             dg.AssetCheckKey(keys[uid], name)
             for uid in built
             if uid in rules
-            for name in (ROW_COUNT_CHECK, MAX_DATE_CHECK)
+            for name in (ROW_COUNT_CHECK, MAX_DATE_CHECK, COVERAGE_CHECK)
+            if name != COVERAGE_CHECK or uid in (windows or {})
         }
     todo = [
         uid
@@ -183,11 +220,16 @@ def validate(
         why = "validation turned off" if not resource.enabled else "no dbt adapter in this step"
         for uid in todo:
             off = Verdict(True, f"not run: {why}", {}, "not configured")
-            for name in (ROW_COUNT_CHECK, MAX_DATE_CHECK):
-                results.append(_result(keys[uid], name, rules[uid], off))
+            for name in (ROW_COUNT_CHECK, MAX_DATE_CHECK, COVERAGE_CHECK):
+                if name != COVERAGE_CHECK or uid in (windows or {}):
+                    results.append(_result(keys[uid], name, rules[uid], off))
     else:
         try:
-            results = list(_query_and_judge(context, adapter, rules, keys, todo, settings))
+            results = list(
+                _query_and_judge(
+                    context, adapter, rules, keys, todo, settings, windows or {}, full_refresh
+                )
+            )
         finally:
             _release(adapter)
     elapsed = time.perf_counter() - started
@@ -212,7 +254,7 @@ def validate(
 
 
 def _query_and_judge(
-    context, adapter, rules, keys, todo, settings
+    context, adapter, rules, keys, todo, settings, windows, full_refresh
 ) -> Iterator[dg.AssetCheckEvaluation]:
     source_latest: dict[str, Any] = {}
     with adapter.connection_named("rescue_validation"):
@@ -238,3 +280,28 @@ def _query_and_judge(
             )
             verdict = max_date_verdict(rule, count, latest, expected, settings)
             yield _result(key, MAX_DATE_CHECK, rule, verdict)
+            if uid in windows:
+                yield _coverage(context, adapter, rule, key, windows[uid], latest, full_refresh)
+
+
+def _coverage(context, adapter, rule, key, window, latest, full_refresh):
+    # bound parameters in the adapter's own style (DuckDB `?`, psycopg `%s`)
+    placeholder = "%s" if adapter.type() in ("postgres", "redshift") else "?"
+
+    def query(sql: str, params: list) -> tuple:
+        _, cursor = adapter.connections.add_query(sql, auto_begin=False, bindings=params or None)
+        return tuple(cursor.fetchone() or ())
+
+    previous = previous_metadata(context.instance, dg.AssetCheckKey(key, COVERAGE_CHECK))
+    try:
+        verdict = coverage_verdict(
+            window,
+            query,
+            previous,
+            rule.unique_id in full_refresh,
+            latest.date() if isinstance(latest, datetime) else latest,
+            placeholder,
+        )
+    except Exception as e:
+        verdict = Verdict(False, f"{rule.name}: late-row query failed: {e}", {}, "failed")
+    return _result(key, COVERAGE_CHECK, rule, verdict)

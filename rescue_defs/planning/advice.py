@@ -39,6 +39,9 @@ class ChangeContext:
     """The dates whose data changed (an outage's days, a bug's range), when known."""
     today: date | None = None
     heavy: frozenset[str] = field(default_factory=frozenset)
+    late: Mapping[str, Any] | None = None
+    """Per windowed model, the rows that landed after its window had moved past their date
+    (`checks.coverage.Late`: first, last, rows), as measured; None: not measured."""
 
 
 def rescue_meta(node: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -164,6 +167,20 @@ def advise(manifest: DbtManifest, unique_id: str, ctx: ChangeContext) -> Advice:
             return _advise_code_change(manifest, node, old, ctx, heavy, date_column)
 
     window_first = window_start(node, ctx.today) if ctx.today else None
+    late = (ctx.late or {}).get(unique_id)
+    if late is not None and rescue_meta(node).get("cadence"):
+        cadence = rescue_meta(node)["cadence"]
+        why = (
+            f"{late.describe()} landed after its {cadence} window had moved past them: a "
+            "normal run never restates them"
+        )
+        if heavy and date_column:
+            return Advice(
+                WINDOW,
+                (f"{why}; large model: backfill {date_column} in [{late.first}, {late.last}]",),
+                (late.first, late.last),
+            )
+        return Advice(FULL, (why,))
     if ctx.changed_window:
         start, end = ctx.changed_window
         if window_first and start < window_first:
@@ -194,11 +211,20 @@ def advise(manifest: DbtManifest, unique_id: str, ctx: ChangeContext) -> Advice:
                 (start, end),
             )
     if window_first:
+        cadence = rescue_meta(node)["cadence"]
+        if ctx.late is None:
+            return Advice(
+                INCREMENTAL,
+                (
+                    f"no definition change; the {cadence} window (from {window_first}) is "
+                    "restated, rows landed late for older periods were not measured",
+                ),
+            )
         return Advice(
             INCREMENTAL,
             (
-                f"no definition change; the {rescue_meta(node)['cadence']} window (from "
-                f"{window_first}) covers what changed",
+                f"no definition change, and no row landed late for a period before the "
+                f"{cadence} window (from {window_first}): the window covers what changed",
             ),
         )
     return Advice(

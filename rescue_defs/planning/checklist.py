@@ -41,6 +41,8 @@ class Environment:
     max_concurrent_runs: int | None = None
     known: bool = False
     """True when the Dagster side filled this in; False for a plan made offline."""
+    warehouse_holder: str = ""
+    """A process outside the pipeline holding the warehouse (DuckDB: one writer), described."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class PlanFacts:
     stale_consumers: frozenset[str]
     untested: frozenset[str]
     counts: Mapping[str, int] = field(default_factory=dict)
+    late_note: str = ""
+    """Why rows landed late for old periods could not be measured ("" when they were)."""
 
 
 def _names(facts: PlanFacts, ids, limit: int = 5) -> str:
@@ -110,6 +114,17 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
                 f"{len(queued)} queued, no schedule fires within ~{facts.seconds / 60:.0f} min",
             )
 
+    # 1b. the warehouse itself
+    if env.warehouse_holder:
+        add(
+            "warehouse",
+            "Can dbt write to the warehouse now?",
+            BLOCK,
+            f"the warehouse is held by {env.warehouse_holder}: every dbt run would fail at its "
+            "first connection; close that connection (or launch with force: each run then "
+            "waits for it, and fails naming it)",
+        )
+
     # 2. heavy
     q = "Is the target model heavy (large volume, complex joins, deep lineage)?"
     peak = _at_peak(env)
@@ -150,7 +165,16 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
 
     # 4. incremental no-op
     q = "Is the model incremental? Will a normal run load any data today?"
-    if facts.monthly_noop:
+    if facts.monthly_noop and facts.late_note:
+        add(
+            "incremental",
+            q,
+            WARN,
+            f"{_names(facts, facts.monthly_noop)} restate only their calendar window, and rows "
+            f"landed late for older periods were not measured ({facts.late_note}): if any "
+            "did, the advised refresh is not enough",
+        )
+    elif facts.monthly_noop:
         add(
             "incremental",
             q,

@@ -159,7 +159,11 @@ class Planner:
         previous: DbtManifest | None = None,
         history: History | None = None,
         env: Environment | None = None,
+        late: Mapping[str, Any] | None = None,
+        late_note: str = "",
     ) -> Plan:
+        """`late`: rows landed late per windowed model (None: not measured, `late_note`
+        says why)."""
         manifest, settings = self.manifest, self.settings
         resolution = self.selector.resolve(request.select, request.exclude)
         inlined = resolution.models & manifest.ephemeral
@@ -175,7 +179,7 @@ class Planner:
 
         # advice first (it uses the incremental cost); then full refresh changes the cost
         heavy_normal = frozenset(m for m in models if costs.model(m).heavy)
-        ctx = ChangeContext(previous, request.changed_window, request.today, heavy_normal)
+        ctx = ChangeContext(previous, request.changed_window, request.today, heavy_normal, late)
         incremental = sorted(m for m in models if is_incremental(manifest.models[m]))
         advice = {m: advise(manifest, m, ctx) for m in incremental}
         full_refresh = self._full_refresh(request, models, incremental, advice)
@@ -213,6 +217,7 @@ class Planner:
             ),
             stale_consumers=frozenset(outside),
             untested=frozenset(models - tested),
+            late_note=late_note if late is None else "",
             counts={
                 "upstream": len(upstream),
                 "target": len(middle),

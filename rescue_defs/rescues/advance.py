@@ -159,7 +159,7 @@ def step_request(
     """The run of one step. `checks_of(asset keys) -> check keys` lists the asset checks of the
     step's models, to plan only the dbt tests among them (None: plan every check)."""
     from rescue_defs.assets.dbt import DBT_ASSETS_NAME
-    from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
+    from rescue_defs.checks.coverage import VALIDATION_CHECKS
 
     remaining = step["remaining"]
     full_refresh = [m for m in step["full_refresh"] if m in remaining]
@@ -167,7 +167,7 @@ def step_request(
     # the models' dbt tests are planned as usual; the validation checks run anyway in rescue
     # runs (see checks/validation.py) without a stored "planned" event each
     check_keys = (
-        [c for c in checks_of(selection) if c.name not in (ROW_COUNT_CHECK, MAX_DATE_CHECK)]
+        [c for c in checks_of(selection) if c.name not in VALIDATION_CHECKS]
         if checks_of is not None
         else None
     )

@@ -1,5 +1,6 @@
 """What the instance knows that planning needs: runs in flight, schedules, model history."""
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -55,12 +56,23 @@ def environment(
     coordinator = instance.run_coordinator
     limit = getattr(coordinator, "max_concurrent_runs", None)
     return Environment(
+        warehouse_holder=_warehouse_holder(manifest),
         now=now or datetime.now(UTC),
         active_runs=active,
         upcoming_runs=tuple(UpcomingRun(name, at, everything) for name, at in schedules),
         max_concurrent_runs=limit if isinstance(limit, int) and limit >= 0 else None,
         known=True,
     )
+
+
+def _warehouse_holder(manifest: DbtManifest) -> str:
+    from rescue_defs.project import warehouse_path
+    from rescue_defs.warehouse_lock import holder
+
+    if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
+        return ""
+    found = holder(warehouse_path())
+    return found.describe() if found is not None and not found.is_pipeline else ""
 
 
 def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit: int = 5):
@@ -111,8 +123,22 @@ def plan_for(
     previous: DbtManifest | None = None,
     schedules: Iterable[tuple[str, datetime]] = (),
 ) -> Plan:
+    """A plan with the instance's facts: runs in flight, history, and rows landed late for
+    periods before a windowed model's window (so its advice knows what changed)."""
+    from rescue_defs.rescues.late import business_today, late_rows
+
+    if request.today is None:
+        request = dataclasses.replace(request, today=business_today())
     env = environment(instance, planner.manifest, keys, schedules)
-    return planner.plan(request, previous=previous, history=history(instance, keys), env=env)
+    late, note = late_rows(instance, planner.manifest, keys, request.today)
+    return planner.plan(
+        request,
+        previous=previous,
+        history=history(instance, keys),
+        env=env,
+        late=late,
+        late_note=note,
+    )
 
 
 def next_ticks(schedule_defs, now: datetime | None = None, horizon=timedelta(hours=6)):

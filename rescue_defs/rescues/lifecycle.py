@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from rescue_defs.checks.coverage import COVERAGE_CHECK
 from rescue_defs.planning.plan import Plan
 from rescue_defs.planning.render import render_markdown
 from rescue_defs.rescues.facts import IN_FLIGHT
@@ -131,6 +132,13 @@ def resume(
             for m in step["remaining"]
             if not (outcomes[m].rebuilt and outcomes[m].checks and not outcomes[m].failed)
         ]
+        # rows landed late before a windowed model's window: a normal run never restates
+        # them, so the resume rebuilds it in full (recorded, the report says why)
+        for m in step["remaining"]:
+            check = outcomes[m].checks.get(COVERAGE_CHECK)
+            if check is not None and not check.passed and m not in step["full_refresh"]:
+                step["full_refresh"].append(m)
+                record.setdefault("escalated", {})[m] = check.description
         if step["remaining"]:
             step["attempt"] += 1  # a new run key: the sensor launches it afresh
         left += len(step["remaining"])

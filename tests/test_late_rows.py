@@ -1,0 +1,96 @@
+"""Rows that land late for periods an incremental model's window has moved past.
+
+The scenario of issue 11, item 1: orders down 2026-02-24..03-01 under the daily pipeline, then
+recovery, then returns of 40-60 day old orders landing on 03-05 and 03-08. The monthly revenue
+model restates only the latest months: January stays wrong unless someone knows to refresh it.
+"""
+
+import shutil
+
+from dagster_dbt import DbtCliResource
+
+from rescue_defs import rescues
+from rescue_defs.checks.coverage import COVERAGE_CHECK
+from tests.helpers import (
+    checks_of,
+    drive_rescue,
+    materialize_all,
+    query,
+    raw_config,
+    rescue_id_of,
+    rows_differing,
+    start_rescue,
+)
+
+MONTHLY = "fct_monthly_revenue"
+
+
+def _tables(path) -> list[str]:
+    rows = query(
+        path,
+        "select table_schema || '.' || table_name from information_schema.tables "
+        "where table_schema not in ('raw', 'information_schema') order by 1",
+    )
+    return [r[0] for r in rows]
+
+
+def test_late_returns_fail_the_window_check_and_a_default_rescue_ends_equal_to_a_clean_build(
+    shop_defs, shop_project, instance, warehouse, tmp_path, monkeypatch
+):
+    days = [
+        ("2026-02-23", (), 0),
+        ("2026-03-01", ("orders",), 0),
+        ("2026-03-02", (), 0),
+        ("2026-03-05", (), 5),
+        ("2026-03-08", (), 5),
+    ]
+    verdicts = {}
+    for through, down, late in days:
+        result = materialize_all(shop_defs, instance, raw_config(through, down, late), False)
+        verdicts[through] = checks_of(result)[(MONTHLY, COVERAGE_CHECK)]
+
+    # the builds before the late returns restated everything that changed
+    for day in ("2026-02-23", "2026-03-01", "2026-03-02"):
+        assert verdicts[day].passed, (day, verdicts[day].description)
+    # the 03-05 build restated February and March only: January's returns were left out
+    missed = verdicts["2026-03-05"]
+    assert not missed.passed
+    assert "2026-01" in missed.description and "raw.orders" in missed.description
+    assert missed.metadata["late_first"].value.startswith("2026-01")
+    # and the model stays flagged by later normal builds, which never restate January
+    assert not verdicts["2026-03-08"].passed
+    assert verdicts["2026-03-08"].metadata["late_rows"].value > missed.metadata["late_rows"].value
+
+    # a rescue with the default advice: no --changed-from typed by hand
+    started = start_rescue(shop_defs, instance, select="stg_order_status_changes+ stg_payments+")
+    rescue_id = rescue_id_of(started)
+    record = rescues.load(instance, rescue_id)
+    monthly = next(m for m in record["plan"]["models"] if m.endswith("fct_monthly_revenue"))
+    advice = record["plan"]["advice"][monthly]
+    assert advice["advice"] == "full refresh", advice
+    assert "landed after its monthly window" in advice["reasons"][0]
+    assert monthly in record["plan"]["full_refresh"]
+
+    record = drive_rescue(shop_defs, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record.get("message")
+    latest = instance.event_log_storage.get_asset_check_execution_history(
+        _check_key(shop_defs, MONTHLY), limit=1
+    )[0]
+    assert latest.event.dagster_event.event_specific_data.passed  # full refresh cleared it
+
+    # the oracle: the same raw data, every model built from scratch
+    clean = tmp_path / "clean" / "warehouse.duckdb"
+    clean.parent.mkdir()
+    shutil.copy(warehouse, clean)
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(clean))
+    assert DbtCliResource(project_dir=shop_project).cli(["build", "--full-refresh"]).is_successful()
+    tables = _tables(warehouse)
+    assert "analytics.fct_monthly_revenue" in tables
+    differing = {t: rows_differing(warehouse, clean, t) for t in tables}
+    assert not any(differing.values()), differing
+
+
+def _check_key(defs, asset: str):
+    import dagster as dg
+
+    return dg.AssetCheckKey(dg.AssetKey(asset.split("/")), COVERAGE_CHECK)
