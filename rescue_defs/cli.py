@@ -125,9 +125,11 @@ def _previous(args: argparse.Namespace, manifest):
 def _launch(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
     from rescue_defs.assets.dbt import model_asset_keys
+    from rescue_defs.checks.proof import proof_settings
     from rescue_defs.jobs.pipeline import daily_pipeline_schedule
     from rescue_defs.planning.plan import Planner
     from rescue_defs.planning.render import render_text
+    from rescue_defs.project import BUNDLED_PROJECT_DIR
 
     manifest = _manifest(args)
     previous = _previous(args, manifest)
@@ -152,6 +154,11 @@ def _launch(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             sandbox=args.sandbox,
             max_runtime=args.max_runtime,
+            proof=proof_settings(
+                manifest.raw.get("metadata", {}).get("adapter_type"),
+                manifest.project_dir is not None
+                and Path(manifest.project_dir).resolve() == BUNDLED_PROJECT_DIR,
+            ),
         )
     except rescues.RescueError as e:
         raise CliError(str(e)) from None

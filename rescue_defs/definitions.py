@@ -11,6 +11,7 @@ from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.raw import raw_sources
 from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.pipeline import daily_pipeline_job, daily_pipeline_schedule
+from rescue_defs.jobs.proof import build_proof_checks, build_proof_job
 from rescue_defs.jobs.rescue import (
     build_cancel_rescue_job,
     build_rescue_job,
@@ -37,16 +38,20 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
         # the simulated shop systems only feed the bundled warehouse
         assets.insert(0, raw_sources)
     step_job = build_rescue_step_job(dbt_models)
+    proof_checks = build_proof_checks(project)
+    proof_jobs = [build_proof_job(proof_checks)] if proof_checks is not None else []
     return dg.Definitions(
         assets=assets,
+        asset_checks=[proof_checks] if proof_checks is not None else [],
         jobs=[
             daily_pipeline_job,
             step_job,
+            *proof_jobs,
             build_rescue_job(project, [daily_pipeline_schedule]),
             build_cancel_rescue_job(project),
         ],
         schedules=[daily_pipeline_schedule],
-        sensors=[build_rescue_sensor(project, step_job, dbt_models)],
+        sensors=[build_rescue_sensor(project, step_job, dbt_models, proof_jobs)],
         resources={
             "dbt": DbtCliResource(project_dir=project),
             "warehouse": DuckDBResource(database=str(warehouse)),

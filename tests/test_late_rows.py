@@ -7,6 +7,7 @@ model restates only the latest months: January stays wrong unless someone knows 
 
 import shutil
 
+import duckdb
 from dagster_dbt import DbtCliResource
 
 from rescue_defs import rescues
@@ -73,6 +74,12 @@ def test_late_returns_fail_the_window_check_and_a_default_rescue_ends_equal_to_a
 
     record = drive_rescue(shop_defs, instance, rescue_id)
     assert record["status"] == rescues.SUCCEEDED, record.get("message")
+    # the proof: every incremental model of the rescue rebuilt from scratch and compared
+    assert record["proof"]["status"] == "equal", record["proof"]
+    assert "equal a from-scratch build" in record["message"]
+    report = rescues.report_markdown(instance, record, _keys(shop_project))
+    assert "equal to a from-scratch build" in report
+    assert "fct_monthly_revenue: equal to a from-scratch build" in report
     latest = instance.event_log_storage.get_asset_check_execution_history(
         _check_key(shop_defs, MONTHLY), limit=1
     )[0]
@@ -90,7 +97,41 @@ def test_late_returns_fail_the_window_check_and_a_default_rescue_ends_equal_to_a
     assert not any(differing.values()), differing
 
 
+def _keys(project):
+    from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+
+    return model_asset_keys(load_manifest(str(project.manifest_path), str(project.project_dir)))
+
+
 def _check_key(defs, asset: str):
     import dagster as dg
 
     return dg.AssetCheckKey(dg.AssetKey(asset.split("/")), COVERAGE_CHECK)
+
+
+def test_a_rescued_table_that_differs_from_a_clean_build_fails_the_proof_and_resume_fixes_it(
+    shop_defs, shop_project, instance, warehouse
+):
+    assert materialize_all(shop_defs, instance, raw_config("2026-01-20")).success
+    # a bad manual delete of old rows: an incremental (merge) run never brings them back
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute(
+            "delete from analytics.fct_orders where order_id in (select order_id from "
+            "analytics.fct_orders where order_date = date '2026-01-03' order by 1 limit 3)"
+        )
+    rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="fct_orders"))
+    record = drive_rescue(shop_defs, instance, rescue_id)
+    assert record["status"] == rescues.FAILED
+    assert record["proof"]["status"] == "differs"
+    assert "fct_orders differ(s) from a from-scratch build" in record["message"]
+    verdict = record["proof"]["verdicts"]["fct_orders"]
+    assert "3 only in the rebuild" in verdict and "2026-01: 0 rescued-only / 3" in verdict
+    report = rescues.report_markdown(instance, record, _keys(shop_project))
+    assert "NOT equal to a from-scratch build" in report
+
+    # resume rebuilds it with --full-refresh, and proves it again
+    rescues.resume(instance, rescue_id, _keys(shop_project))
+    record = drive_rescue(shop_defs, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert record["proof"]["status"] == "equal" and record["proof"]["attempt"] == 1
+    assert record["steps"][0]["full_refresh"] == [record["steps"][0]["models"][0]]

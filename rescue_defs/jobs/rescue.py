@@ -5,8 +5,10 @@ from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys, selector_for
+from rescue_defs.checks.proof import proof_settings
 from rescue_defs.planning.plan import Planner, PlanRequest
 from rescue_defs.planning.selection import SelectionError
+from rescue_defs.project import is_bundled
 
 
 def build_rescue_step_job(dbt_assets: dg.AssetsDefinition):
@@ -81,6 +83,9 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
                 dry_run=config.dry_run,
                 sandbox=config.sandbox,
                 max_runtime=config.max_runtime,
+                proof=proof_settings(
+                    manifest.raw.get("metadata", {}).get("adapter_type"), is_bundled(project)
+                ),
             )
         except (SelectionError, rescues.RescueError) as e:
             raise dg.Failure(description=str(e)) from None

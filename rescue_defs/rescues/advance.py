@@ -15,6 +15,7 @@ import dagster as dg
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.rescues.facts import run_models, runs_in_flight
 from rescue_defs.rescues.outcomes import failed_checks, latest_by_step, step_runs
+from rescue_defs.rescues.proving import settle_proof
 from rescue_defs.rescues.report import finish
 from rescue_defs.rescues.store import (
     CANCELED,
@@ -102,6 +103,17 @@ def advance(
                 "rebuilds what is missing or failed validation",
             )
     if len(done) == len(record["steps"]):
+        if (record.get("proof") or {}).get("status") in ("pending", "running"):
+            settled = settle_proof(instance, record, keys)
+            if isinstance(settled, dg.RunRequest):
+                record["proof"]["status"] = "running"
+                record["message"] = "every planned model was rebuilt; proving the incremental ones"
+                save(instance, record)
+                return Tick([settled], [])
+            if settled is None:
+                return Tick([], [f"rescue {rescue_id}: proof run in progress"])
+            status, message = settled
+            return _stop(instance, record, keys, status, message)
         return _stop(instance, record, keys, SUCCEEDED, "every planned model was rebuilt")
 
     everything = frozenset(keys)

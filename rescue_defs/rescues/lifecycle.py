@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from rescue_defs.checks.coverage import COVERAGE_CHECK
+from rescue_defs.checks.proof import PROOF_CHECK, proof_record
 from rescue_defs.planning.plan import Plan
 from rescue_defs.planning.render import render_markdown
 from rescue_defs.rescues.facts import IN_FLIGHT
@@ -40,6 +41,7 @@ def register(
     rescue_id: str | None = None,
     sandbox: bool = False,
     max_runtime: int | None = None,
+    proof: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record a planned rescue and publish its plan; the sensor launches its runs. Blocked
     plans need `force`. A sandbox rescue refreshes the sandbox copy of prod first."""
@@ -69,6 +71,7 @@ def register(
         "blocks": blocks,
         "plan": plan.to_dict(),
         "plan_markdown": render_markdown(plan),
+        "proof": proof_record(plan, proof, sandbox) if proof is not None else None,
         "names": dict(plan.names),
         "inlined": list(plan.inlined),
         "steps": [
@@ -134,19 +137,27 @@ def resume(
         ]
         # rows landed late before a windowed model's window: a normal run never restates
         # them, so the resume rebuilds it in full (recorded, the report says why)
+        # likewise a model that differed from a from-scratch build
         for m in step["remaining"]:
-            check = outcomes[m].checks.get(COVERAGE_CHECK)
-            if check is not None and not check.passed and m not in step["full_refresh"]:
-                step["full_refresh"].append(m)
-                record.setdefault("escalated", {})[m] = check.description
+            for name in (COVERAGE_CHECK, PROOF_CHECK):
+                check = outcomes[m].checks.get(name)
+                if check is not None and not check.passed and m not in step["full_refresh"]:
+                    step["full_refresh"].append(m)
+                    record.setdefault("escalated", {})[m] = check.description
         if step["remaining"]:
             step["attempt"] += 1  # a new run key: the sensor launches it afresh
         left += len(step["remaining"])
     if record["status"] == DRY_RUN and record.get("blocks"):
         record["forced"] = True
-    record["status"] = ACTIVE if left else SUCCEEDED
-    record["message"] = f"resumed: {left} model(s) left to rebuild"
-    if left:
+    proof = record.get("proof") or {}
+    prove = proof.get("status") in ("pending", "running", "error", "differs", "incomplete")
+    if prove and proof["status"] != "pending":
+        proof.update(status="pending", attempt=proof.get("attempt", 0) + 1)
+    record["status"] = ACTIVE if left or prove else SUCCEEDED
+    record["message"] = f"resumed: {left} model(s) left to rebuild" + (
+        ", then the proof" if prove else ""
+    )
+    if left or prove:
         save(instance, record)
     else:
         finish(instance, record, keys)

@@ -16,6 +16,7 @@ from rescue_defs.rescues.store import (
     DRY_RUN,
     TAG_ATTEMPT,
     TAG_ID,
+    TAG_KIND,
     TAG_STAGE,
     TAG_STEP,
     load,
@@ -56,6 +57,11 @@ def report_markdown(
         "|---|---|---|---|---|",
     ]
     for run in runs:
+        if run.tags.get(TAG_KIND) == "proof":
+            lines.append(
+                f"| proof | from-scratch comparison | {run.tags.get('rescue/proof', '0')} "
+                f"| [{run.run_id[:8]}](/runs/{run.run_id}) | {run.status.value} |"
+            )
         if TAG_STEP not in run.tags:
             continue
         step = int(run.tags[TAG_STEP])
@@ -93,11 +99,39 @@ def report_markdown(
             for c in outcomes[m].failed:
                 level = "blocking" if c.blocking else "warning"
                 lines.append(f"- **{names.get(m, m)}** `{c.name}` ({level}): {c.description}")
+    lines += proof_lines(record)
     lines += ["", "## Left to do", ""]
     lines += left_to_do(record, outcomes)
     if with_plan:
         lines += ["", "## Plan", "", record.get("plan_markdown", "")]
     return "\n".join(lines)
+
+
+def proof_lines(record: Mapping[str, Any]) -> list[str]:
+    """The proof section: equal to a from-scratch build, or what differs, or why not proven."""
+    proof = record.get("proof")
+    if not proof:
+        return []
+    status = proof["status"]
+    n = len(proof["models"])
+    head = {
+        "equal": f"## Proof: {n} incremental model(s) equal to a from-scratch build",
+        "differs": "## Proof: NOT equal to a from-scratch build",
+        "skipped": "## Proof: not run",
+        "error": "## Proof: the proof run failed",
+        "incomplete": "## Proof: incomplete",
+    }.get(status, f"## Proof: {status} (after the stages)")
+    lines = ["", head, ""]
+    if status == "skipped":
+        lines.append(f"- {proof.get('reason', '')}: nothing proves the incremental models right")
+    elif proof.get("verdicts"):
+        lines += [f"- {text}" for text in proof["verdicts"].values()]
+    else:
+        lines.append(
+            f"- {n} incremental model(s) to rebuild from scratch in a copy and compare, row "
+            f"for row (expected ~{proof.get('expected_seconds', 0):.0f} s)"
+        )
+    return lines
 
 
 def _validated_cell(o) -> str:

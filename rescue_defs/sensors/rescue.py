@@ -8,7 +8,7 @@ from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 
 
 def build_rescue_sensor(
-    project: DbtProject, step_job, dbt_models: dg.AssetsDefinition | None = None
+    project: DbtProject, step_job, dbt_models: dg.AssetsDefinition | None = None, other_jobs=()
 ) -> dg.SensorDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     by_asset: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
@@ -20,7 +20,7 @@ def build_rescue_sensor(
 
     @dg.sensor(
         name="rescue_sensor",
-        job=step_job,
+        jobs=[step_job, *other_jobs],
         minimum_interval_seconds=10,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Advances active rescues: launches a stage when the stages before it "
