@@ -208,11 +208,24 @@ def step_request(
             TAG_ATTEMPT: str(step["attempt"]),
             TAG_REASON: "resume" if step["attempt"] else record["reason"],
             **({TAG_SANDBOX: "true"} if record.get("sandbox") else {}),
-            # run monitoring fails a run that outlives this; `rescue resume` continues from there
-            **(
-                {"dagster/max_runtime": str(record["max_runtime"])}
-                if record.get("max_runtime")
-                else {}
+            # run monitoring fails a run that outlives this (a dead run worker leaves its run
+            # STARTED for good, holding the queue); `rescue resume` continues from there
+            "dagster/max_runtime": str(
+                record.get("max_runtime") or default_max_runtime(record, step)
             ),
         },
     )
+
+
+MIN_MAX_RUNTIME = 900
+RUNTIME_FACTOR = 6
+
+
+def default_max_runtime(record: Mapping[str, Any], step: Mapping[str, Any]) -> int:
+    """Six times the step's estimate, at least 15 minutes: far from a slow run, near enough
+    that a dead one does not hold the queue through the night."""
+    groups = record.get("plan", {}).get("groups", [])
+    expected = next(
+        (g.get("expected_seconds", 0) for g in groups if g.get("index") == step["index"]), 0
+    )
+    return int(max(MIN_MAX_RUNTIME, RUNTIME_FACTOR * float(expected or 0)))

@@ -1,0 +1,19 @@
+"""Randomized incidents (tests/incidents.py) on one persistent Dagster home: a seeded schedule
+in CI; `bench/incident_soak.py` runs many more."""
+
+import pytest
+
+from tests.incidents import Incidents, schedule
+from tests.test_soak import make_home
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_after_every_rescue_of_a_random_incident_schedule_models_equal_a_clean_build(
+    seed, shop_defs, shop_project, warehouse, tmp_path, monkeypatch
+):
+    make_home(tmp_path, monkeypatch, None)
+    days = schedule(seed, days=6)
+    assert any(d.down for d in days) and any(d.late_returns for d in days)
+    assert any(len(d.rescues) == 2 for d in days)  # two rescues launched at once
+    ended = Incidents(shop_defs, shop_project, warehouse, tmp_path).live(days)
+    assert ended and all(s == "succeeded" for e in ended for s in e.values()), ended
