@@ -133,6 +133,7 @@ MODULE_SECONDS = {
     "test_demo.py": 190,
     "test_warehouse.py": 185,
     "test_scale.py": 80,
+    "test_killed_worker.py": 80,
 }
 
 

@@ -133,7 +133,7 @@ def resume(
         step["remaining"] = [
             m
             for m in step["remaining"]
-            if not (outcomes[m].rebuilt and outcomes[m].checks and not outcomes[m].failed)
+            if not (outcomes[m].rebuilt and not outcomes[m].unchecked and not outcomes[m].failed)
         ]
         # rows landed late before a windowed model's window: a normal run never restates
         # them, so the resume rebuilds it in full (recorded, the report says why)

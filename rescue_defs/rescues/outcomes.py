@@ -88,6 +88,16 @@ class ModelOutcome:
         )
 
     @property
+    def unchecked(self) -> bool:
+        """Rebuilt, but its row-count / max-date checks never ran (a run killed after dbt built
+        it and before validation; dbt tests that did run do not make up for them)."""
+        from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
+
+        return self.rebuilt and not (
+            ROW_COUNT_CHECK in self.checks and MAX_DATE_CHECK in self.checks
+        )
+
+    @property
     def unconfigured(self) -> list[str]:
         return [c.name for c in self.checks.values() if c.status == "not configured"]
 

@@ -137,7 +137,7 @@ def proof_lines(record: Mapping[str, Any]) -> list[str]:
 def _validated_cell(o) -> str:
     if o.validated:
         return "yes"
-    if o.rebuilt and not o.checks:
+    if o.unchecked:
         return "no: its checks never ran"
     if o.rebuilt and o.unconfigured and not o.failed:
         return "no: " + ", ".join(o.unconfigured) + " not configured"
@@ -157,7 +157,7 @@ def left_to_do(record: Mapping[str, Any], outcomes) -> list[str]:
     warned = [
         m for m in planned if outcomes[m].rebuilt and outcomes[m].failed and not outcomes[m].blocked
     ]
-    unchecked = [m for m in planned if outcomes[m].rebuilt and not outcomes[m].checks]
+    unchecked = [m for m in planned if outcomes[m].unchecked]
     unconfigured = [
         m
         for m in planned

@@ -1,0 +1,106 @@
+"""A run worker killed after dbt built part of a stage and before the checks ran (issue 11,
+item 3): the report must not say those models were validated, and resume must check them."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+from dagster._serdes import serialize_value
+
+from rescue_defs import rescues
+from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from tests.helpers import (
+    drive_rescue,
+    evaluate_rescue_sensor,
+    materialize_all,
+    raw_config,
+    rescue_id_of,
+    start_rescue,
+)
+from tests.test_soak import make_home
+
+WORKER = """
+import sys
+from dagster import DagsterInstance
+from dagster._serdes import deserialize_value
+from rescue_defs.definitions import build_definitions
+from rescue_defs.project import load_dbt_project
+from tests.helpers import execute_request
+
+request = deserialize_value(open(sys.argv[1]).read())
+defs = build_definitions(load_dbt_project(sys.argv[2]))
+with DagsterInstance.get() as instance:
+    execute_request(defs, instance, request)
+"""
+
+
+def test_models_built_by_a_killed_worker_are_not_validated_and_resume_checks_them(
+    shop_defs, shop_project, warehouse, tmp_path, monkeypatch
+):
+    make_home(tmp_path, monkeypatch, None)
+    keys = model_asset_keys(
+        load_manifest(str(shop_project.manifest_path), str(shop_project.project_dir))
+    )
+    with dg.DagsterInstance.get() as instance:
+        assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
+        rescue_id = rescue_id_of(
+            start_rescue(shop_defs, instance, select="+int_orders_enriched+", layered=False)
+        )
+        (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
+        planned = set(rescues.load(instance, rescue_id)["steps"][0]["models"])
+
+    # the stage runs in its own process, as a run worker does; killed (SIGKILL, with its dbt)
+    # once dbt has reported a few models built: the checks run only after dbt exits
+    request_file = tmp_path / "request.json"
+    request_file.write_text(serialize_value(request))
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(request_file), str(shop_project.project_dir)],
+        cwd=Path(__file__).resolve().parent.parent,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    built: set = set()
+    with dg.DagsterInstance.get() as instance:
+        while time.monotonic() < deadline and worker.poll() is None:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
+            built = rescues.materialized(instance, (r.run_id for r in runs))
+            if len(built) >= 3:
+                os.killpg(worker.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        worker.wait()
+        assert 3 <= len(built) < len(planned), "the worker was not caught while dbt ran"
+        (run,) = [
+            r
+            for r in instance.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
+            if rescues.TAG_STEP in r.tags
+        ]
+        assert run.status == dg.DagsterRunStatus.STARTED  # a dead worker says nothing
+        # what run monitoring does once the run outlives its max_runtime tag
+        instance.report_run_failed(run, "run worker died (max_runtime exceeded)")
+
+        record = drive_rescue(shop_defs, instance, rescue_id, max_ticks=2)
+        assert record["status"] == rescues.FAILED
+        outcomes = rescues.model_outcomes(instance, rescues.step_runs(instance, rescue_id), keys)
+        rebuilt = [m for m in planned if outcomes[m].rebuilt]
+        assert rebuilt and all(outcomes[m].unchecked for m in rebuilt)
+        assert not any(outcomes[m].validated for m in planned)
+        lines = rescues.status_lines(instance, rescue_id, keys)
+        assert f"{len(rebuilt)}/{len(planned)} rebuilt, 0/{len(planned)} validated" in lines[1]
+        report = rescues.report_markdown(instance, record, keys)
+        assert f"rebuilt, not validated: checks never ran ({len(rebuilt)})" in report
+        assert "Nothing:" not in report
+
+        # resume rebuilds the rest and rebuilds (so checks) the unchecked ones too
+        resumed = rescues.resume(instance, rescue_id, keys)
+        assert set(resumed["steps"][0]["remaining"]) == planned
+        record = drive_rescue(shop_defs, instance, rescue_id)
+        assert record["status"] == rescues.SUCCEEDED, record["message"]
+        outcomes = rescues.model_outcomes(instance, rescues.step_runs(instance, rescue_id), keys)
+        assert all(outcomes[m].validated for m in planned)
