@@ -10,7 +10,7 @@ from rescue_defs import rescues
 from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.raw import raw_sources
 from rescue_defs.checks.validation import ValidationResource
-from rescue_defs.jobs.pipeline import daily_pipeline_job, daily_pipeline_schedule
+from rescue_defs.jobs.pipeline import build_daily_pipeline_job, daily_pipeline_schedule
 from rescue_defs.jobs.proof import build_proof_checks, build_proof_job
 from rescue_defs.jobs.rescue import (
     build_cancel_rescue_job,
@@ -44,7 +44,7 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
         assets=assets,
         asset_checks=[proof_checks] if proof_checks is not None else [],
         jobs=[
-            daily_pipeline_job,
+            build_daily_pipeline_job(proof_checks),
             step_job,
             *proof_jobs,
             build_rescue_job(project, [daily_pipeline_schedule]),

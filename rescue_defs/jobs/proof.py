@@ -64,6 +64,11 @@ def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
     ):
         """Copies the warehouse, rebuilds the selected incremental models there with
         --full-refresh, and compares each with the rescued table."""
+        if not config.rescue_id:
+            # selected with its assets (a UI "Materialize", the implicit job): the proof only
+            # means something after a rescue, and costs a full rebuild
+            context.log.info("not a rescue's proof run (no rescue_id): nothing compared")
+            return
         wanted = {
             uid
             for uid, key in keys.items()
