@@ -47,8 +47,12 @@ def main() -> int:
             days = schedule(seed, args.days)
             started = time.perf_counter()
             try:
-                ended = Incidents(build_definitions(project), project, warehouse, root).live(days)
-                verdict = f"ok: {sum(len(e) for e in ended)} rescue(s), all equal"
+                incidents = Incidents(build_definitions(project), project, warehouse, root)
+                ended = incidents.live(days)
+                verdict = (
+                    f"ok: {sum(len(e) for e in ended)} rescue(s) "
+                    f"({incidents.resumed_after_kill} killed mid-run and resumed), all equal"
+                )
             except AssertionError as e:
                 failures += 1
                 verdict = f"FAILED: {str(e)[:300]}"

@@ -10,12 +10,15 @@ Used by tests/test_incidents.py (a few seeds) and bench/incident_soak.py (many).
 import os
 import random
 import shutil
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import psutil
 from dagster_dbt import DbtCliResource
 
 from rescue_defs import rescues
@@ -47,6 +50,8 @@ class Day:
     late_returns: int = 0
     rescues: list[str] = field(default_factory=list)
     """Selections the on-call engineer launches after the day's pipeline, all in one tick."""
+    kill: bool = False
+    """dbt is killed in the middle of the first rescue run; the engineer resumes."""
 
 
 def schedule(seed: int, days: int = 8) -> list[Day]:
@@ -79,7 +84,8 @@ def schedule(seed: int, days: int = 8) -> list[Day]:
             if len(selections) == 2 and rng.random() < 0.5:
                 selections = [" ".join(selections)]  # one rescue for both, or two at once
             recovered, corrected = [], False
-        out.append(Day(day, tuple(sorted(down)), late, selections))
+        kill = bool(selections) and rng.random() < 0.5
+        out.append(Day(day, tuple(sorted(down)), late, selections, kill))
         down = {s: left - 1 for s, left in down.items()}
     return out
 
@@ -90,6 +96,7 @@ class Incidents:
         manifest = load_manifest(str(project.manifest_path), str(project.project_dir))
         self.keys = model_asset_keys(manifest)
         self.checked = 0
+        self.resumed_after_kill = 0
 
     def live(self, days: list[Day]) -> list[dict]:
         ended = []
@@ -106,14 +113,25 @@ class Incidents:
                         rescue_id_of(start_rescue(self.defs, instance, select=s, reason="incident"))
                         for s in day.rescues
                     ]
-                    ended += [self._drive(instance, ids)]
+                    ended += [self._drive(instance, ids, day.kill)]
         return ended
 
-    def _drive(self, instance, ids: list[str]) -> dict:
-        for _ in range(30):
+    def _drive(self, instance, ids: list[str], kill: bool) -> dict:
+        killed: list[str] = []
+        for _ in range(40):
             result = evaluate_rescue_sensor(self.defs, instance)
             for request in result.run_requests or []:
-                execute_request(self.defs, instance, request)
+                if kill and not killed:
+                    killed.append(self._run_and_kill_dbt(instance, request))
+                else:
+                    execute_request(self.defs, instance, request)
+            records = [rescues.load(instance, i) for i in ids]
+            for record in records:  # the engineer resumes what the kill stopped, once
+                if record["status"] == rescues.FAILED and record["id"] in killed:
+                    killed.remove(record["id"])
+                    killed.append("resumed")
+                    rescues.resume(instance, record["id"], self.keys)
+                    self.resumed_after_kill += 1
             records = [rescues.load(instance, i) for i in ids]
             if all(r["status"] != rescues.ACTIVE for r in records):
                 break
@@ -121,6 +139,23 @@ class Incidents:
             self.assert_claims_hold(instance, record)
         self.assert_every_model_equals_a_clean_build()
         return {r["id"]: r["status"] for r in records}
+
+    def _run_and_kill_dbt(self, instance, request) -> str:
+        """Run a stage and kill its dbt process once it has built a few models."""
+        rescue_id = request.tags[rescues.TAG_ID]
+        worker = threading.Thread(target=execute_request, args=(self.defs, instance, request))
+        worker.start()
+        deadline = time.monotonic() + 120
+        while worker.is_alive() and time.monotonic() < deadline:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
+            if len(rescues.materialized(instance, (r.run_id for r in runs))) >= 2:
+                for proc in psutil.Process().children(recursive=True):
+                    if any("dbt" in a for a in proc.cmdline()):
+                        proc.kill()
+                break
+            time.sleep(0.05)
+        worker.join()
+        return rescue_id
 
     def assert_claims_hold(self, instance, record: dict) -> None:
         assert record["status"] == rescues.SUCCEEDED, (record["id"], record["message"])

@@ -15,5 +15,9 @@ def test_after_every_rescue_of_a_random_incident_schedule_models_equal_a_clean_b
     days = schedule(seed, days=6)
     assert any(d.down for d in days) and any(d.late_returns for d in days)
     assert any(len(d.rescues) == 2 for d in days)  # two rescues launched at once
-    ended = Incidents(shop_defs, shop_project, warehouse, tmp_path).live(days)
+    assert any(d.kill for d in days)  # dbt killed mid-run, the engineer resumes
+    incidents = Incidents(shop_defs, shop_project, warehouse, tmp_path)
+    ended = incidents.live(days)
     assert ended and all(s == "succeeded" for e in ended for s in e.values()), ended
+    assert incidents.resumed_after_kill == 1  # the killed rescue failed, was resumed, held
+    assert incidents.checked == len(ended)  # a from-scratch comparison after every rescue

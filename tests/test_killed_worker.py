@@ -85,8 +85,8 @@ def test_models_built_by_a_killed_worker_are_not_validated_and_resume_checks_the
         # what run monitoring does once the run outlives its max_runtime tag
         instance.report_run_failed(run, "run worker died (max_runtime exceeded)")
 
-        record = drive_rescue(shop_defs, instance, rescue_id, max_ticks=2)
-        assert record["status"] == rescues.FAILED
+        # before the sensor looks again: what the event log says of the dead run's models
+        record = rescues.load(instance, rescue_id)
         outcomes = rescues.model_outcomes(instance, rescues.step_runs(instance, rescue_id), keys)
         rebuilt = [m for m in planned if outcomes[m].rebuilt]
         assert rebuilt and all(outcomes[m].unchecked for m in rebuilt)
@@ -97,10 +97,31 @@ def test_models_built_by_a_killed_worker_are_not_validated_and_resume_checks_the
         assert f"rebuilt, not validated: checks never ran ({len(rebuilt)})" in report
         assert "Nothing:" not in report
 
-        # resume rebuilds the rest and rebuilds (so checks) the unchecked ones too
-        resumed = rescues.resume(instance, rescue_id, keys)
-        assert set(resumed["steps"][0]["remaining"]) == planned
+        # the sensor resumes it once by itself: everything again, the unchecked ones included
+        assert not evaluate_rescue_sensor(shop_defs, instance).run_requests
+        record = rescues.load(instance, rescue_id)
+        assert record["status"] == rescues.ACTIVE and record["auto_resumes"] == 1
+        assert "resumed automatically" in record["message"]
+        assert set(record["steps"][0]["remaining"]) == planned
         record = drive_rescue(shop_defs, instance, rescue_id)
         assert record["status"] == rescues.SUCCEEDED, record["message"]
         outcomes = rescues.model_outcomes(instance, rescues.step_runs(instance, rescue_id), keys)
         assert all(outcomes[m].validated for m in planned)
+
+
+def test_a_second_dead_run_stops_the_rescue_for_a_human(shop_defs, instance):
+    assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
+    rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="stg_orders", reason="t"))
+
+    def dies(defs, inst, request):  # the run starts, then its worker is gone
+        from dagster._core.test_utils import create_run_for_test
+
+        run = create_run_for_test(
+            inst, job_name=request.job_name, tags=request.tags, status=dg.DagsterRunStatus.STARTED
+        )
+        inst.report_run_failed(run, "run worker died")
+
+    record = drive_rescue(shop_defs, instance, rescue_id, max_ticks=6, on_request=dies)
+    assert record["status"] == rescues.FAILED
+    assert record["auto_resumes"] == 1
+    assert "rescue resume" in record["message"]

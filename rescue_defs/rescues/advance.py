@@ -47,6 +47,30 @@ def _stop(instance, record, keys, status: str, message: str) -> Tick:
     return Tick([], [message])
 
 
+MAX_AUTO_RESUMES = 1
+
+
+def _died(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """Failed without any step failing: the run worker died, or run monitoring ended it."""
+    return not instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
+    ).records
+
+
+def _auto_resume(instance, record, keys, where: str, run: dg.DagsterRun) -> Tick:
+    from rescue_defs.rescues.lifecycle import resume
+
+    record["auto_resumes"] = record.get("auto_resumes", 0) + 1
+    save(instance, record)
+    resumed = resume(instance, record["id"], keys)
+    resumed["message"] = (
+        f"{where} died without a step failing ({run.run_id[:8]}): resumed automatically "
+        f"(once; the next death stops the rescue for a human); {resumed['message']}"
+    )
+    save(instance, resumed)
+    return Tick([], [resumed["message"]])
+
+
 def advance(
     instance: dg.DagsterInstance,
     record: dict[str, Any],
@@ -91,6 +115,14 @@ def advance(
                 f"canceled: {where} was terminated ({run.run_id[:8]}); "
                 f"`rescue resume {rescue_id}` rebuilds what is missing",
             )
+        elif (
+            run.status == dg.DagsterRunStatus.FAILURE
+            and _died(instance, run)
+            and (record.get("auto_resumes", 0) < MAX_AUTO_RESUMES)
+        ):
+            # the worker died or outlived its max_runtime (run monitoring failed the run): no
+            # step failed, nothing is known to be wrong; resume once without a human
+            return _auto_resume(instance, record, keys, where, run)
         elif run.status == dg.DagsterRunStatus.FAILURE:
             bad = failed_checks(instance, run.run_id)
             why = f"; blocking checks failed: {', '.join(bad)}" if bad else ""
