@@ -70,7 +70,7 @@ def _manifest(args: argparse.Namespace):
 
 def _request(args: argparse.Namespace):
     from rescue_defs.planning.plan import PlanRequest
-    from rescue_defs.rescues.late import business_today
+    from rescue_defs.project import business_today
 
     if args.full_refresh_models:
         full_refresh = tuple(args.full_refresh_models.split())

@@ -14,6 +14,7 @@ Environment:
 
 import functools
 import os
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from dagster_dbt import DbtProject
@@ -101,3 +102,9 @@ def dbt_project() -> DbtProject:
         os.environ.get("RESCUE_DBT_PROFILES_DIR") or None,
         os.environ.get("RESCUE_DBT_TARGET") or None,
     )
+
+
+def business_today() -> date:
+    """The business date: RESCUE_TODAY (replays, tests, the simulated shop) or the UTC date."""
+    configured = os.environ.get("RESCUE_TODAY", "")
+    return date.fromisoformat(configured) if configured else datetime.now(UTC).date()

@@ -77,3 +77,19 @@ def wait_until_free(path: Path, seconds: float, log=None) -> Holder | None:
             log(f"the warehouse {path} is held by {found.describe()}: waiting {seconds:.0f} s")
             said = True
         time.sleep(1.0)
+
+
+class WarehouseHeld(Exception):
+    """Another process still holds the warehouse after the wait; the message names it."""
+
+
+def require_free(path: Path, then: str, log=None) -> None:
+    """Wait RESCUE_LOCK_WAIT_SECONDS (60) for a holder outside the pipeline to let go, then
+    raise naming it; `then` says what was not done."""
+    seconds = float(os.environ.get("RESCUE_LOCK_WAIT_SECONDS", "60"))
+    held = wait_until_free(path, seconds, log)
+    if held is not None:
+        raise WarehouseHeld(
+            f"the warehouse {path} is held by {held.describe()} (waited {seconds:.0f} s): "
+            f"close that connection and {then}"
+        )

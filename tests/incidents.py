@@ -117,21 +117,18 @@ class Incidents:
         return ended
 
     def _drive(self, instance, ids: list[str], kill: bool) -> dict:
-        killed: list[str] = []
+        killed: str | None = None  # the rescue whose first run had dbt killed
         for _ in range(40):
             result = evaluate_rescue_sensor(self.defs, instance)
             for request in result.run_requests or []:
-                if kill and not killed:
-                    killed.append(self._run_and_kill_dbt(instance, request))
+                if kill and killed is None:
+                    killed = self._run_and_kill_dbt(instance, request)
                 else:
                     execute_request(self.defs, instance, request)
-            records = [rescues.load(instance, i) for i in ids]
-            for record in records:  # the engineer resumes what the kill stopped, once
-                if record["status"] == rescues.FAILED and record["id"] in killed:
-                    killed.remove(record["id"])
-                    killed.append("resumed")
-                    rescues.resume(instance, record["id"], self.keys)
-                    self.resumed_after_kill += 1
+            if killed and rescues.load(instance, killed)["status"] == rescues.FAILED:
+                rescues.resume(instance, killed, self.keys)  # the engineer resumes, once
+                self.resumed_after_kill += 1
+                kill, killed = False, ""
             records = [rescues.load(instance, i) for i in ids]
             if all(r["status"] != rescues.ACTIVE for r in records):
                 break

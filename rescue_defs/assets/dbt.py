@@ -1,7 +1,6 @@
 """dbt models, seeds and snapshots as Dagster assets; dbt tests as asset checks."""
 
 import functools
-import os
 import re
 import shutil
 import tempfile
@@ -32,7 +31,7 @@ from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.planning.stages import group_selection
 from rescue_defs.project import sandbox_warehouse_path, warehouse_path
 from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
-from rescue_defs.warehouse_lock import wait_until_free
+from rescue_defs.warehouse_lock import WarehouseHeld, require_free
 
 # dbt exits 0 on a selection that matches nothing; a rescue must never silently do nothing
 WARN_ERROR_ARGS = ["--warn-error-options", '{"error": ["NoNodesForSelectionCriteria"]}']
@@ -296,17 +295,14 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
 
 def _wait_for_warehouse(context, manifest: DbtManifest, sandbox: bool) -> None:
     """An open DuckDB connection elsewhere (a notebook) makes dbt fail at its first connection
-    with a lock error: wait a while for it, then fail naming it, before any dbt command."""
+    with a lock error: wait for it, then fail naming it, before any dbt command."""
     if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
         return
     path = sandbox_warehouse_path() if sandbox else warehouse_path()
-    seconds = float(os.environ.get("RESCUE_LOCK_WAIT_SECONDS", "60"))
-    held = wait_until_free(path, seconds, context.log.warning)
-    if held is not None:
-        raise dg.Failure(
-            f"the warehouse {path} is held by {held.describe()} (waited {seconds:.0f} s): "
-            "close that connection and resume; nothing was built"
-        )
+    try:
+        require_free(path, "resume; nothing was built", context.log.warning)
+    except WarehouseHeld as e:
+        raise dg.Failure(str(e)) from None
 
 
 def _sandbox_observations(built, keys, results, tests, reason: str) -> Iterator:

@@ -1,6 +1,5 @@
 """Loader assets for the bundled warehouse: one asset per raw table, group `raw`."""
 
-import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from rescue_defs.assets import generator
+from rescue_defs.project import business_today
 
 RAW_SCHEMA = "raw"
 MAX_LATE_RETURNS = 1000
@@ -34,8 +34,7 @@ def raw_asset_key(source: str) -> dg.AssetKey:
 
 def today() -> date:
     """The simulated shop's today: RESCUE_TODAY (replays, tests) or the UTC date."""
-    configured = os.environ.get("RESCUE_TODAY", "")
-    return date.fromisoformat(configured) if configured else datetime.now(UTC).date()
+    return business_today()
 
 
 def parse_day(value: str) -> date:
@@ -174,17 +173,13 @@ def raw_sources(
 
 
 def _wait_for_warehouse(context, database: str) -> None:
-    """A notebook holding the file would make the load fail with DuckDB's lock error: wait a
-    while, then fail naming it, before touching anything."""
-    from rescue_defs.warehouse_lock import wait_until_free
+    """A notebook holding the file would make the load fail with DuckDB's lock error."""
+    from rescue_defs.warehouse_lock import WarehouseHeld, require_free
 
-    seconds = float(os.environ.get("RESCUE_LOCK_WAIT_SECONDS", "60"))
-    held = wait_until_free(Path(database), seconds, context.log.warning)
-    if held is not None:
-        raise dg.Failure(
-            f"the warehouse {database} is held by {held.describe()} (waited {seconds:.0f} s): "
-            "close that connection and run again; nothing was loaded"
-        )
+    try:
+        require_free(Path(database), "run again; nothing was loaded", context.log.warning)
+    except WarehouseHeld as e:
+        raise dg.Failure(str(e)) from None
 
 
 def _land(conn, selected, config, through, now, last_batch) -> list[dg.MaterializeResult]:

@@ -18,11 +18,10 @@ from datetime import date, datetime
 from typing import Any
 
 from rescue_defs.checks.rules import (
-    DATE_NAMES,
-    DATE_TYPES,
     MAX_DATE_CHECK,
     ROW_COUNT_CHECK,
     Relation,
+    _infer_date_column,
     quote,
     upstream_sources,
 )
@@ -125,13 +124,7 @@ def _source_date_column(source: Mapping[str, Any]) -> str | None:
     rescue = _rescue_meta(source)
     if "date_column" in rescue:
         return rescue["date_column"] or None
-    columns = source.get("columns") or {}
-    candidates = [
-        name
-        for name, col in columns.items()
-        if DATE_TYPES.match(str(col.get("data_type") or "")) or DATE_NAMES.match(name)
-    ]
-    return candidates[0] if len(candidates) == 1 else None
+    return _infer_date_column(source)[0]
 
 
 def window_rules(manifest: Mapping[str, Any]) -> dict[str, WindowRule]:

@@ -125,7 +125,8 @@ def plan_for(
 ) -> Plan:
     """A plan with the instance's facts: runs in flight, history, and rows landed late for
     periods before a windowed model's window (so its advice knows what changed)."""
-    from rescue_defs.rescues.late import business_today, late_rows
+    from rescue_defs.project import business_today
+    from rescue_defs.rescues.late import late_rows
 
     if request.today is None:
         request = dataclasses.replace(request, today=business_today())

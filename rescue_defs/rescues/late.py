@@ -6,9 +6,8 @@ run would miss (measured in the warehouse now, read-only). See `checks.coverage`
 """
 
 import dataclasses
-import os
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import dagster as dg
 
@@ -24,12 +23,6 @@ from rescue_defs.checks.validation import previous_metadata
 from rescue_defs.planning.manifest import DbtManifest
 
 FAR_FUTURE = datetime(9999, 12, 31)
-
-
-def business_today() -> date:
-    """The business date planning assumes: RESCUE_TODAY (replays, tests) or the UTC date."""
-    configured = os.environ.get("RESCUE_TODAY", "")
-    return date.fromisoformat(configured) if configured else datetime.now(UTC).date()
 
 
 def _duckdb_reader(manifest: DbtManifest):
