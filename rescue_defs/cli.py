@@ -154,6 +154,7 @@ def _launch(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             sandbox=args.sandbox,
             max_runtime=args.max_runtime,
+            start_now=args.now,
             proof=proof_settings(
                 manifest.raw.get("metadata", {}).get("adapter_type"),
                 manifest.project_dir is not None
@@ -357,6 +358,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         metavar="SECONDS",
         help="fail a stage run that takes longer (run monitoring); resume continues",
+    )
+    launch.add_argument(
+        "--now",
+        action="store_true",
+        help="start at once even if the plan is heavy and it is peak hours (recorded in the "
+        "report); otherwise a heavy rescue waits for the low-traffic window",
     )
     launch.add_argument(
         "--ui", help="Dagster UI address (default: RESCUE_UI_URL, or the running demo's)"

@@ -10,6 +10,11 @@ from rescue_defs import rescues
 from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.raw import raw_sources
 from rescue_defs.checks.validation import ValidationResource
+from rescue_defs.jobs.freshness import (
+    build_freshness_checks,
+    build_freshness_job,
+    source_keys,
+)
 from rescue_defs.jobs.pipeline import build_daily_pipeline_job, daily_pipeline_schedule
 from rescue_defs.jobs.proof import build_proof_checks, build_proof_job
 from rescue_defs.jobs.rescue import (
@@ -18,6 +23,8 @@ from rescue_defs.jobs.rescue import (
     build_rescue_step_job,
 )
 from rescue_defs.project import configure_warehouse_env, dbt_project, is_bundled
+from rescue_defs.sensors.merge import build_merge_sensor
+from rescue_defs.sensors.outage import build_source_outage_sensor
 from rescue_defs.sensors.rescue import build_rescue_sensor
 
 
@@ -34,24 +41,49 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
         "`rescue status <id>` prints the same.",
     )
     assets: list = [dbt_models, report]
-    if is_bundled(project):
+    bundled = is_bundled(project)
+    if bundled:
         # the simulated shop systems only feed the bundled warehouse
         assets.insert(0, raw_sources)
+    else:
+        # sources loaded outside Dagster (Fivetran, a COPY job): assets of their own, so their
+        # freshness shows in the UI
+        assets += [
+            dg.AssetSpec(
+                key,
+                group_name="sources",
+                description=f"dbt source `{uid.split('.', 2)[-1]}`, loaded outside Dagster: "
+                "its freshness check measures the warehouse.",
+            )
+            for uid, key in source_keys(project).items()
+        ]
     step_job = build_rescue_step_job(dbt_models)
     proof_checks = build_proof_checks(project)
     proof_jobs = [build_proof_job(proof_checks)] if proof_checks is not None else []
+    freshness_checks = build_freshness_checks(project, bundled)
+    freshness_jobs = [build_freshness_job(freshness_checks)] if freshness_checks is not None else []
+    extra_checks = [c for c in (proof_checks, freshness_checks) if c is not None]
     return dg.Definitions(
         assets=assets,
-        asset_checks=[proof_checks] if proof_checks is not None else [],
+        asset_checks=extra_checks,
         jobs=[
-            build_daily_pipeline_job(proof_checks),
+            build_daily_pipeline_job(extra_checks),
+            *freshness_jobs,
             step_job,
             *proof_jobs,
             build_rescue_job(project, [daily_pipeline_schedule]),
             build_cancel_rescue_job(project),
         ],
         schedules=[daily_pipeline_schedule],
-        sensors=[build_rescue_sensor(project, step_job, dbt_models, proof_jobs)],
+        sensors=[
+            build_rescue_sensor(project, step_job, dbt_models, proof_jobs),
+            *(
+                [build_source_outage_sensor(project, freshness_jobs[0], [daily_pipeline_schedule])]
+                if freshness_jobs
+                else []
+            ),
+            build_merge_sensor(project, [daily_pipeline_schedule]),
+        ],
         resources={
             "dbt": DbtCliResource(project_dir=project),
             "warehouse": DuckDBResource(database=str(warehouse)),

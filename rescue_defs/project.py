@@ -105,6 +105,46 @@ def dbt_project() -> DbtProject:
 
 
 def business_today() -> date:
-    """The business date: RESCUE_TODAY (replays, tests, the simulated shop) or the UTC date."""
+    """The business date: RESCUE_TODAY (replays, tests, the simulated shop), the date of
+    RESCUE_NOW, or the UTC date."""
     configured = os.environ.get("RESCUE_TODAY", "")
-    return date.fromisoformat(configured) if configured else datetime.now(UTC).date()
+    if configured:
+        return date.fromisoformat(configured)
+    return clock_now().date()
+
+
+def configured_now() -> datetime | None:
+    """The injected clock, naive UTC: RESCUE_NOW (an ISO time), else RESCUE_TODAY at the real
+    clock's time of day; None when neither is set (the real clock rules)."""
+    now = os.environ.get("RESCUE_NOW", "")
+    if now:
+        value = datetime.fromisoformat(now)
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    today = os.environ.get("RESCUE_TODAY", "")
+    if today:
+        return datetime.combine(date.fromisoformat(today), datetime.now(UTC).time())
+    return None
+
+
+def clock_now() -> datetime:
+    """Now, naive UTC: the injected clock (RESCUE_NOW / RESCUE_TODAY) or the real one."""
+    return configured_now() or datetime.now(UTC).replace(tzinfo=None)
+
+
+def business_timezone() -> str:
+    return os.environ.get("RESCUE_BUSINESS_TIMEZONE", "UTC")
+
+
+def peak_hours() -> tuple[int, int] | None:
+    """RESCUE_PEAK_HOURS "8-18" (default; local hours [start, end) on weekdays, in
+    RESCUE_BUSINESS_TIMEZONE) when heavy rescues must not start; "none": no peak hours."""
+    value = os.environ.get("RESCUE_PEAK_HOURS", "8-18").strip().lower()
+    if value in ("", "none", "off"):
+        return None
+    try:
+        start, end = (int(part) for part in value.split("-"))
+    except ValueError:
+        raise ValueError(f"RESCUE_PEAK_HOURS must look like 8-18 or none, not {value!r}") from None
+    if not (0 <= start < end <= 24):
+        raise ValueError(f"RESCUE_PEAK_HOURS {value!r}: need 0 <= start < end <= 24")
+    return start, end

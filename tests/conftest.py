@@ -30,6 +30,10 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(path))
     monkeypatch.delenv("RESCUE_DBT_PROJECT_DIR", raising=False)
     monkeypatch.delenv("RESCUE_SANDBOX_DUCKDB_PATH", raising=False)
+    # tests run at any hour: heavy rescues are deferred only where a test sets peak hours
+    # and the clock (RESCUE_PEAK_HOURS, RESCUE_NOW)
+    monkeypatch.setenv("RESCUE_PEAK_HOURS", "none")
+    monkeypatch.delenv("RESCUE_NOW", raising=False)
     return path
 
 
@@ -128,10 +132,15 @@ MODULE_SECONDS = {
     "test_late_rows.py": 260,
     "test_soak_postgres.py": 255,
     "test_soak.py": 245,
+    "test_outage_loop_postgres.py": 200,
+    "test_outage_loop.py": 180,
     "test_incidents.py": 220,
     "test_validation.py": 215,
     "test_demo.py": 190,
     "test_warehouse.py": 185,
+    "test_heavy_windows.py": 90,
+    "test_outage_external.py": 90,
+    "test_merge_sensor.py": 85,
     "test_scale.py": 80,
     "test_killed_worker.py": 80,
 }

@@ -81,6 +81,13 @@ def evaluate_rescue_sensor(defs: dg.Definitions, instance: dg.DagsterInstance):
 
 def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def(request.job_name)
+    if request.asset_selection is None:  # the whole job (e.g. source_freshness_job)
+        return job.execute_in_process(
+            instance=instance,
+            tags=request.tags,
+            run_config=request.run_config or {},
+            raise_on_error=False,
+        )
     selection: list | None = list(request.asset_selection)
     if request.asset_check_keys is not None:  # as the daemon launches it: only these planned
         job = job.get_subset(

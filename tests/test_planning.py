@@ -159,18 +159,37 @@ def test_checklist_blocks_a_rescue_that_overlaps_a_running_pipeline(shop_planner
     assert status(plan, "overlap") == "warn" and status(plan, "queues") == "warn"
 
 
-def test_checklist_blocks_a_heavy_full_refresh_at_peak_hours(shop_manifest):
+def test_a_heavy_full_refresh_at_peak_hours_waits_for_the_low_traffic_window(shop_manifest):
     fct_orders = shop_manifest.by_name["fct_orders"][0]
     planner = Planner(shop_manifest)
     history = History(incremental={fct_orders: [60]})  # x10 full refresh: heavy
     peak = Environment(now=datetime(2026, 3, 4, 10, 0, tzinfo=UTC), known=True)
     night = Environment(now=datetime(2026, 3, 4, 2, 0, tzinfo=UTC), known=True)
     request = PlanRequest("fct_orders", full_refresh=True)
-    assert status(planner.plan(request, history=history, env=peak), "heavy") == "block"
-    assert status(planner.plan(request, history=history, env=night), "heavy") == "warn"
+    at_peak = planner.plan(request, history=history, env=peak)
+    # never a block: rescue_sensor holds it until the window opens (or --now)
+    assert status(at_peak, "heavy") == "warn"
+    reason = next(i.reason for i in at_peak.checklist if i.key == "heavy")
+    assert "waits for the low-traffic window at 18:00 UTC" in reason, reason
+    at_night = planner.plan(request, history=history, env=night)
+    assert "starts at once" in next(i.reason for i in at_night.checklist if i.key == "heavy")
     assert (
         status(planner.plan(PlanRequest("fct_orders"), history=history, env=peak), "heavy") == "ok"
     )
+
+
+def test_peak_hours_are_local_weekday_hours_and_the_window_opens_at_their_end():
+    from rescue_defs.planning.windows import at_peak, window_opens
+
+    wednesday_10 = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
+    assert at_peak(wednesday_10, "UTC", (8, 18))
+    assert window_opens(wednesday_10, "UTC", (8, 18)) == datetime(2026, 3, 4, 18, 0, tzinfo=UTC)
+    # 10:00 UTC is 05:00 in New York: no peak there yet
+    assert not at_peak(wednesday_10, "America/New_York", (8, 18))
+    assert window_opens(wednesday_10, "America/New_York", (8, 18)) == wednesday_10
+    saturday_10 = datetime(2026, 3, 7, 10, 0, tzinfo=UTC)
+    assert not at_peak(saturday_10, "UTC", (8, 18))
+    assert not at_peak(wednesday_10, "UTC", None)
 
 
 def test_checklist_warns_about_consumers_left_stale(shop_planner):

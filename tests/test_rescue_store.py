@@ -39,7 +39,7 @@ def test_every_rescue_on_a_sqlite_home_is_saved_and_found(dagster_home, shop_pla
             plan = shop_planner.plan(PlanRequest(select, reason="soak"))
             ids.append(rescues.register(instance, plan, keys, dry_run=True)["id"])
     with open_instance() as instance:
-        assert rescues.rescue_ids(instance) == sorted(ids)
+        assert rescues.rescue_ids(instance) == ids  # in the order they were registered
         for rescue_id in ids:
             assert rescues.load(instance, rescue_id)["status"] == rescues.DRY_RUN
         assert rescues.active_ids(instance) == []

@@ -50,12 +50,16 @@ def test_materializing_everything_builds_every_model_and_every_dbt_test_passes(
     checks = [
         e for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
     ]
-    # every check but the proof, which runs only after a rescue (rescue_proof_job)
+    # every check but the proof, which runs only after a rescue (rescue_proof_job), and source
+    # freshness, measured by its own queued runs (source_freshness_job) once loads committed
+    from rescue_defs.checks.freshness import FRESHNESS_CHECK
     from rescue_defs.checks.proof import PROOF_CHECK
 
     proofs = {k for k in graph.asset_check_keys if k.name == PROOF_CHECK}
     assert len(proofs) == 3  # the three incremental models
-    assert len(checks) == len(graph.asset_check_keys) - len(proofs) > 60
+    fresh = {k for k in graph.asset_check_keys if k.name == FRESHNESS_CHECK}
+    assert len(fresh) == 5  # every source but the product catalogue (freshness: null)
+    assert len(checks) == len(graph.asset_check_keys) - len(proofs) - len(fresh) > 60
     assert query(warehouse, "select max(order_date) from analytics.fct_orders") == [
         (date(2026, 1, 20),)
     ]
@@ -67,8 +71,9 @@ def test_materializing_everything_builds_every_model_and_every_dbt_test_passes(
     assert ("fct_daily_revenue", "assert_daily_revenue_reconciles_with_orders") in names
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     unyielded = [m for m in messages if "did not yield or return expected outputs" in m]
-    assert all("op 'rescue_proof'" in m for m in unyielded), unyielded
+    assert all("op 'rescue_proof'" in m or "op 'source_freshness'" in m for m in unyielded)
     assert any("not a rescue's proof run" in m for m in messages)
+    assert any("source freshness is measured by source_freshness_job runs" in m for m in messages)
     assert not [m for m in messages if "instead of an `AssetCheckResult`" in m]
 
 

@@ -217,7 +217,7 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
                 "full_refresh names models this run does not build: "
                 + ", ".join(sorted(manifest.name(m) for m in stray))
             )
-        _wait_for_warehouse(context, manifest, config.sandbox)
+        wait_for_warehouse(context, manifest, config.sandbox)
         rules = rules_for(manifest_path, project_dir, validation.settings())
         built: list[str] = []
         adapters: list = []  # the dbt adapter dagster-dbt built for the (last) invocation
@@ -236,7 +236,7 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
             else:
                 # a resource for the sandbox target: dagster-dbt builds the adapter (which the
                 # checks query through) from the resource's target, not from a --target arg
-                runner = _with_target(dbt, SANDBOX_TARGET) if config.sandbox else dbt
+                runner = with_target(dbt, SANDBOX_TARGET) if config.sandbox else dbt
                 for event in _split_build(
                     context,
                     runner,
@@ -273,7 +273,7 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
                 if not config.sandbox:
                     yield result
         finally:
-            _remove_run_folders(invocations, Path(project_dir))
+            remove_run_folders(invocations, Path(project_dir))
         if config.sandbox:
             yield from _sandbox_observations(built, keys, results, sandbox_tests, config.reason)
         if error is not None:
@@ -293,7 +293,7 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
     return dbt_models
 
 
-def _wait_for_warehouse(context, manifest: DbtManifest, sandbox: bool) -> None:
+def wait_for_warehouse(context, manifest: DbtManifest, sandbox: bool) -> None:
     """An open DuckDB connection elsewhere (a notebook) makes dbt fail at its first connection
     with a lock error: wait for it, then fail naming it, before any dbt command."""
     if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
@@ -322,7 +322,7 @@ def _sandbox_observations(built, keys, results, tests, reason: str) -> Iterator:
         )
 
 
-def _with_target(dbt: DbtCliResource, target: str) -> DbtCliResource:
+def with_target(dbt: DbtCliResource, target: str) -> DbtCliResource:
     return DbtCliResource(
         project_dir=dbt.project_dir,
         profiles_dir=dbt.profiles_dir,
@@ -333,7 +333,7 @@ def _with_target(dbt: DbtCliResource, target: str) -> DbtCliResource:
     )
 
 
-def _remove_run_folders(invocations, project_dir: Path) -> None:
+def remove_run_folders(invocations, project_dir: Path) -> None:
     """Each dagster-dbt invocation leaves a 4-5 MB folder in target/ (and, past 200 selected
     resources, a whole copy of the project in a temp dir): 45 runs left 173 MB. The events
     have been read and the checks have run: nothing needs them any more."""

@@ -231,3 +231,22 @@ def _down(source: str, last_batch: date | None, through: date) -> dg.Materialize
             "through_date": str(through),
         },
     )
+
+
+def simulated_now(instance: dg.DagsterInstance) -> datetime | None:
+    """The simulated shop's clock (naive UTC): the last load's `through_date` at the time of
+    day it ran (what its rows' loaded_at say), moving on in real time since. None before any
+    load. Freshness of the bundled sources is judged by it: the demo replays past days."""
+    latest = None
+    for source in generator.SOURCES:
+        event = instance.get_latest_materialization_event(raw_asset_key(source))
+        if event is not None and (latest is None or event.timestamp > latest.timestamp):
+            latest = event
+    if latest is None or latest.asset_materialization is None:
+        return None
+    through = latest.asset_materialization.metadata.get("through_date")
+    if through is None or not through.value:
+        return None
+    landed = datetime.fromtimestamp(latest.timestamp, UTC).replace(tzinfo=None)
+    simulated = datetime.combine(date.fromisoformat(str(through.value)), landed.time())
+    return simulated + (datetime.now(UTC).replace(tzinfo=None) - landed)

@@ -7,11 +7,11 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
 from rescue_defs.assets.dbt import (
-    _remove_run_folders,
-    _with_target,
     load_manifest,
     model_asset_keys,
+    remove_run_folders,
     rules_for,
+    with_target,
 )
 from rescue_defs.checks.proof import (
     PROOF_CHECK,
@@ -83,7 +83,7 @@ def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
         invocations = []
         try:
             with _env("RESCUE_SANDBOX_DUCKDB_PATH", str(copy)):
-                runner = _with_target(dbt, PROOF_TARGET)
+                runner = with_target(dbt, PROOF_TARGET)
                 selection = group_selection(manifest, tuple(manifest.topological(wanted)))
                 invocation = runner.cli(
                     ["run", "--full-refresh", "--select", selection],
@@ -113,7 +113,7 @@ def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
                     },
                 )
         finally:
-            _remove_run_folders(invocations, Path(project_dir))
+            remove_run_folders(invocations, Path(project_dir))
             for suffix in ("", ".wal"):
                 Path(str(copy) + suffix).unlink(missing_ok=True)
 

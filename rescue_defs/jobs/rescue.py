@@ -39,6 +39,8 @@ class StartRescueConfig(dg.Config):
     """Launch even when the pre-run checklist blocks (recorded in the rescue)."""
     sandbox: bool = False
     """Run the plan against the dbt target `sandbox` (a fresh copy of prod) instead of prod."""
+    now: bool = False
+    """Start at once even when the plan is heavy and it is peak hours (recorded)."""
     max_runtime: int | None = None
     """Seconds a stage run may take before run monitoring fails it (tag dagster/max_runtime);
     `rescue resume` then rebuilds what is missing."""
@@ -83,6 +85,7 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
                 dry_run=config.dry_run,
                 sandbox=config.sandbox,
                 max_runtime=config.max_runtime,
+                start_now=config.now,
                 proof=proof_settings(
                     manifest.raw.get("metadata", {}).get("adapter_type"), is_bundled(project)
                 ),

@@ -7,7 +7,8 @@ fire, the clock); the Dagster side supplies them, tests build them by hand.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+
+from rescue_defs.planning.windows import at_peak, window_opens
 
 OK, WARN, BLOCK = "ok", "warn", "block"
 
@@ -34,8 +35,8 @@ class Environment:
     now: datetime | None = None
     """Aware datetime; None: the checklist items that need the clock say so."""
     timezone: str = "UTC"
-    peak_hours: tuple[int, int] = (8, 18)
-    """Local hours [start, end) of heavy warehouse traffic."""
+    peak_hours: tuple[int, int] | None = (8, 18)
+    """Local hours [start, end) of heavy warehouse traffic on weekdays; None: no peak."""
     active_runs: tuple[ActiveRun, ...] = ()
     upcoming_runs: tuple[UpcomingRun, ...] = ()
     max_concurrent_runs: int | None = None
@@ -130,21 +131,23 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
     peak = _at_peak(env)
     if facts.heavy:
         heavy_full = facts.heavy & facts.full_refresh
-        if heavy_full and peak:
-            add(
-                "heavy",
-                q,
-                BLOCK,
-                f"heavy full refresh ({_names(facts, heavy_full)}) at peak "
-                "hours: schedule it in a low-traffic window",
-            )
-        else:
+        what = (
+            f"heavy full refresh ({_names(facts, heavy_full)})"
+            if heavy_full
+            else f"heavy ({_names(facts, facts.heavy)})"
+        )
+        if peak and env.now is not None:
+            # the playbook's "Scheduling Heavy Reloads": rescue_sensor holds it until then
+            opens = window_opens(env.now, env.timezone, env.peak_hours)
             add(
                 "heavy",
                 q,
                 WARN,
-                f"heavy: {_names(facts, facts.heavy)}" + (" (peak hours now)" if peak else ""),
+                f"{what} at peak hours: waits for the low-traffic window at {opens:%H:%M} "
+                f"{env.timezone} (launch with --now to start at once)",
             )
+        else:
+            add("heavy", q, WARN, f"{what}: outside peak hours, starts at once")
     else:
         add("heavy", q, OK, f"nothing heavy; ~{facts.seconds / 60:.1f} min expected in all")
 
@@ -285,8 +288,4 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
 
 
 def _at_peak(env: Environment) -> bool:
-    if env.now is None:
-        return False
-    local = env.now.astimezone(ZoneInfo(env.timezone))
-    start, end = env.peak_hours
-    return start <= local.hour < end and local.weekday() < 5
+    return env.now is not None and at_peak(env.now, env.timezone, env.peak_hours)

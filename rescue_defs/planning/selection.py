@@ -5,7 +5,6 @@ rescue must never do nothing silently, nor fall back to everything: every term o
 `exclude` must match, and something must be left.
 """
 
-import functools
 from argparse import Namespace
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -37,13 +36,20 @@ class Resolution:
     """Each select term and the models it matched (before exclude)."""
 
 
-@functools.cache
 def _ensure_dbt_flags() -> None:
-    from dbt.flags import get_flags, set_flags
+    """Cheap when set; called before each selection: dagster-dbt replaces dbt's global flags
+    when it builds an adapter in this process."""
+    from dbt.contracts.project import ProjectFlags
+    from dbt.flags import get_flags, set_from_args
 
-    if not hasattr(get_flags(), "INDIRECT_SELECTION"):
-        # the selector reads global flags that only dbt's CLI sets
-        set_flags(Namespace(INDIRECT_SELECTION="eager", WARN_ERROR=None, WARN_ERROR_OPTIONS=None))
+    flags = get_flags()
+    if not (
+        hasattr(flags, "INDIRECT_SELECTION")
+        and hasattr(flags, "state_modified_compare_more_unrendered_values")
+    ):
+        # the selector (and state:modified) read global flags that only dbt's CLI sets: dbt's
+        # own defaults, with the default project flags
+        set_from_args(Namespace(), ProjectFlags())
 
 
 class Selector:
@@ -77,6 +83,7 @@ class Selector:
     def _match(self, term: str, named: bool = True) -> tuple[set[str], set[str]]:
         """(all nodes the term selects, nodes its criteria match before graph operators)."""
         spec = self._parse(term)
+        _ensure_dbt_flags()
         uses_paths = any(c.method == "path" for c in spec.components)
         with self.manifest.project_root() if uses_paths else nullcontext():
             selected, _ = self._selector.select_nodes(spec, warn_on_no_nodes=False)

@@ -63,9 +63,10 @@ def _auto_resume(instance, record, keys, where: str, run: dg.DagsterRun) -> Tick
     record["auto_resumes"] = record.get("auto_resumes", 0) + 1
     save(instance, record)
     resumed = resume(instance, record["id"], keys)
+    why = "died without a step failing" if _died(instance, run) else "failed"
     resumed["message"] = (
-        f"{where} died without a step failing ({run.run_id[:8]}): resumed automatically "
-        f"(once; the next death stops the rescue for a human); {resumed['message']}"
+        f"{where} {why} ({run.run_id[:8]}): resumed automatically "
+        f"(once; the next failure stops the rescue for a human); {resumed['message']}"
     )
     save(instance, resumed)
     return Tick([], [resumed["message"]])
@@ -78,6 +79,7 @@ def advance(
     manifest: DbtManifest,
     checks_of=None,
     claimed: set[str] | None = None,
+    heavy_busy: set[str] | None = None,
 ) -> Tick:
     """One look at a rescue: settle finished steps, launch what may start, say what waits.
 
@@ -117,11 +119,11 @@ def advance(
             )
         elif (
             run.status == dg.DagsterRunStatus.FAILURE
-            and _died(instance, run)
+            and (record.get("auto") or _died(instance, run))
             and (record.get("auto_resumes", 0) < MAX_AUTO_RESUMES)
         ):
-            # the worker died or outlived its max_runtime (run monitoring failed the run): no
-            # step failed, nothing is known to be wrong; resume once without a human
+            # the worker died or outlived its max_runtime (run monitoring failed the run), or
+            # a rescue nobody typed failed (no one is watching it): resume once without a human
             return _auto_resume(instance, record, keys, where, run)
         elif run.status == dg.DagsterRunStatus.FAILURE:
             bad = failed_checks(instance, run.run_id)
@@ -148,6 +150,16 @@ def advance(
             return _stop(instance, record, keys, status, message)
         return _stop(instance, record, keys, SUCCEEDED, "every planned model was rebuilt")
 
+    if not latest and record.get("heavy") and not record.get("start_now"):
+        wait = _heavy_wait(record, heavy_busy or set())
+        if wait:
+            if record.get("message") != wait:
+                record["message"] = wait
+                record["deferred"] = wait
+                save(instance, record)
+            return Tick([], [f"rescue {rescue_id}: {wait}"])
+    if record.get("heavy") and heavy_busy is not None:
+        heavy_busy.add(rescue_id)
     everything = frozenset(keys)
     by_key = {k: uid for uid, k in keys.items()}
     # sandbox runs write the sandbox copy, prod runs prod: only runs of the same kind collide
@@ -192,6 +204,28 @@ def advance(
         record["message"] = f"launched run(s) {', '.join(r.tags[TAG_STEP] for r in requests)}"
     save(instance, record)  # before the requests leave: a concurrent change drops them
     return Tick(requests, messages)
+
+
+def _heavy_wait(record: Mapping[str, Any], heavy_busy: set[str]) -> str:
+    """Why a heavy rescue may not start yet ("" when it may): peak hours (the playbook's
+    "Scheduling Heavy Reloads"), or another heavy rescue running (heavy ones never overlap)."""
+    from datetime import UTC
+
+    from rescue_defs.planning.windows import at_peak, window_opens
+    from rescue_defs.project import business_timezone, clock_now, peak_hours
+
+    names = ", ".join(record["names"].get(m, m) for m in record["heavy"][:3])
+    others = sorted(heavy_busy - {record["id"]})
+    if others:
+        return f"heavy ({names}): waits for heavy rescue {others[0]} to end"
+    now, zone, peak = clock_now().replace(tzinfo=UTC), business_timezone(), peak_hours()
+    if at_peak(now, zone, peak):
+        opens = window_opens(now, zone, peak)
+        return (
+            f"heavy ({names}) at peak hours: waits for the low-traffic window at "
+            f"{opens:%Y-%m-%d %H:%M} {zone} (`rescue launch --now` starts at once)"
+        )
+    return ""
 
 
 def step_request(
@@ -239,6 +273,7 @@ def step_request(
             TAG_STEP: str(step["index"]),
             TAG_ATTEMPT: str(step["attempt"]),
             TAG_REASON: "resume" if step["attempt"] else record["reason"],
+            **record.get("tags", {}),
             **({TAG_SANDBOX: "true"} if record.get("sandbox") else {}),
             # run monitoring fails a run that outlives this (a dead run worker leaves its run
             # STARTED for good, holding the queue); `rescue resume` continues from there

@@ -25,8 +25,9 @@ def run_models(
     run: dg.DagsterRun, by_key: Mapping[dg.AssetKey, str], everything: frozenset[str]
 ) -> frozenset[str]:
     """The models a run writes (unique_ids)."""
-    if run.tags.get(TAG_KIND) in ("start", "cancel"):
-        return frozenset()  # rescue_job / cancel_rescue_job only record; they write no table
+    if run.tags.get(TAG_KIND) in ("start", "cancel", "freshness"):
+        # rescue_job / cancel_rescue_job only record; source_freshness_job only reads
+        return frozenset()
     if run.asset_selection is None:
         # a run of a whole job writes whatever the job builds: assume all of it
         return everything
@@ -55,9 +56,13 @@ def environment(
     )
     coordinator = instance.run_coordinator
     limit = getattr(coordinator, "max_concurrent_runs", None)
+    from rescue_defs.project import business_timezone, clock_now, peak_hours
+
     return Environment(
         warehouse_holder=_warehouse_holder(manifest),
-        now=now or datetime.now(UTC),
+        now=now or clock_now().replace(tzinfo=UTC),
+        timezone=business_timezone(),
+        peak_hours=peak_hours(),
         active_runs=active,
         upcoming_runs=tuple(UpcomingRun(name, at, everything) for name, at in schedules),
         max_concurrent_runs=limit if isinstance(limit, int) and limit >= 0 else None,

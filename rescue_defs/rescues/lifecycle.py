@@ -42,6 +42,8 @@ def register(
     sandbox: bool = False,
     max_runtime: int | None = None,
     proof: Mapping[str, Any] | None = None,
+    start_now: bool = False,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record a planned rescue and publish its plan; the sensor launches its runs. Blocked
     plans need `force`. A sandbox rescue refreshes the sandbox copy of prod first."""
@@ -89,6 +91,9 @@ def register(
         "message": "dry run: plan recorded, nothing launched"
         if dry_run
         else "waiting for rescue_sensor to launch the first run",
+        "start_now": start_now,
+        "heavy": sorted(plan.heavy),
+        **(extra or {}),
     }
     save(instance, record)
     publish(instance, record, keys)

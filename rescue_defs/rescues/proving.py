@@ -33,6 +33,7 @@ def proof_request(record: Mapping[str, Any], keys: Mapping[str, dg.AssetKey]) ->
             TAG_KIND: "proof",
             TAG_PROOF: str(proof.get("attempt", 0)),
             TAG_REASON: record["reason"],
+            **record.get("tags", {}),
         },
     )
 

@@ -49,6 +49,7 @@ def report_markdown(
         f"- created: {record['created_at']}"
         + (" (checklist block overridden)" if record.get("forced") else ""),
         f"- state: {record['message']}",
+        *trigger_lines(record),
         f"- runs: [every run of this rescue](/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id})",
         "",
         "## Runs",
@@ -105,6 +106,36 @@ def report_markdown(
     if with_plan:
         lines += ["", "## Plan", "", record.get("plan_markdown", "")]
     return "\n".join(lines)
+
+
+def trigger_lines(record: Mapping[str, Any]) -> list[str]:
+    """What launched an automatic rescue, and what it had to wait for."""
+    trigger = record.get("trigger") or {}
+    lines = []
+    if trigger.get("kind") == "outage":
+        lines.append(
+            f"- launched by source_outage_sensor: incident {trigger['incident']} "
+            f"({', '.join(trigger['sources'])} down since {trigger['down_since'][:19]}, "
+            f"seen down at {trigger['opened_at'][:19]}, fresh again at "
+            f"{trigger['recovered_at'][:19]})"
+        )
+    elif trigger.get("kind") == "merge":
+        lines.append(
+            f"- launched by merge_sensor: manifest {trigger['checksum'][:12]} changed "
+            f"{', '.join(trigger['changed'][:10])}"
+            + (f" (+{len(trigger['changed']) - 10} more)" if len(trigger["changed"]) > 10 else "")
+            + (
+                f"; unchanged logic, not rescued: {', '.join(trigger['same_logic'][:10])}"
+                if trigger.get("same_logic")
+                else ""
+            )
+        )
+    if record.get("start_now"):
+        lines.append("- started with --now: no waiting for a low-traffic window")
+    if record.get("deferred"):
+        lines.append(f"- waited: {record['deferred']}")
+    lines += [f"- warning: {w}" for w in record.get("warnings", [])]
+    return lines
 
 
 def proof_lines(record: Mapping[str, Any]) -> list[str]:

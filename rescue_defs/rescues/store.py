@@ -89,8 +89,8 @@ def load(instance: dg.DagsterInstance, rescue_id: str) -> dict[str, Any]:
 
 
 def active_ids(instance: dg.DagsterInstance) -> list[str]:
-    """Rescues the sensor has to look at (registered order)."""
-    return sorted(instance.get_dynamic_partitions(ACTIVE_RESCUES))
+    """Rescues the sensor has to look at, in the order they became active."""
+    return list(instance.get_dynamic_partitions(ACTIVE_RESCUES))
 
 
 def forget_inactive(instance: dg.DagsterInstance, rescue_id: str) -> None:
@@ -98,8 +98,9 @@ def forget_inactive(instance: dg.DagsterInstance, rescue_id: str) -> None:
 
 
 def rescue_ids(instance: dg.DagsterInstance) -> list[str]:
-    """Every rescue on the instance, oldest first (ids start with their UTC creation time)."""
-    return sorted(instance.get_dynamic_partitions(ALL_RESCUES))
+    """Every rescue on the instance, oldest first (the partitions' insertion order: ids typed
+    by people start with their UTC creation time, ids of automatic rescues name their event)."""
+    return list(instance.get_dynamic_partitions(ALL_RESCUES))
 
 
 def records(instance: dg.DagsterInstance, ids: list[str]) -> list[Mapping[str, Any]]:

@@ -33,7 +33,9 @@ def build_rescue_sensor(
         instance = context.instance
         requests, messages = [], []
         claimed: set[str] = set()  # models requested earlier in this tick, by any rescue
-        for rescue_id in rescues.active_ids(instance):
+        active = rescues.active_ids(instance)
+        heavy_busy = _heavy_started(instance, active)
+        for rescue_id in active:
             try:
                 record = rescues.load(instance, rescue_id)
                 if record["status"] != rescues.ACTIVE:
@@ -46,6 +48,7 @@ def build_rescue_sensor(
                     manifest,
                     checks_of if dbt_models is not None else None,
                     claimed,
+                    heavy_busy,
                 )
             except rescues.ConcurrentUpdate as e:
                 messages.append(f"rescue {rescue_id}: {e}; next tick")
@@ -62,6 +65,16 @@ def build_rescue_sensor(
         return dg.SkipReason("; ".join(messages) or "no active rescue has a run ready")
 
     return rescue_sensor
+
+
+def _heavy_started(instance: dg.DagsterInstance, active: list[str]) -> set[str]:
+    """Active heavy rescues that have launched a run: another heavy one waits for them."""
+    started = set()
+    for record in rescues.store.records(instance, active):
+        if record.get("heavy") and record["status"] == rescues.ACTIVE:
+            if any(rescues.TAG_STEP in r.tags for r in rescues.step_runs(instance, record["id"])):
+                started.add(record["id"])
+    return started
 
 
 def _fail(instance: dg.DagsterInstance, rescue_id: str, keys, error: Exception) -> str:

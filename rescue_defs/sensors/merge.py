@@ -1,0 +1,120 @@
+"""merge_sensor (the playbook's post-merge rebuild): when the code location comes up with a
+manifest whose code differs from the last deployed one (kept on the instance), rescue the
+changed models and everything downstream, with the refresh advice the change calls for
+(a unique_key or strategy change: full refresh). A change of comments or formatting launches
+nothing, and says so. While the scheduled pipeline runs, it waits for it to end."""
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtProject
+
+from rescue_defs import rescues
+from rescue_defs.assets.dbt import load_manifest
+from rescue_defs.automation.changes import changes, code_checksum
+from rescue_defs.automation.launch import TAG_MANIFEST, launch
+from rescue_defs.jobs.pipeline import DAILY_PIPELINE_JOB
+from rescue_defs.planning.manifest import DbtManifest
+from rescue_defs.planning.plan import PlanRequest
+from rescue_defs.planning.selection import SelectionError
+from rescue_defs.rescues.facts import runs_in_flight
+
+
+def deployed_dir(instance: dg.DagsterInstance, checksum: str) -> Path:
+    """Where the instance keeps a deployed manifest (dbt's --state folder for the next one)."""
+    return Path(instance.root_directory) / "rescue" / "manifests" / checksum
+
+
+def _keep(instance: dg.DagsterInstance, manifest_path: str, checksum: str) -> None:
+    folder = deployed_dir(instance, checksum)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(manifest_path, folder / "manifest.json.tmp")
+    (folder / "manifest.json.tmp").replace(folder / "manifest.json")
+
+
+def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefinition:
+    manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+
+    @dg.sensor(
+        name="merge_sensor",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Compares the deployed dbt manifest with the last one (dbt's state:modified, "
+        "comments and formatting ignored) and registers a rescue of changed+ with the refresh "
+        "advice (rescue/reason=merge), after the running pipeline, if any, has ended.",
+    )
+    def merge_sensor(context: dg.SensorEvaluationContext):
+        instance = context.instance
+        manifest = load_manifest(manifest_path, project_dir)
+        checksum = code_checksum(manifest.raw)
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        deployed = cursor.get("deployed")
+        # the deployment's number is in the rescue id: code reverted and merged again is a new
+        # merge (a new rescue), while a tick replayed from an old cursor finds the same id
+        number = cursor.get("number", 0) + 1
+        if deployed == checksum:
+            return dg.SkipReason(f"deployed code {checksum[:12]} unchanged")
+        previous_dir = deployed_dir(instance, deployed) if deployed else None
+        if previous_dir is None or not (previous_dir / "manifest.json").exists():
+            _keep(instance, manifest_path, checksum)
+            return dg.SensorResult(
+                skip_reason=f"first deployment recorded ({checksum[:12]}): later merges are "
+                "compared with it",
+                cursor=json.dumps({"deployed": checksum, "number": number}),
+            )
+        pipeline = [r for r in runs_in_flight(instance) if r.job_name == DAILY_PIPELINE_JOB]
+        if pipeline:
+            return dg.SkipReason(
+                f"code changed ({deployed[:12]} -> {checksum[:12]}): waiting for "
+                f"{DAILY_PIPELINE_JOB} run {pipeline[0].run_id[:8]} to end (merge after the cycle)"
+            )
+        change = changes(manifest, Path(manifest_path), previous_dir)
+        names = sorted(manifest.name(m) for m in change.changed)
+        same = sorted(manifest.name(m) for m in change.same_logic)
+        done = json.dumps({"deployed": checksum, "number": number})
+        if not names:
+            _keep(instance, manifest_path, checksum)
+            return dg.SensorResult(
+                skip_reason=f"code changed ({deployed[:12]} -> {checksum[:12]}) but no model's "
+                "logic did"
+                + (f" (comments or formatting only: {', '.join(same[:10])})" if same else "")
+                + ": nothing to rescue",
+                cursor=done,
+            )
+        previous = DbtManifest.load(previous_dir / "manifest.json")
+        trigger = {
+            "kind": "merge",
+            "checksum": checksum,
+            "previous": deployed,
+            "changed": names,
+            "aspects": {manifest.name(m): list(a) for m, a in change.changed.items()},
+            "same_logic": same,
+        }
+        try:
+            record, created = launch(
+                instance,
+                project,
+                PlanRequest(select=" ".join(f"{n}+" for n in names), reason="merge"),
+                f"merge-{number}-{checksum[:12]}",
+                trigger,
+                {TAG_MANIFEST: checksum[:12]},
+                schedule_defs,
+                previous=previous,
+            )
+        except (rescues.RescueError, SelectionError) as e:
+            return dg.SkipReason(
+                f"code changed ({', '.join(names[:5])}); rescue not registered ({e}); next tick"
+            )
+        _keep(instance, manifest_path, checksum)
+        message = (
+            f"code changed: {', '.join(names[:10])}; rescue {record['id']} "
+            + ("registered" if created else "was already registered")
+            + f" ({len(record['plan']['models'])} model(s))"
+            + (f"; {'; '.join(record.get('warnings', []))}" if record.get("warnings") else "")
+        )
+        context.log.info(message)
+        return dg.SensorResult(skip_reason=message, cursor=done)
+
+    return merge_sensor

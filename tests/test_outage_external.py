@@ -1,0 +1,148 @@
+"""Outage detection on a project we did not write, whose source is loaded outside Dagster: the
+jaffle-shop fixture plus a `landing.web_visits` source that this test loads with plain SQL (as a
+Fivetran or COPY job would; no loader asset, no materialization of the source). Freshness is
+measured in the warehouse by `dbt source freshness` in queued runs; source_outage_sensor sees
+the outage, then the recovery, and its rescue rebuilds what reads the source."""
+
+import json
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from rescue_defs import rescues
+from rescue_defs.automation.launch import TAG_INCIDENT
+from rescue_defs.checks.freshness import FRESHNESS_CHECK
+from rescue_defs.definitions import build_definitions
+from rescue_defs.project import load_dbt_project
+from tests.conftest import FIXTURES, prepare
+from tests.helpers import drive_rescue, execute_request, materialize_all, query
+
+SOURCES_YML = """\
+version: 2
+sources:
+  - name: landing
+    schema: landing
+    description: Web visits, landed hourly by an outside loader.
+    loaded_at_field: _loaded_at
+    config:
+      freshness:
+        warn_after: {count: 12, period: hour}
+        error_after: {count: 1, period: day}
+    tables:
+      - name: web_visits
+"""
+STG_VISITS = (
+    "select visit_id, customer_id, visited_at, _loaded_at "
+    "from {{ source('landing', 'web_visits') }}\n"
+)
+CUSTOMER_VISITS = (
+    "select customer_id, count(*) as visits, max(visited_at) as last_visit "
+    "from {{ ref('stg_web_visits') }} group by customer_id\n"
+)
+
+
+@pytest.fixture(scope="module")
+def visits_project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("visits") / "jaffle_shop"
+    shutil.copytree(FIXTURES / "jaffle_shop", root)
+    (root / "models" / "staging" / "_landing.yml").write_text(SOURCES_YML)
+    (root / "models" / "staging" / "stg_web_visits.sql").write_text(STG_VISITS)
+    (root / "models" / "customer_visits.sql").write_text(CUSTOMER_VISITS)
+    prepare(root, root.parent / "parse.duckdb")
+    return root
+
+
+def land(warehouse: Path, day: str, visits: int, loaded_at: str) -> None:
+    """The outside loader: one day's visits, in one transaction, with bound parameters."""
+    first = datetime.fromisoformat(day)
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("create schema if not exists landing")
+        conn.execute(
+            "create table if not exists landing.web_visits (visit_id varchar, customer_id "
+            "integer, visited_at timestamp, _loaded_at timestamp)"
+        )
+        conn.executemany(
+            "insert into landing.web_visits values (?, ?, ?, ?)",
+            [
+                (f"{day}-{i}", 1 + i % 4, first + timedelta(minutes=7 * i), loaded_at)
+                for i in range(visits)
+            ],
+        )
+
+
+def freshness(instance, key: dg.AssetKey) -> dg.AssetCheckEvaluation:
+    record = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(key, FRESHNESS_CHECK), limit=1
+    )[0]
+    return record.event.dagster_event.asset_check_evaluation_data
+
+
+def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
+    visits_project, instance, warehouse, monkeypatch
+):
+    monkeypatch.setenv("RESCUE_DBT_PROJECT_DIR", str(visits_project))
+    monkeypatch.setenv("RESCUE_FRESHNESS_INTERVAL_SECONDS", "0")  # measure on every tick
+    defs = build_definitions(load_dbt_project(str(visits_project)))
+    source = dg.AssetKey(["landing", "web_visits"])
+    assert source in defs.resolve_asset_graph().get_all_asset_keys()
+    sensor = defs.resolve_sensor_def("source_outage_sensor")
+    cursor = [None]
+
+    def tick() -> list[dict]:
+        """One daemon tick, the measurement run it queued, another tick to read its result:
+        the sensor's open incidents (its cursor, as the daemon saves it)."""
+        for measure in (True, False):
+            with dg.build_sensor_context(
+                instance=instance, definitions=defs, cursor=cursor[0]
+            ) as context:
+                result = sensor.evaluate_tick(context)
+            cursor[0] = result.cursor
+            for request in result.run_requests if measure else ():
+                assert request.job_name == "source_freshness_job"
+                execute_request(defs, instance, request)
+        return json.loads(cursor[0])["state"]["open"]
+
+    monkeypatch.setenv("RESCUE_NOW", "2026-03-01T06:00:00")
+    land(warehouse, "2026-03-01", 20, "2026-03-01T05:00:00")
+    assert materialize_all(defs, instance).success
+    assert query(warehouse, "select sum(visits) from main.customer_visits") == [(20,)]
+    assert tick() == []
+    assert freshness(instance, source).passed
+
+    # the loader stops: a day later the source is past error_after, an incident opens
+    monkeypatch.setenv("RESCUE_NOW", "2026-03-02T06:00:00")
+    incidents = tick()
+    check = freshness(instance, source)
+    assert not check.passed and check.metadata["status"].value == "error"
+    assert check.metadata["down_since"].value == "2026-03-01T05:00:00"
+    assert "landing.web_visits is down" in (check.description or "")
+    (incident,) = incidents
+    assert list(incident["sources"]) == ["landing.web_visits"]
+    assert incident["sources"]["landing.web_visits"]["down_since"] == "2026-03-01T05:00:00"
+    assert rescues.rescue_ids(instance) == [], "nothing is launched while the source is down"
+
+    # it recovers with the backlog: fresh again, one rescue of what reads it
+    land(warehouse, "2026-03-02", 15, "2026-03-03T04:30:00")
+    land(warehouse, "2026-03-03", 5, "2026-03-03T04:30:00")
+    monkeypatch.setenv("RESCUE_NOW", "2026-03-03T05:00:00")
+    assert tick() == [], "the incident is closed by its rescue"
+    assert freshness(instance, source).passed
+    (rescue_id,) = rescues.rescue_ids(instance)
+    assert rescue_id == f"outage-{incident['id']}-r20260303050000"
+    record = rescues.load(instance, rescue_id)
+    assert record["reason"] == "outage" and record["trigger"]["sources"] == ["landing.web_visits"]
+    assert {record["names"][m] for m in record["plan"]["models"]} == {
+        "stg_web_visits",
+        "customer_visits",
+    }
+    assert record["tags"][TAG_INCIDENT] == record["trigger"]["incident"]
+    ended = drive_rescue(defs, instance, rescue_id)
+    assert ended["status"] == rescues.SUCCEEDED, ended["message"]
+    assert query(warehouse, "select sum(visits) from main.customer_visits") == [(40,)]
+    # the incident is closed: more ticks register nothing more
+    tick()
+    assert rescues.rescue_ids(instance) == [rescue_id]
