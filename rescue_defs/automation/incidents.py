@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rescue_defs.checks.freshness import ERROR
+from rescue_defs.checks.freshness import ERROR, PASS
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,12 @@ def apply(state: dict[str, Any], observations: list[Observation], landed) -> lis
                 if entry["recovered_at"] is not None:
                     events.append(f"incident {incident['id']}: {obs.source} is down again")
                 entry.update(last_down_ts=obs.ts, recovered_at=None, recovered_ts=None)
-        elif incident is not None and incident["sources"][obs.source]["recovered_at"] is None:
+        elif (
+            obs.status == PASS
+            and incident is not None
+            and incident["sources"][obs.source]["recovered_at"] is None
+        ):
+            # fresh again; a late one (warn: part of the backlog landed) is not recovered yet
             entry = incident["sources"][obs.source]
             first_landed = landed(obs.source, entry["last_down_ts"])
             entry["recovered_at"] = obs.measured_at
