@@ -3,11 +3,12 @@
 import os
 
 import dagster as dg
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtProject
 from dagster_duckdb import DuckDBResource
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import build_dbt_models
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 from rescue_defs.assets.raw import raw_sources
 from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.freshness import (
@@ -85,7 +86,7 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
             build_merge_sensor(project, [daily_pipeline_schedule]),
         ],
         resources={
-            "dbt": DbtCliResource(project_dir=project),
+            "dbt": RescueDbtCliResource(project_dir=project),
             "warehouse": DuckDBResource(database=str(warehouse)),
             "validation": ValidationResource(
                 business_timezone=os.environ.get("RESCUE_BUSINESS_TIMEZONE", "UTC"),

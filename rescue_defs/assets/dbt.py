@@ -18,6 +18,7 @@ from dagster_dbt import (
 )
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 from rescue_defs.checks.coverage import WindowRule, window_rules
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
 from rescue_defs.checks.validation import (
@@ -323,7 +324,7 @@ def _sandbox_observations(built, keys, results, tests, reason: str) -> Iterator:
 
 
 def with_target(dbt: DbtCliResource, target: str) -> DbtCliResource:
-    return DbtCliResource(
+    return RescueDbtCliResource(
         project_dir=dbt.project_dir,
         profiles_dir=dbt.profiles_dir,
         profile=dbt.profile,
