@@ -80,7 +80,13 @@ def main() -> None:
             rows.append((f"{name} (quiet)", median))
         manifest = load_manifest(str(project.manifest_path), str(project.project_dir))
         keys = model_asset_keys(manifest)
-        target = sorted(m for m in manifest.models if "_l3_" in m)[0]
+        import networkx as nx
+
+        # the staging model whose downstream is nearest to 100 models: a typical outage rescue
+        target = min(
+            (m for m in manifest.models if manifest.name(m).startswith("stg_")),
+            key=lambda m: abs(len(nx.descendants(manifest.model_graph, m)) - 100),
+        )
         plan = Planner(manifest).plan(PlanRequest(f"{manifest.name(target)}+", reason="bench"))
         rescues.register(instance, plan, keys)
         median, _ = ticks(instance, defs.resolve_sensor_def("rescue_sensor"), None)
@@ -90,10 +96,10 @@ def main() -> None:
         f"\nB5 sensor ticks at {args.models} models, median of {args.ticks} "
         f"({os.cpu_count()} cores)"
     )
-    print(f"{'tick':<58} {'seconds':>8} {'vs no-op':>9}")
-    print(f"{'no-op sensor (baseline)':<58} {baseline:>8.3f} {1:>8.1f}x")
+    print(f"{'tick':<58} {'seconds':>8} {'vs 2 s':>7}")
+    print(f"{'no-op sensor (a tick itself)':<58} {baseline:>8.3f}")
     for label, seconds in rows:
-        print(f"{label:<58} {seconds:>8.3f} {seconds / baseline:>8.1f}x")
+        print(f"{label:<58} {seconds:>8.3f} {seconds / 2:>6.0%}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@ from rescue_defs.checks.freshness import ERROR, PASS, WARN
 HOUR = 3600.0
 
 
-def measure(state, at: str, ts: float, **statuses: str) -> list[str]:
+def measure(state, at: str, ts: float, newest="2026-03-02T05:00:00", **statuses: str):
     observations = [
-        Observation(source, status, at, "2026-03-02T05:00:00", ts)
-        for source, status in statuses.items()
+        Observation(source, status, at, newest, ts) for source, status in statuses.items()
     ]
     return incidents.apply(state, observations, landed=lambda source, after: None)
 
@@ -55,3 +54,14 @@ def test_sources_recovering_together_make_one_rescue_and_a_relapse_reopens_the_w
     (recovery,) = incidents.ready(state, "2026-03-05T08:00:00", HOUR)
     assert recovery.sources == ("orders", "web")
     assert recovery.rescue_id == f"outage-{recovery.incident_id}-r20260305080000"
+
+
+def test_a_source_never_loaded_is_not_an_outage_but_one_emptied_after_loads_is():
+    state: dict = {}
+    # a fresh warehouse: nothing to measure yet
+    assert measure(state, "2026-03-01T06:00:00", HOUR, newest="", orders=ERROR) == []
+    assert state["open"] == []
+    measure(state, "2026-03-01T07:00:00", 2 * HOUR, orders=PASS)
+    # the table disappears (dropped by a bad load): that is down
+    said = measure(state, "2026-03-02T07:00:00", 3 * HOUR, newest="", orders=ERROR)
+    assert said and "opened: orders is down" in said[0]

@@ -2,7 +2,7 @@
 one that sees it fresh again; sources down together share one incident. Pure: the state is a
 JSON-able dict the outage sensor keeps in its cursor (saved only after a good tick).
 
-state = {"open": [incident, ...]}
+state = {"open": [incident, ...], "seen": [sources measured with data at least once]}
 incident = {"id", "opened_at", "sources": {label: {"down_since", "opened_at", "last_down_ts",
             "recovered_at", "recovered_ts", "rescue_id"}}}
 
@@ -44,8 +44,15 @@ def apply(state: dict[str, Any], observations: list[Observation], landed) -> lis
     None: only this measurement knows."""
     events = []
     open_ = state.setdefault("open", [])
+    # sources measured with data at least once: one that never had any (a fresh warehouse, a
+    # new source) is not down, it was never up; its check says so, no incident opens
+    seen = set(state.get("seen", []))
     for obs in observations:
+        if obs.max_loaded_at:
+            seen.add(obs.source)
         incident = next((i for i in open_ if _pending(i, obs.source)), None)
+        if obs.status == ERROR and incident is None and obs.source not in seen:
+            continue
         if obs.status == ERROR:
             if incident is None:
                 # a source that goes down while another one is down joins its incident
@@ -87,6 +94,7 @@ def apply(state: dict[str, Any], observations: list[Observation], landed) -> lis
                 f"incident {incident['id']}: {obs.source} recovered "
                 f"(fresh at {obs.measured_at[:19]})"
             )
+    state["seen"] = sorted(seen)
     return events
 
 

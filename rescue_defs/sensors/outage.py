@@ -151,8 +151,11 @@ def build_source_outage_sensor(
             f"{i['id']} ({', '.join(s for s, e in i['sources'].items() if e['rescue_id'] is None)})"
             for i in state["open"]
         ]
+        never = sorted(set(uid_of) - set(state.get("seen", [])))
         summary = "; ".join(messages) or (
-            f"open incident(s): {', '.join(open_)}" if open_ else "every source is fresh"
+            f"open incident(s): {', '.join(open_)}"
+            if open_
+            else "no open incident" + (f"; never loaded yet: {', '.join(never)}" if never else "")
         )
         if requests:
             return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
