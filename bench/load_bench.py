@@ -1,0 +1,96 @@
+"""B3: code-location load, the product's definitions (every check, job and sensor) against a
+plain `@dbt_assets` module over the same parsed project, each in a fresh Python process (what
+a code server or run worker pays), alternating, medians; peak RSS beside.
+
+Run: .venv/bin/python bench/load_bench.py [--models 200 1000 3000] [--repeat 3]
+(prints medians and ratios; no assertions)
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PRODUCT = """
+import resource, time
+t = time.perf_counter()
+from rescue_defs.definitions import build_definitions
+from rescue_defs.project import load_dbt_project
+defs = build_definitions(load_dbt_project(PROJECT))
+defs.get_repository_def().load_all_definitions()
+"""
+PLAIN = """
+import resource, time
+t = time.perf_counter()
+import dagster as dg
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+project = DbtProject(project_dir=PROJECT)
+
+@dbt_assets(manifest=project.manifest_path)
+def plain_dbt_assets(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    yield from dbt.cli(["build"], context=context).stream()
+
+defs = dg.Definitions(
+    assets=[plain_dbt_assets], resources={"dbt": DbtCliResource(project_dir=project)}
+)
+defs.get_repository_def().load_all_definitions()
+"""
+REPORT = """
+import json
+print(json.dumps({"seconds": time.perf_counter() - t,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def load(code: str, project: Path) -> dict:
+    script = f"PROJECT = {str(project)!r}\n" + code + REPORT
+    env = dict(os.environ, RESCUE_DBT_PROJECT_DIR=str(project))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", type=int, nargs="+", default=[200, 1000, 3000])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="load-bench-"))
+    os.environ["RESCUE_DUCKDB_PATH"] = str(work / "warehouse.duckdb")
+    os.environ["PATH"] = f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"
+
+    from rescue_defs.project import load_dbt_project
+    from tests.generated_project import write_project
+
+    rows = []
+    for models in args.models:
+        project = write_project(work / str(models), models=models)
+        load_dbt_project(str(project))  # parsed once, as a deployment builds its manifest
+        plain, product = [], []
+        for _ in range(args.repeat):
+            plain.append(load(PLAIN, project))
+            product.append(load(PRODUCT, project))
+        rows.append((models, plain, product))
+
+    print(f"\nB3 code-location load, fresh process each, median of {args.repeat}")
+    print(
+        f"{'models':>6} {'plain @dbt_assets':>18} {'rescue_defs':>12} {'ratio':>6} {'RSS MB':>14}"
+    )
+    for models, plain, product in rows:
+        a = statistics.median(p["seconds"] for p in plain)
+        b = statistics.median(p["seconds"] for p in product)
+        ra = statistics.median(p["rss_mb"] for p in plain)
+        rb = statistics.median(p["rss_mb"] for p in product)
+        print(f"{models:>6} {a:>16.2f} s {b:>10.2f} s {b / a:>5.2f}x {ra:>6.0f} / {rb:>5.0f}")
+
+
+if __name__ == "__main__":
+    main()
