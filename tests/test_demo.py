@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -213,7 +214,27 @@ def test_canceling_a_rescue_from_the_cli_terminates_its_running_run(demo, materi
     client, log, _, env = demo
     assert materialized == "SUCCESS"
     rescue = [str(REPO / ".venv" / "bin" / "rescue")]
-    # every model, one run, each incremental rebuilt from scratch: long enough to catch running
+    # an analyst's notebook holds the warehouse open: the run's dbt step waits for it (up to
+    # RESCUE_LOCK_WAIT_SECONDS) before any dbt command, so the run is surely still running when
+    # the cancel comes (a whole build alone can end first: it takes ~10 s)
+    code = (
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+        "time.sleep(300)"
+    )
+    notebook = subprocess.Popen(
+        [sys.executable, "-c", code, env["RESCUE_DUCKDB_PATH"]], stdout=subprocess.PIPE, text=True
+    )
+    assert notebook.stdout.readline().strip() == "open"
+    try:
+        _launch_then_cancel(client, log, env, rescue)
+    finally:
+        notebook.kill()
+        notebook.wait()
+
+
+def _launch_then_cancel(client, log, env, rescue) -> None:
+    # every model, one run, each incremental rebuilt from scratch; --force: the checklist
+    # blocks on the notebook's open connection
     launched = subprocess.run(
         [
             *rescue,

@@ -13,7 +13,4 @@ def test_outage_loop_with_dagster_storage_on_postgres_equals_a_from_scratch_buil
     tmp_path, monkeypatch, postgres_database, shop_defs, shop_project, warehouse
 ):
     make_home(tmp_path, monkeypatch, database=postgres_database)
-    # the product's own proof is storage-agnostic (it runs in the SQLite loop); equality with a
-    # from-scratch build is still checked here, table by table, by the loop itself
-    monkeypatch.setenv("RESCUE_PROOF", "off")
     live_the_incident_loop(shop_defs, shop_project, warehouse, tmp_path)
