@@ -128,3 +128,32 @@ def test_a_project_that_does_not_parse_is_one_clear_error(tmp_path, warehouse):
     (project_dir / "models" / "broken.sql").write_text("select * from {{ ref('no_such') }}")
     with pytest.raises(ProjectNotReady, match="run `dbt parse --project-dir"):
         load_dbt_project(str(project_dir))
+
+
+def test_under_dagster_dev_the_project_is_parsed_again_only_when_it_changed(
+    tmp_path, monkeypatch, warehouse
+):
+    """dagster-dbt parses in every process under `dagster dev`, each run worker too (4-8 s a
+    run); an unchanged project keeps its manifest, an edited model is parsed again."""
+    import os
+    import shutil
+
+    from tests.conftest import FIXTURES
+
+    project_dir = tmp_path / "dev_project"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    manifest = project_dir / "target" / "manifest.json"
+
+    def load():
+        load_dbt_project.cache_clear()
+        load_dbt_project(str(project_dir))
+        return manifest.stat().st_mtime_ns
+
+    first = load()
+    assert load() == first  # a run worker of the same code: no parse
+    model = project_dir / "models" / "customers.sql"
+    model.write_text(model.read_text() + "\n-- edited\n")
+    later = first / 1e9 + 5
+    os.utime(model, (later, later))
+    assert load() > first  # the code changed: parsed again, as `dagster dev` promises

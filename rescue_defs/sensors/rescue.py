@@ -21,7 +21,8 @@ def build_rescue_sensor(
     @dg.sensor(
         name="rescue_sensor",
         jobs=[step_job, *other_jobs],
-        minimum_interval_seconds=10,
+        # the sensor daemon loops every 5 s at best: each stage waits one tick, no more
+        minimum_interval_seconds=5,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Advances active rescues: launches a stage when the stages before it "
         "succeeded with passing blocking checks and no other run writes its models; stops a "
