@@ -16,20 +16,12 @@ class CliError(Exception):
 
 def _project_manifest(project_dir: Path, profiles_dir: Path | None) -> Path:
     """The project's manifest, parsed first when missing or older than the project's files."""
+    from rescue_defs.project import manifest_is_current
+
     manifest = project_dir / "target" / "manifest.json"
     if not (project_dir / "dbt_project.yml").exists():
         raise CliError(f"no dbt_project.yml in {project_dir}")
-    newest = max(
-        (
-            p.stat().st_mtime
-            for p in project_dir.rglob("*")
-            if p.suffix in (".sql", ".yml", ".yaml", ".csv", ".py")
-            and "target" not in p.parts
-            and "dbt_packages" not in p.parts
-        ),
-        default=0.0,
-    )
-    if not manifest.exists() or manifest.stat().st_mtime < newest:
+    if not manifest_is_current(project_dir, profiles_dir):
         from dbt.cli.main import dbtRunner
 
         from rescue_defs.project import configure_warehouse_env
@@ -90,6 +82,7 @@ def _request(args: argparse.Namespace):
         exclude=args.exclude or "",
         full_refresh=full_refresh,
         layered=args.layered,
+        separate_runs=args.separate_runs,
         reason=args.reason,
         changed_window=window,
         today=args.today or business_today(),
@@ -206,7 +199,7 @@ def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
         if time.monotonic() > deadline:
             print(f"rescue {rescue_id} still {status} after {timeout:.0f} s", file=sys.stderr)
             return 1
-        time.sleep(2)
+        time.sleep(1)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -308,6 +301,12 @@ def _selection_args(plan: argparse.ArgumentParser) -> None:
         help="always split upstream -> target -> downstream",
     )
     lay.add_argument("--single-stage", dest="layered", action="store_false")
+    plan.add_argument(
+        "--separate-runs",
+        action="store_true",
+        help="one Dagster run per stage or group (default: one run, stage after stage, when "
+        "no other run writes the rescue's models)",
+    )
     plan.add_argument("--changed-from", type=_day, help="first day whose data changed")
     plan.add_argument("--changed-to", type=_day, help="last day whose data changed")
     plan.add_argument("--today", type=_day, help="business date to plan for (default: today)")

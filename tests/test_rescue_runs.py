@@ -48,6 +48,7 @@ def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
 ):
     # `rescue launch` talks to the instance in DAGSTER_HOME: the test instance's
     launch = ["launch", "--project-dir", str(shop_project.project_dir), "--layered"]
+    launch.append("--separate-runs")  # one run per stage, as when other runs hold the queue
     assert cli.main([*launch, "--select", "+int_orders_enriched+", "--reason", "test"]) == 0
     out = capsys.readouterr().out
     assert "Run 3 [downstream]" in out
@@ -108,11 +109,51 @@ def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):
     rescue_id = rescue_id_of(start_rescue(built, instance, select="+dim_customers+", layered=True))
     record = drive_rescue(built, instance, rescue_id)
     assert record["status"] == rescues.FAILED
-    assert "run 1 (upstream) failed" in record["message"]
+    # the three stages ran as one run, which stopped after the upstream stage's dbt
+    assert "stopped: run 1 (upstream, one run" in record["message"]
     runs = rescue_runs(instance, rescue_id)
     assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.FAILURE
+    assert len(dbt_commands(instance, runs[0].run_id)) == 1
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    later = {keys[m] for step in record["steps"][1:] for m in step["models"]}
+    assert not rescues.materialized(instance, [runs[0].run_id]) & later
     # later ticks launch nothing
     assert not evaluate_rescue_sensor(built, instance).run_requests
+
+
+def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them(
+    built, instance, capsys
+):
+    rescue_id = rescue_id_of(
+        start_rescue(built, instance, select="+int_orders_enriched+", layered=True)
+    )
+    record = drive_rescue(built, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED
+    (run,) = rescue_runs(instance, rescue_id)
+    assert run.tags[rescues.TAG_STEPS] == "0:0,1:0,2:0"
+    assert run.tags[rescues.TAG_STAGE] == "upstream+target+downstream"
+    # one dbt build per stage, in order, each stage's models materialized before the next
+    # stage's first: the playbook's upstream -> target -> downstream inside one run
+    commands = dbt_commands(instance, run.run_id)
+    assert len(commands) == 3
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    stage_of = {keys[m]: step["index"] for step in record["steps"] for m in step["models"]}
+    records = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    order = [stage_of[r.event_log_entry.asset_materialization.asset_key] for r in records]
+    assert order == sorted(order) and set(order) == {0, 1, 2}
+    assert rescues.materialized(instance, [run.run_id]) == set(stage_of)
+    # each stage is validated (row count, max date) in the run
+    assert cli.main(["status", rescue_id]) == 0
+    status = capsys.readouterr().out
+    for step in record["steps"]:
+        n = len(step["models"])
+        assert (
+            f"run {step['index'] + 1} [{step['stage']}] SUCCESS ({run.run_id}): {n}/{n}" in status
+        )
+    planned = sum(len(step["models"]) for step in record["steps"])
+    assert f"{planned}/{planned} rebuilt, {planned} validated" in status
 
 
 def test_full_refresh_reaches_only_the_models_meant(built, instance):
@@ -302,8 +343,10 @@ def test_a_sandbox_rescue_rebuilds_a_copy_of_prod_and_leaves_prod_untouched(
     assert instance.get_latest_materialization_event(fct_orders).run_id == prod_event.run_id
     runs = rescue_runs(instance, rescue_id)
     assert runs and all(r.tags[rescues.TAG_SANDBOX] == "true" for r in runs)
-    # every stage run carries the time limit run monitoring enforces
-    assert all(r.tags["dagster/max_runtime"] == "900" for r in runs)
+    # every run carries the time limit run monitoring enforces: 900 s per stage it builds
+    assert all(
+        r.tags["dagster/max_runtime"] == str(900 * len(rescues.covered_steps(r))) for r in runs
+    )
     for run in runs:
         assert all("--target sandbox" in c for c in dbt_commands(instance, run.run_id))
         assert not instance.get_records_for_run(

@@ -6,13 +6,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
-from rescue_defs.assets.dbt import (
-    load_manifest,
-    model_asset_keys,
-    remove_run_folders,
-    rules_for,
-    with_target,
-)
+from rescue_defs.assets.dbt import load_manifest, model_asset_keys, rules_for
+from rescue_defs.assets.dbt_build import remove_run_folders, with_target
 from rescue_defs.checks.proof import (
     PROOF_CHECK,
     PROOF_TARGET,

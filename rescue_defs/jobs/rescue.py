@@ -31,7 +31,11 @@ class StartRescueConfig(dg.Config):
     full_refresh_models: list[str] = []
     """Exactly these models with --full-refresh (overrides full_refresh)."""
     layered: bool | None = None
-    """Empty: by the stage rule; true/false forces upstream -> target -> downstream or one run."""
+    """Empty: by the stage rule; true/false forces upstream -> target -> downstream or one
+    stage."""
+    separate_runs: bool = False
+    """One run per stage or group; by default the stages run one after the other in one run
+    (each validated before the next) when no other run writes the rescue's models."""
     dry_run: bool = False
     """Plan and record only; nothing is launched."""
     reason: str = "manual"
@@ -64,6 +68,7 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
             exclude=config.exclude,
             full_refresh=full_refresh,
             layered=config.layered,
+            separate_runs=config.separate_runs,
             reason=config.reason or "manual",
         )
         keys = model_asset_keys(manifest)

@@ -13,6 +13,9 @@ DEFAULT_FULL_REFRESH_FACTOR = 10.0
 # ~10 s each), a run worker loading the code location (10-26 s), dbt starting (~6 s). Measured
 # under `dagster dev` on 2 cores: a 3-run rescue of 19 models, ~6 s of model time, took 150 s.
 DEFAULT_RUN_OVERHEAD_SECONDS = 45.0
+# A further stage inside one run: dbt starting again, its adapter, the stage's validation
+# queries (bench/step_overhead_bench.py: plain `dbt build` of 2 models takes 3.5-4 s).
+STAGE_SECONDS = 4.0
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import networkx as nx
 from rescue_defs.planning import advice as advice_mod
 from rescue_defs.planning.advice import Advice, ChangeContext, advise, is_incremental
 from rescue_defs.planning.checklist import BLOCK, Environment, Item, PlanFacts, evaluate
-from rescue_defs.planning.cost import CostModel, CostSettings, History
+from rescue_defs.planning.cost import STAGE_SECONDS, CostModel, CostSettings, History
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.planning.stages import (
@@ -32,6 +32,9 @@ class PlanRequest:
     layered: bool | None = None
     """None: decide by the stage rule."""
     reason: str = "manual"
+    separate_runs: bool = False
+    """One Dagster run per step even when nothing else writes the rescue's models (by default
+    the steps then run stage after stage in one run, each validated before the next)."""
     changed_window: tuple[date, date] | None = None
     today: date | None = None
 
@@ -92,10 +95,20 @@ class Plan:
         return [item for item in self.checklist if item.status == BLOCK]
 
     @property
+    def runs(self) -> int:
+        """Dagster runs expected: one for every step when asked, else one (the steps stage
+        after stage) unless another run writing the same models makes them wait apart."""
+        return len(self.steps) if self.request.separate_runs else 1
+
+    @property
     def total_seconds(self) -> float:
-        """Launch to end: the models one after the other, plus each run's start-up and waits."""
-        return sum(self.seconds[m] for m in self.models) + len(self.steps) * (
-            self.run_overhead_seconds
+        """Launch to end: the models one after the other, each run's start-up and waits, and
+        each further stage's dbt start inside a run."""
+        stages_inside = len(self.steps) - self.runs
+        return (
+            sum(self.seconds[m] for m in self.models)
+            + self.runs * self.run_overhead_seconds
+            + stages_inside * STAGE_SECONDS
         )
 
     def name(self, unique_id: str) -> str:
@@ -204,7 +217,9 @@ class Planner:
         facts = PlanFacts(
             models=models,
             names={m: manifest.name(m) for m in models | outside},
-            seconds=sum(seconds.values()) + len(steps) * costs.run_overhead,
+            seconds=sum(seconds.values())
+            + (len(steps) if request.separate_runs else 1) * costs.run_overhead
+            + (0 if request.separate_runs else len(steps) - 1) * STAGE_SECONDS,
             heavy=heavy,
             full_refresh=full_refresh,
             advised_full=frozenset(m for m, a in advice.items() if a.full_refresh),

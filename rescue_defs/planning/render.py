@@ -16,6 +16,12 @@ def _names(plan: Plan, ids, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def _runs(plan: Plan) -> str:
+    if plan.runs == len(plan.steps):
+        return f"{plan.runs} run(s)"
+    return f"{len(plan.steps)} steps in {plan.runs} run, stage after stage,"
+
+
 def render_text(plan: Plan) -> str:
     r = plan.request
     lines = [
@@ -23,8 +29,8 @@ def render_text(plan: Plan) -> str:
         + (f" --exclude {r.exclude!r}" if r.exclude else ""),
         f"  {len(plan.models)} models, "
         f"targets: {_names(plan, sorted(plan.targets, key=plan.name))}",
-        f"  expected ~{_minutes(plan.total_seconds)} launch to end ({len(plan.steps)} run(s) "
-        f"x ~{_minutes(plan.run_overhead_seconds)} start-up and waits), {len(plan.heavy)} heavy; "
+        f"  expected ~{_minutes(plan.total_seconds)} launch to end ({_runs(plan)} x "
+        f"~{_minutes(plan.run_overhead_seconds)} start-up and waits), {len(plan.heavy)} heavy; "
         f"{plan.stage_reason}",
     ]
     if plan.inlined:

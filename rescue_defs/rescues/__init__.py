@@ -11,7 +11,13 @@
 from rescue_defs.rescues.advance import STEP_JOB, Tick, advance, step_request
 from rescue_defs.rescues.facts import environment, history, next_ticks, plan_for
 from rescue_defs.rescues.lifecycle import cancel, new_rescue_id, register, resume
-from rescue_defs.rescues.outcomes import failed_checks, materialized, model_outcomes, step_runs
+from rescue_defs.rescues.outcomes import (
+    covered_steps,
+    failed_checks,
+    materialized,
+    model_outcomes,
+    step_runs,
+)
 from rescue_defs.rescues.report import (
     REPORT_ASSET,
     REPORT_PARTITIONS,
@@ -35,6 +41,7 @@ from rescue_defs.rescues.store import (
     TAG_SANDBOX,
     TAG_STAGE,
     TAG_STEP,
+    TAG_STEPS,
     ConcurrentUpdate,
     RescueError,
     active_ids,
@@ -61,6 +68,7 @@ __all__ = [
     "TAG_SANDBOX",
     "TAG_STAGE",
     "TAG_STEP",
+    "TAG_STEPS",
     "ConcurrentUpdate",
     "RescueError",
     "Tick",
@@ -68,6 +76,7 @@ __all__ = [
     "advance",
     "cancel",
     "environment",
+    "covered_steps",
     "failed_checks",
     "finish",
     "history",

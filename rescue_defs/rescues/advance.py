@@ -14,24 +14,28 @@ import dagster as dg
 
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.rescues.facts import run_models, runs_in_flight
-from rescue_defs.rescues.outcomes import failed_checks, latest_by_step, step_runs
+from rescue_defs.rescues.heavy import heavy_wait
+from rescue_defs.rescues.outcomes import (
+    covered_steps,
+    failed_checks,
+    latest_by_step,
+    materialized,
+    step_runs,
+)
 from rescue_defs.rescues.proving import settle_proof
 from rescue_defs.rescues.report import finish
+from rescue_defs.rescues.requests import STEP_JOB, step_request, steps_request
 from rescue_defs.rescues.store import (
     CANCELED,
     FAILED,
     SUCCEEDED,
-    TAG_ATTEMPT,
-    TAG_GROUP,
     TAG_ID,
-    TAG_REASON,
     TAG_SANDBOX,
-    TAG_STAGE,
     TAG_STEP,
     save,
 )
 
-STEP_JOB = "rescue_step_job"
+__all__ = ["STEP_JOB", "Tick", "advance", "step_request"]
 
 
 @dataclass
@@ -92,23 +96,29 @@ def advance(
     done: set[int] = set()
     for step in record["steps"]:
         run = latest.get((step["index"], step["attempt"]))
-        where = f"run {step['index'] + 1} ({step['stage']})"
         if not step["remaining"]:
             done.add(step["index"])
-        elif run is None:
             continue
-        elif run.status == dg.DagsterRunStatus.SUCCESS:
-            bad = failed_checks(instance, run.run_id)
-            if bad:
-                return _stop(
-                    instance,
-                    record,
-                    keys,
-                    FAILED,
-                    f"stopped: {where} succeeded but blocking checks failed: {', '.join(bad)}",
-                )
+        if run is None or run.status not in (
+            dg.DagsterRunStatus.SUCCESS,
+            dg.DagsterRunStatus.CANCELED,
+            dg.DagsterRunStatus.FAILURE,
+        ):
+            continue
+        bad = failed_checks(instance, run.run_id)
+        if run.status == dg.DagsterRunStatus.SUCCESS and not bad:
             done.add(step["index"])
-        elif run.status == dg.DagsterRunStatus.CANCELED:
+            continue
+        where = _where(instance, record, step, run, keys, bad)
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            return _stop(
+                instance,
+                record,
+                keys,
+                FAILED,
+                f"stopped: {where} succeeded but blocking checks failed: {', '.join(bad)}",
+            )
+        if run.status == dg.DagsterRunStatus.CANCELED:
             return _stop(
                 instance,
                 record,
@@ -117,25 +127,21 @@ def advance(
                 f"canceled: {where} was terminated ({run.run_id[:8]}); "
                 f"`rescue resume {rescue_id}` rebuilds what is missing",
             )
-        elif (
-            run.status == dg.DagsterRunStatus.FAILURE
-            and (record.get("auto") or _died(instance, run))
-            and (record.get("auto_resumes", 0) < MAX_AUTO_RESUMES)
-        ):
+        if (record.get("auto") or _died(instance, run)) and record.get(
+            "auto_resumes", 0
+        ) < MAX_AUTO_RESUMES:
             # the worker died or outlived its max_runtime (run monitoring failed the run), or
             # a rescue nobody typed failed (no one is watching it): resume once without a human
             return _auto_resume(instance, record, keys, where, run)
-        elif run.status == dg.DagsterRunStatus.FAILURE:
-            bad = failed_checks(instance, run.run_id)
-            why = f"; blocking checks failed: {', '.join(bad)}" if bad else ""
-            return _stop(
-                instance,
-                record,
-                keys,
-                FAILED,
-                f"stopped: {where} failed ({run.run_id[:8]}){why}; `rescue resume {rescue_id}` "
-                "rebuilds what is missing or failed validation",
-            )
+        why = f"; blocking checks failed: {', '.join(bad)}" if bad else ""
+        return _stop(
+            instance,
+            record,
+            keys,
+            FAILED,
+            f"stopped: {where} failed ({run.run_id[:8]}){why}; `rescue resume {rescue_id}` "
+            "rebuilds what is missing or failed validation",
+        )
     if len(done) == len(record["steps"]):
         if (record.get("proof") or {}).get("status") in ("pending", "running"):
             settled = settle_proof(instance, record, keys)
@@ -151,7 +157,7 @@ def advance(
         return _stop(instance, record, keys, SUCCEEDED, "every planned model was rebuilt")
 
     if not latest and record.get("heavy") and not record.get("start_now"):
-        wait = _heavy_wait(record, heavy_busy or set())
+        wait = heavy_wait(record, heavy_busy or set())
         if wait:
             if record.get("message") != wait:
                 record["message"] = wait
@@ -169,6 +175,16 @@ def advance(
         for r in runs_in_flight(instance)
         if r.tags.get(TAG_ID) != rescue_id and (r.tags.get(TAG_SANDBOX) == "true") == sandbox
     ]
+    chain = _chain(record, done, latest)
+    if chain and not _waits(chain, others, claimed, by_key, everything, names):
+        claimed |= {m for step in chain for m in step["remaining"]}
+        request = steps_request(record, chain, keys, checks_of)
+        record["message"] = (
+            f"launched one run for steps {chain[0]['index'] + 1}-{chain[-1]['index'] + 1}, "
+            "stage after stage (nothing else writes their models)"
+        )
+        save(instance, record)  # before the request leaves: a concurrent change drops it
+        return Tick([request], [])
     requests, messages = [], []
     for step in record["steps"]:
         index = step["index"]
@@ -177,19 +193,7 @@ def advance(
         if not all(a in done for a in step["after"]):
             continue
         models = set(step["remaining"])
-        waits = []
-        for r in others:
-            overlap = run_models(r, by_key, everything) & models
-            if overlap:
-                waits.append(
-                    f"run {r.run_id[:8]} ({r.job_name}, {r.status.value.lower()}) writes "
-                    + ", ".join(sorted(names.get(m, m) for m in overlap)[:3])
-                )
-        if models & claimed:
-            waits.append(
-                "a run requested in this tick writes "
-                + ", ".join(sorted(names.get(m, m) for m in models & claimed)[:3])
-            )
+        waits = _waits([step], others, claimed, by_key, everything, names)
         if waits:
             messages.append(
                 f"run {index + 1} ({step['stage']}) of rescue {rescue_id} waits: "
@@ -206,93 +210,57 @@ def advance(
     return Tick(requests, messages)
 
 
-def _heavy_wait(record: Mapping[str, Any], heavy_busy: set[str]) -> str:
-    """Why a heavy rescue may not start yet ("" when it may): peak hours (the playbook's
-    "Scheduling Heavy Reloads"), or another heavy rescue running (heavy ones never overlap)."""
-    from datetime import UTC
-
-    from rescue_defs.planning.windows import at_peak, window_opens
-    from rescue_defs.project import business_timezone, clock_now, peak_hours
-
-    names = ", ".join(record["names"].get(m, m) for m in record["heavy"][:3])
-    others = sorted(heavy_busy - {record["id"]})
-    if others:
-        return f"heavy ({names}): waits for heavy rescue {others[0]} to end"
-    now, zone, peak = clock_now().replace(tzinfo=UTC), business_timezone(), peak_hours()
-    if at_peak(now, zone, peak):
-        opens = window_opens(now, zone, peak)
-        return (
-            f"heavy ({names}) at peak hours: waits for the low-traffic window at "
-            f"{opens:%Y-%m-%d %H:%M} {zone} (`rescue launch --now` starts at once)"
+def _waits(steps, others, claimed, by_key, everything, names) -> list[str]:
+    """Why these steps may not start now: another run writes, or was requested in this tick
+    to write, some of their models."""
+    models = {m for step in steps for m in step["remaining"]}
+    waits = []
+    for r in others:
+        overlap = run_models(r, by_key, everything) & models
+        if overlap:
+            waits.append(
+                f"run {r.run_id[:8]} ({r.job_name}, {r.status.value.lower()}) writes "
+                + ", ".join(sorted(names.get(m, m) for m in overlap)[:3])
+            )
+    if models & claimed:
+        waits.append(
+            "a run requested in this tick writes "
+            + ", ".join(sorted(names.get(m, m) for m in models & claimed)[:3])
         )
-    return ""
+    return waits
 
 
-def step_request(
-    record: Mapping[str, Any],
-    step: Mapping[str, Any],
-    keys: Mapping[str, dg.AssetKey],
-    checks_of=None,
-) -> dg.RunRequest:
-    """The run of one step. `checks_of(asset keys) -> check keys` lists the asset checks of the
-    step's models, to plan only the dbt tests among them (None: plan every check)."""
-    from rescue_defs.assets.dbt import DBT_ASSETS_NAME
-    from rescue_defs.checks.coverage import VALIDATION_CHECKS
-
-    remaining = step["remaining"]
-    full_refresh = [m for m in step["full_refresh"] if m in remaining]
-    selection = [keys[m] for m in remaining]
-    # the models' dbt tests are planned as usual; the validation checks run anyway in rescue
-    # runs (see checks/validation.py) without a stored "planned" event each
-    check_keys = (
-        [c for c in checks_of(selection) if c.name not in VALIDATION_CHECKS]
-        if checks_of is not None
-        else None
-    )
-    return dg.RunRequest(
-        run_key=f"{record['id']}:{step['index']}:{step['attempt']}",
-        job_name=STEP_JOB,
-        asset_selection=selection,
-        asset_check_keys=check_keys,
-        run_config={
-            "ops": {
-                DBT_ASSETS_NAME: {
-                    "config": {
-                        "full_refresh": full_refresh,
-                        "sandbox": bool(record.get("sandbox")),
-                        "reason": f"rescue {record['id']} ({record['reason']}), "
-                        f"run {step['index'] + 1}/{len(record['steps'])} [{step['stage']}]",
-                    }
-                }
-            }
-        },
-        tags={
-            TAG_ID: record["id"],
-            TAG_STAGE: step["stage"],
-            TAG_GROUP: str(step["index"]),
-            TAG_STEP: str(step["index"]),
-            TAG_ATTEMPT: str(step["attempt"]),
-            TAG_REASON: "resume" if step["attempt"] else record["reason"],
-            **record.get("tags", {}),
-            **({TAG_SANDBOX: "true"} if record.get("sandbox") else {}),
-            # run monitoring fails a run that outlives this (a dead run worker leaves its run
-            # STARTED for good, holding the queue); `rescue resume` continues from there
-            "dagster/max_runtime": str(
-                record.get("max_runtime") or default_max_runtime(record, step)
-            ),
-        },
-    )
+def _chain(record, done: set[int], latest) -> list[dict]:
+    """Every step left, when they can run as one run stage after stage: none has a run at its
+    attempt yet, each comes after steps done or before it in the chain, and the rescue did not
+    ask for separate runs. Empty otherwise (one step left is a plain step run)."""
+    if record.get("separate_runs"):
+        return []
+    left = [s for s in record["steps"] if s["index"] not in done]
+    if len(left) < 2 or any((s["index"], s["attempt"]) in latest for s in left):
+        return []
+    seen = set(done)
+    for step in left:  # steps are numbered in dependency order
+        if not all(a in seen for a in step["after"]):
+            return []
+        seen.add(step["index"])
+    return left
 
 
-MIN_MAX_RUNTIME = 900
-RUNTIME_FACTOR = 6
-
-
-def default_max_runtime(record: Mapping[str, Any], step: Mapping[str, Any]) -> int:
-    """Six times the step's estimate, at least 15 minutes: far from a slow run, near enough
-    that a dead one does not hold the queue through the night."""
-    groups = record.get("plan", {}).get("groups", [])
-    expected = next(
-        (g.get("expected_seconds", 0) for g in groups if g.get("index") == step["index"]), 0
-    )
-    return int(max(MIN_MAX_RUNTIME, RUNTIME_FACTOR * float(expected or 0)))
+def _where(instance, record, step, run: dg.DagsterRun, keys, bad: list[str]) -> str:
+    """The step a run stopped in. For a several-step run: the first step with a model the run
+    did not build or that failed a blocking check (later ones never started)."""
+    if len(covered_steps(run)) < 2:
+        return f"run {step['index'] + 1} ({step['stage']})"
+    built = materialized(instance, [run.run_id])
+    covered = {index for index, _ in covered_steps(run)}
+    failing = {b.rsplit(":", 1)[0] for b in bad}
+    for part in record["steps"]:
+        if part["index"] in covered and any(
+            keys[m] not in built or keys[m].to_user_string() in failing for m in part["remaining"]
+        ):
+            return (
+                f"run {part['index'] + 1} ({part['stage']}, one run {run.run_id[:8]} with "
+                f"steps {min(covered) + 1}-{max(covered) + 1})"
+            )
+    return f"the run of steps {min(covered) + 1}-{max(covered) + 1} ({run.run_id[:8]})"

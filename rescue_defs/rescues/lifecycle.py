@@ -92,6 +92,7 @@ def register(
         if dry_run
         else "waiting for rescue_sensor to launch the first run",
         "start_now": start_now,
+        "separate_runs": plan.request.separate_runs,
         "heavy": sorted(plan.heavy),
         **(extra or {}),
     }

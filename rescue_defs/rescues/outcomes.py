@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from rescue_defs.rescues.store import TAG_ATTEMPT, TAG_ID, TAG_SANDBOX, TAG_STEP
+from rescue_defs.rescues.store import TAG_ATTEMPT, TAG_ID, TAG_SANDBOX, TAG_STEP, TAG_STEPS
 
 
 def step_runs(instance: dg.DagsterInstance, rescue_id: str) -> list[dg.DagsterRun]:
@@ -18,9 +18,19 @@ def latest_by_step(runs: list[dg.DagsterRun]) -> dict[tuple[int, int], dg.Dagste
     """(step index, attempt) -> the newest run of it."""
     latest: dict[tuple[int, int], dg.DagsterRun] = {}
     for run in runs:  # oldest first: later runs win
-        if TAG_STEP in run.tags:
-            latest[(int(run.tags[TAG_STEP]), int(run.tags.get(TAG_ATTEMPT, 0)))] = run
+        for step in covered_steps(run):
+            latest[step] = run
     return latest
+
+
+def covered_steps(run: dg.DagsterRun) -> list[tuple[int, int]]:
+    """(step index, attempt) of each step a run builds: one, or several stage after stage."""
+    if TAG_STEPS in run.tags:
+        pairs = (part.split(":") for part in run.tags[TAG_STEPS].split(","))
+        return [(int(index), int(attempt)) for index, attempt in pairs]
+    if TAG_STEP in run.tags:
+        return [(int(run.tags[TAG_STEP]), int(run.tags.get(TAG_ATTEMPT, 0)))]
+    return []
 
 
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:

@@ -10,7 +10,12 @@ from typing import Any
 
 import dagster as dg
 
-from rescue_defs.rescues.outcomes import latest_by_step, model_outcomes, step_runs
+from rescue_defs.rescues.outcomes import (
+    covered_steps,
+    latest_by_step,
+    model_outcomes,
+    step_runs,
+)
 from rescue_defs.rescues.store import (
     ALL_RESCUES,
     DRY_RUN,
@@ -18,7 +23,6 @@ from rescue_defs.rescues.store import (
     TAG_ID,
     TAG_KIND,
     TAG_STAGE,
-    TAG_STEP,
     load,
     save,
 )
@@ -63,11 +67,12 @@ def report_markdown(
                 f"| proof | from-scratch comparison | {run.tags.get('rescue/proof', '0')} "
                 f"| [{run.run_id[:8]}](/runs/{run.run_id}) | {run.status.value} |"
             )
-        if TAG_STEP not in run.tags:
+        steps = [index + 1 for index, _ in covered_steps(run)]
+        if not steps:
             continue
-        step = int(run.tags[TAG_STEP])
+        number = f"{steps[0]}" + (f"-{steps[-1]}" if len(steps) > 1 else "")
         lines.append(
-            f"| {step + 1} | {run.tags.get(TAG_STAGE, '')} | {run.tags.get(TAG_ATTEMPT, '0')} "
+            f"| {number} | {run.tags.get(TAG_STAGE, '')} | {run.tags.get(TAG_ATTEMPT, '0')} "
             f"| [{run.run_id[:8]}](/runs/{run.run_id}) | {run.status.value} |"
         )
     rebuilt = [m for m in planned if outcomes[m].rebuilt]

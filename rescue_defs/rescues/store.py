@@ -29,6 +29,8 @@ TAG_ID, TAG_STAGE, TAG_GROUP, TAG_REASON, TAG_STEP, TAG_ATTEMPT = (
     "rescue/attempt",
 )
 TAG_SANDBOX = "rescue/sandbox"
+# a run that builds several steps of a rescue, stage after stage: "index:attempt,..."
+TAG_STEPS = "rescue/steps"
 TAG_KIND = "rescue/kind"
 ACTIVE, SUCCEEDED, FAILED, DRY_RUN, CANCELED = (
     "active",

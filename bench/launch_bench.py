@@ -1,0 +1,304 @@
+"""B1: what the on-call engineer waits for. `rescue launch --wait`, from the command to the
+rescue's end (report written), under a real `dagster dev` (webserver, daemon, sensors, run
+queue, a run worker per run), against plain `dbt build --select` of the same models on a copy
+of the warehouse, alternating, medians.
+
+The project is generated: layers of 20 models, every other layer incremental (unique_key, an
+`is_incremental()` filter), the others tables; tags `n1`, `n10`, `n50`, `n200` mark the first
+1/10/50/200 models in build order (each set closed upstream), so `--select tag:n10` is a
+10-model rescue with plain dbt's exact counterpart. The warehouse is first built by a
+200-model rescue (history for the estimates, as a pipeline run through Dagster leaves).
+
+For each size: `--repeat` pairs (rescue, then plain dbt; the order alternates), with and
+without `--full-refresh`, on the storages asked for (SQLite, the demo's; Postgres when
+reachable). Each rescue's plan estimate is printed beside its measured time.
+
+Run: .venv/bin/python bench/launch_bench.py [--sizes 1 10 50 200] [--repeat 3]
+     [--storage sqlite postgres] [--full-refresh both|no|only]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / ".venv" / "bin"
+WIDTH = 20
+
+
+def write_project(root: Path, models: int) -> Path:
+    project = root / "launch_bench"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text(
+        "name: launch_bench\nversion: '1.0.0'\nconfig-version: 2\nprofile: launch_bench\n"
+        "models:\n  launch_bench:\n    +materialized: table\n"
+    )
+    (project / "profiles.yml").write_text(
+        "launch_bench:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n"
+        "      path: \"{{ env_var('RESCUE_DUCKDB_PATH') }}\"\n      threads: 2\n"
+    )
+    for i in range(models):
+        layer, slot = divmod(i, WIDTH)
+        name = f"m_{layer:02d}_{slot:02d}"
+        tags = [f"n{size}" for size in (1, 10, 50, 200) if i < size]
+        incremental = layer % 2 == 1
+        config = (
+            f"{{{{ config(materialized='incremental', unique_key='id', tags={tags}) }}}}\n"
+            if incremental
+            else f"{{{{ config(tags={tags}) }}}}\n"
+        )
+        if layer == 0:
+            body = (
+                f"select range as id, date '2026-01-01' + cast(range % 30 as integer) as d "
+                f"from range({1000 + slot * 50})"
+            )
+        else:
+            a = f"m_{layer - 1:02d}_{slot:02d}"
+            b = f"m_{layer - 1:02d}_{(slot + 7) % WIDTH:02d}"
+            body = (
+                f"select * from (select id, d from {{{{ ref('{a}') }}}} where id % 2 = 0\n"
+                f"union all select id, d from {{{{ ref('{b}') }}}} where id % 2 = 1) u"
+            )
+            if incremental:
+                body += (
+                    "\n{% if is_incremental() %}"
+                    " where d >= (select max(d) from {{ this }}){% endif %}"
+                )
+        (project / "models" / f"{name}.sql").write_text(config + body + "\n")
+    return project
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dagster_yaml(storage: str, database: str) -> str:
+    text = (REPO / "dagster.yaml").read_text()
+    if storage == "postgres":
+        text += (
+            "\nstorage:\n  postgres:\n    postgres_db:\n      username: postgres\n"
+            "      password: ''\n      hostname: 127.0.0.1\n"
+            f"      db_name: {database}\n      port: 5432\n"
+        )
+    return text
+
+
+def postgres_available() -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres").close()
+        return True
+    except Exception:
+        return False
+
+
+def postgres_database(name: str, drop_only: bool = False) -> None:
+    import psycopg2
+
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'drop database if exists "{name}" with (force)')
+        if not drop_only:
+            cur.execute(f'create database "{name}"')
+    admin.close()
+
+
+class Dagster:
+    """`dagster dev` on the generated project, in its own Dagster home."""
+
+    def __init__(self, work: Path, env: dict, storage: str):
+        self.env, self.port = env, free_port()
+        self.log = work / f"dagster-dev-{storage}.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(self.port)],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        from dagster_graphql import DagsterGraphQLClient
+
+        client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if client._execute("{ assetNodes { id } }")["assetNodes"]:
+                    break
+            except Exception:
+                pass
+            time.sleep(1)
+        else:
+            raise SystemExit(f"dagster dev did not load: {self.log.read_text()[-3000:]}")
+        time.sleep(10)  # the daemon's first sensor ticks
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+
+
+def launch(env: dict, select: str, full_refresh: bool) -> tuple[float, str, str]:
+    """Seconds from the command to its exit (the rescue ended), its id and final status."""
+    args = [str(BIN / "rescue"), "launch", "--select", select, "--wait", "--now"]
+    args += ["--full-refresh"] if full_refresh else ["--no-full-refresh"]
+    began = time.perf_counter()
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    found = re.search(r"^rescue (\S+): active", done.stdout, re.M)
+    if done.returncode != 0 or not found:
+        raise SystemExit(f"rescue launch failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return seconds, found.group(1), "succeeded"
+
+
+def plain_dbt(env: dict, project: Path, select: str, full_refresh: bool, copy: Path) -> float:
+    shutil.copy(env["RESCUE_DUCKDB_PATH"], copy)
+    args = [str(BIN / "dbt"), "build", "--quiet", "--select", select]
+    args += ["--project-dir", str(project), "--profiles-dir", str(project)]
+    args += ["--full-refresh"] if full_refresh else []
+    began = time.perf_counter()
+    subprocess.run(args, env={**env, "RESCUE_DUCKDB_PATH": str(copy)}, check=True)
+    return time.perf_counter() - began
+
+
+def expected_and_runs(env: dict, rescue_id: str) -> tuple[float, int]:
+    code = (
+        "import json, sys, dagster as dg\n"
+        "from rescue_defs import rescues\n"
+        "with dg.DagsterInstance.get() as i:\n"
+        "    r = rescues.load(i, sys.argv[1])\n"
+        "    print(json.dumps([r['plan']['expected_seconds'], len(r['steps'])]))\n"
+    )
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", code, rescue_id],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    expected, runs = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(expected), int(runs)
+
+
+def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
+    home = work / f"home-{storage}"
+    home.mkdir()
+    database = f"rescue_launch_bench_{os.getpid()}"
+    if storage == "postgres":
+        postgres_database(database)
+    (home / "dagster.yaml").write_text(dagster_yaml(storage, database))
+    warehouse = work / f"warehouse-{storage}.duckdb"
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DAGSTER_HOME": str(home),
+        "RESCUE_DUCKDB_PATH": str(warehouse),
+        "RESCUE_DBT_PROJECT_DIR": str(project),
+        "RESCUE_PEAK_HOURS": "none",
+    }
+    dagster = Dagster(work, env, storage)
+    rows = []
+    try:
+        # the first build, through the product: tables exist, the instance has history
+        launch(env, "tag:n200", True)
+        modes = {"both": (False, True), "no": (False,), "only": (True,)}[opts.full_refresh]
+        for size in opts.sizes:
+            for full_refresh in modes:
+                product, plain, estimates, runs = [], [], [], 0
+                for r in range(opts.repeat):
+                    select = f"tag:n{size}"
+                    copy = work / "copy.duckdb"
+                    for kind in ("rescue", "dbt") if r % 2 == 0 else ("dbt", "rescue"):
+                        if kind == "rescue":
+                            product.append(launch(env, select, full_refresh))
+                        else:
+                            plain.append(plain_dbt(env, project, select, full_refresh, copy))
+                    expected, runs = expected_and_runs(env, product[-1][1])
+                    estimates.append(expected)
+                took = statistics.median(p[0] for p in product)
+                base = statistics.median(plain)
+                rows.append(
+                    {
+                        "storage": storage,
+                        "models": size,
+                        "full_refresh": full_refresh,
+                        "runs": runs,
+                        "rescue": took,
+                        "dbt": base,
+                        "expected": statistics.median(estimates),
+                    }
+                )
+                print_row(rows[-1], flush=True)
+    finally:
+        dagster.stop()
+        if storage == "postgres":
+            postgres_database(database, drop_only=True)
+    return rows
+
+
+HEADER = (
+    "| storage | models | full refresh | runs | rescue launch-to-end | plain dbt build "
+    "| ratio | extra | plan estimate | estimate / measured |"
+)
+
+
+def print_row(row: dict, flush: bool = False) -> None:
+    ratio = row["rescue"] / row["dbt"]
+    print(
+        f"| {row['storage']} | {row['models']} | {'yes' if row['full_refresh'] else 'no'} "
+        f"| {row['runs']} | {row['rescue']:.1f} s | {row['dbt']:.1f} s | {ratio:.2f}x "
+        f"| +{row['rescue'] - row['dbt']:.1f} s | {row['expected']:.0f} s "
+        f"| {row['expected'] / row['rescue']:.2f} |",
+        flush=flush,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 50, 200])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--storage", nargs="+", choices=["sqlite", "postgres"], default=None)
+    parser.add_argument("--full-refresh", choices=["both", "no", "only"], default="both")
+    opts = parser.parse_args()
+    if any(s not in (1, 10, 50, 200) for s in opts.sizes):
+        raise SystemExit("--sizes: 1, 10, 50 and/or 200")
+    storages = opts.storage or ["sqlite"] + (["postgres"] if postgres_available() else [])
+    work = Path(tempfile.mkdtemp(prefix="launch-bench-"))
+    project = write_project(work, 200)
+    subprocess.run(
+        [str(BIN / "dbt"), "parse", "--quiet", "--project-dir", str(project)],
+        env={**os.environ, "RESCUE_DUCKDB_PATH": str(work / "parse.duckdb")},
+        cwd=project,
+        check=True,
+    )
+    print(f"B1, {os.cpu_count()} cores, medians of {opts.repeat}; work dir {work}", flush=True)
+    print(HEADER + "\n|" + " --- |" * 10, flush=True)
+    rows = []
+    for storage in storages:
+        rows += measure(work, project, storage, opts)
+    print("\n" + HEADER + "\n|" + " --- |" * 10)
+    for row in rows:
+        print_row(row)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

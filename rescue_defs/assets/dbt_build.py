@@ -1,0 +1,254 @@
+"""How the dbt_models step builds: dbt invocations stage by stage, each stage validated before
+the next starts (the playbook's upstream -> target -> downstream, gated in one run)."""
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
+
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource
+from rescue_defs.checks.validation import blocking_failures, validate
+from rescue_defs.planning.manifest import DbtManifest
+from rescue_defs.planning.stages import group_selection
+from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
+
+# dbt exits 0 on a selection that matches nothing; a rescue must never silently do nothing
+WARN_ERROR_ARGS = ["--warn-error-options", '{"error": ["NoNodesForSelectionCriteria"]}']
+
+
+def refresh_layers(
+    manifest: DbtManifest, models: frozenset[str], full_refresh: frozenset[str]
+) -> list[tuple[bool, list[str]]]:
+    """Consecutive dbt invocations, each all-full-refresh or all-normal, in dependency order:
+    a model goes in the first layer after every parent of another refresh kind."""
+    layer: dict[str, int] = {}
+    graph = manifest.model_graph
+    for m in manifest.topological(models):
+        kind = m in full_refresh
+        at = 0 if kind else 1  # full refreshes first where nothing forces otherwise
+        for p in graph.predecessors(m):
+            if p in layer:
+                same = (p in full_refresh) == kind
+                at = max(at, layer[p] if same else layer[p] + 1)
+        if (at % 2 == 0) != kind:
+            at += 1
+        layer[m] = at
+    out: list[tuple[bool, list[str]]] = []
+    for index in sorted(set(layer.values())):
+        members = [m for m in manifest.topological(models) if layer[m] == index]
+        out.append((index % 2 == 0, members))
+    return out
+
+
+def _split_events(events, checks: dict) -> Iterator:
+    """Model events pass through; test results are kept in `checks`, the last one per check.
+
+    Without `context`, dagster-dbt reports tests as evaluations where the step expects results;
+    and a test whose parents sit in two invocations runs in both, where only the later run (both
+    parents rebuilt) counts."""
+    for event in events:
+        if isinstance(event, dg.AssetCheckEvaluation):
+            checks[(event.asset_key, event.check_name)] = dg.AssetCheckResult(
+                asset_key=event.asset_key,
+                check_name=event.check_name,
+                passed=event.passed,
+                severity=event.severity,
+                metadata=event.metadata,
+            )
+        else:
+            yield event
+
+
+def _built_key(context: dg.AssetExecutionContext, event) -> dg.AssetKey | None:
+    if isinstance(event, dg.Output):
+        return context.assets_def.keys_by_output_name.get(event.output_name)
+    if isinstance(event, (dg.AssetMaterialization, dg.MaterializeResult)):
+        return event.asset_key
+    return None
+
+
+def with_target(dbt: DbtCliResource, target: str) -> DbtCliResource:
+    return RescueDbtCliResource(
+        project_dir=dbt.project_dir,
+        profiles_dir=dbt.profiles_dir,
+        profile=dbt.profile,
+        target=target,
+        dbt_executable=dbt.dbt_executable,
+        global_config_flags=dbt.global_config_flags,
+    )
+
+
+def remove_run_folders(invocations, project_dir: Path) -> None:
+    """Each dagster-dbt invocation leaves a 4-5 MB folder in target/ (and, past 200 selected
+    resources, a whole copy of the project in a temp dir): 45 runs left 173 MB. The events
+    have been read and the checks have run: nothing needs them any more."""
+    target = (project_dir / "target").resolve()
+    temp = Path(tempfile.gettempdir()).resolve()
+    for invocation in invocations:
+        path = Path(invocation.target_path).resolve()
+        if path.parent == target:
+            shutil.rmtree(path, ignore_errors=True)
+        copy = Path(invocation.project_dir).resolve()
+        if copy != project_dir.resolve() and copy.parent == temp:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+class Build:
+    """One step's dbt work: what it needs, and what it found (models built, test results)."""
+
+    def __init__(
+        self, context, dbt, project, manifest: DbtManifest, keys, translator, sandbox: bool, reason
+    ):
+        self.context, self.project, self.manifest = context, project, manifest
+        self.translator, self.reason = translator, reason
+        self.keys = keys  # unique_id -> asset key
+        self.by_key = {k: uid for uid, k in keys.items()}
+        self.sandbox = sandbox
+        # a resource for the sandbox target: dagster-dbt builds the adapter (which the checks
+        # query through) from the resource's target, not from a --target arg
+        self.dbt = with_target(dbt, SANDBOX_TARGET) if sandbox else dbt
+        self.tests: dict = {}  # (asset key, check name) -> the last result of a dbt test
+
+    def whole_selection(self, built: list[str], invocations: list) -> Iterator:
+        """The run's own asset selection in one `dbt build` (dagster-dbt selects)."""
+        invocation = self.dbt.cli(["build", *WARN_ERROR_ARGS], context=self.context)
+        invocations.append(invocation)
+        for event in invocation.stream():
+            if (key := _built_key(self.context, event)) in self.by_key:
+                built.append(self.by_key[key])
+            yield event
+
+    def models(
+        self, models: frozenset[str], full_refresh: frozenset[str], built, invocations
+    ) -> Iterator:
+        """Exactly `models`, in refresh layers (dbt applies --full-refresh per invocation).
+        dagster-dbt adds its own selection to every invocation made with `context`, so these
+        pass their own exact selection (model names) and the manifest."""
+        for refresh, layer in refresh_layers(self.manifest, models, full_refresh & models):
+            args = ["build", *(["--full-refresh"] if refresh else []), *WARN_ERROR_ARGS]
+            args += ["--select", group_selection(self.manifest, tuple(layer))]
+            invocation = self.dbt.cli(
+                args, manifest=self.project.manifest_path, dagster_dbt_translator=self.translator
+            )
+            invocations.append(invocation)
+            for event in _split_events(invocation.stream(), self.tests):
+                if (key := _built_key(self.context, event)) in self.by_key:
+                    built.append(self.by_key[key])
+                yield event
+
+    def test_results(self) -> list[dg.AssetCheckResult]:
+        selected = self.context.selected_asset_check_keys
+        return [
+            result
+            for (key, name), result in self.tests.items()
+            if dg.AssetCheckKey(key, name) in selected
+        ]
+
+
+def build_in_stages(
+    build: Build,
+    stages: Sequence[tuple[str, frozenset[str]]],
+    full_refresh: frozenset[str],
+    validation_args: Mapping[str, Any],
+) -> Iterator:
+    """Each stage's dbt, then its validation; a stage whose dbt failed or whose blocking checks
+    failed ends the step before the next stage starts. Yields what the step reports; returns
+    (by StopIteration) nothing: failures are raised."""
+    context = build.context
+    whole = len(stages) == 1 and not full_refresh and not build.sandbox
+    project_dir = Path(build.project.project_dir)
+    observations: list = []
+    for number, (name, models) in enumerate(stages, 1):
+        later = [n for n, _ in stages[number:]]
+        if len(stages) > 1:
+            context.log.info(
+                f"stage {number}/{len(stages)} ({name}): {len(models)} model(s)"
+                + (f"; then {', '.join(later)}" if later else "")
+            )
+        built: list[str] = []
+        invocations: list = []
+        error: DagsterDbtCliRuntimeError | None = None
+        try:
+            events = (
+                build.whole_selection(built, invocations)
+                if whole
+                else build.models(models, full_refresh, built, invocations)
+            )
+            for event in events:
+                if not build.sandbox:
+                    yield event
+        except DagsterDbtCliRuntimeError as e:
+            error = e  # validate what did get built, then fail the step
+        adapter = invocations[-1].adapter if invocations else None
+        results = []
+        try:
+            for result in validate(
+                context,
+                adapter,
+                keys=build.keys,
+                built=built,
+                full_refresh=full_refresh,
+                **validation_args,
+            ):
+                results.append(result)
+                if not build.sandbox:
+                    yield result
+        finally:
+            remove_run_folders(invocations, project_dir)
+        if build.sandbox:
+            observations += list(_sandbox_observations(build, built, results))
+        not_started = f" (not started: {', '.join(later)})" if later else ""
+        if error is not None:
+            yield from _end(build, observations)
+            if later:
+                context.log.error(f"stage {name} failed in dbt{not_started}")
+            raise error
+        blocked = blocking_failures(results)
+        if build.sandbox:
+            blocked += [
+                f"{t.asset_key.to_user_string()}: dbt test {t.check_name} failed in the sandbox"
+                for t in build.test_results()
+                if not t.passed and t.severity == dg.AssetCheckSeverity.ERROR
+            ]
+        if blocked:
+            yield from _end(build, observations)
+            # what AssetCheckSpec(blocking=True) does for check outputs: the step fails
+            where = f" in stage {name}{not_started}" if len(stages) > 1 else ""
+            raise dg.Failure(
+                f"{len(blocked)} blocking check(s) failed{where}:\n" + "\n".join(blocked),
+                metadata={"failed_checks": len(blocked), "stage": name},
+            )
+    yield from _end(build, observations)
+
+
+def _end(build: Build, observations: list) -> Iterator:
+    """The dbt test results (once each, the last run of each) and, for a sandbox run, what it
+    built as observations."""
+    if build.sandbox:
+        yield from observations
+        return
+    yield from build.test_results()
+    build.tests.clear()
+
+
+def _sandbox_observations(build: Build, built, results) -> Iterator:
+    """What a sandbox run built, as observations: prod's history stays untouched."""
+    reason = build.reason
+    for uid in built:
+        key = build.keys[uid]
+        metadata: dict[str, Any] = {"sandbox": True, "dbt_target": SANDBOX_TARGET}
+        if reason:
+            metadata["reason"] = reason
+        for r in (*results, *build.test_results()):
+            if r.asset_key == key:
+                verdict = "passed" if r.passed else "FAILED"
+                text = getattr(r, "description", None) or ""
+                metadata[r.check_name] = f"{verdict}: {text}".rstrip(": ")
+        yield dg.AssetObservation(
+            asset_key=key, description="built in the sandbox, not in prod", metadata=metadata
+        )

@@ -1,0 +1,107 @@
+"""The run requests of a rescue: one step, or several steps stage after stage in one run."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from rescue_defs.rescues.store import (
+    TAG_ATTEMPT,
+    TAG_GROUP,
+    TAG_ID,
+    TAG_REASON,
+    TAG_SANDBOX,
+    TAG_STAGE,
+    TAG_STEP,
+    TAG_STEPS,
+)
+
+STEP_JOB = "rescue_step_job"
+
+
+def step_request(
+    record: Mapping[str, Any],
+    step: Mapping[str, Any],
+    keys: Mapping[str, dg.AssetKey],
+    checks_of=None,
+) -> dg.RunRequest:
+    """The run of one step. `checks_of(asset keys) -> check keys` lists the asset checks of the
+    step's models, to plan only the dbt tests among them (None: plan every check)."""
+    return steps_request(record, [step], keys, checks_of)
+
+
+def steps_request(
+    record: Mapping[str, Any],
+    steps: Sequence[Mapping[str, Any]],
+    keys: Mapping[str, dg.AssetKey],
+    checks_of=None,
+) -> dg.RunRequest:
+    """One run of consecutive steps (in dependency order): each step a stage of the run's
+    dbt_models step, built and validated before the next starts, so one run worker, one code
+    load and one queue wait serve the whole rescue when nothing else writes its models."""
+    from rescue_defs.assets.dbt import DBT_ASSETS_NAME
+    from rescue_defs.checks.coverage import VALIDATION_CHECKS
+
+    first, n = steps[0], len(record["steps"])
+    remaining = [m for step in steps for m in step["remaining"]]
+    full_refresh = [m for step in steps for m in step["full_refresh"] if m in step["remaining"]]
+    selection = [keys[m] for m in remaining]
+    # the models' dbt tests are planned as usual; the validation checks run anyway in rescue
+    # runs (see checks/validation.py) without a stored "planned" event each
+    check_keys = (
+        [c for c in checks_of(selection) if c.name not in VALIDATION_CHECKS]
+        if checks_of is not None
+        else None
+    )
+    numbers = f"{first['index'] + 1}" + (f"-{steps[-1]['index'] + 1}" if len(steps) > 1 else "")
+    stage_names = list(dict.fromkeys(step["stage"] for step in steps))
+    config: dict[str, Any] = {
+        "full_refresh": full_refresh,
+        "sandbox": bool(record.get("sandbox")),
+        "reason": f"rescue {record['id']} ({record['reason']}), "
+        f"run {numbers}/{n} [{', '.join(stage_names)}]",
+    }
+    tags = {
+        TAG_ID: record["id"],
+        TAG_STAGE: "+".join(stage_names),
+        TAG_GROUP: str(first["index"]),
+        TAG_STEP: str(first["index"]),
+        TAG_ATTEMPT: str(max(step["attempt"] for step in steps)),
+    }
+    if len(steps) > 1:
+        config["stages"] = [list(step["remaining"]) for step in steps]
+        config["stage_names"] = [f"{step['index'] + 1}/{n} {step['stage']}" for step in steps]
+        tags[TAG_STEPS] = ",".join(f"{step['index']}:{step['attempt']}" for step in steps)
+    indices = "-".join(str(step["index"]) for step in (steps[0], steps[-1])[: len(steps)])
+    attempts = ".".join(str(step["attempt"]) for step in steps)
+    limit = sum(record.get("max_runtime") or default_max_runtime(record, step) for step in steps)
+    return dg.RunRequest(
+        run_key=f"{record['id']}:{indices}:{attempts}",
+        job_name=STEP_JOB,
+        asset_selection=selection,
+        asset_check_keys=check_keys,
+        run_config={"ops": {DBT_ASSETS_NAME: {"config": config}}},
+        tags={
+            **tags,
+            TAG_REASON: "resume" if any(step["attempt"] for step in steps) else record["reason"],
+            **record.get("tags", {}),
+            **({TAG_SANDBOX: "true"} if record.get("sandbox") else {}),
+            # run monitoring fails a run that outlives this (a dead run worker leaves its run
+            # STARTED for good, holding the queue); `rescue resume` continues from there
+            "dagster/max_runtime": str(limit),
+        },
+    )
+
+
+MIN_MAX_RUNTIME = 900
+RUNTIME_FACTOR = 6
+
+
+def default_max_runtime(record: Mapping[str, Any], step: Mapping[str, Any]) -> int:
+    """Six times the step's estimate, at least 15 minutes: far from a slow run, near enough
+    that a dead one does not hold the queue through the night."""
+    groups = record.get("plan", {}).get("groups", [])
+    expected = next(
+        (g.get("expected_seconds", 0) for g in groups if g.get("index") == step["index"]), 0
+    )
+    return int(max(MIN_MAX_RUNTIME, RUNTIME_FACTOR * float(expected or 0)))
