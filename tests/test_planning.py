@@ -209,23 +209,35 @@ def test_full_refresh_reaches_only_incremental_models_named_or_advised(shop_plan
 
 
 def test_expected_time_counts_each_runs_start_up_learned_from_history(shop_manifest):
-    from rescue_defs.planning.cost import STAGE_SECONDS
+    from rescue_defs.planning.cost import (
+        DEFAULT_MODEL_OVERHEAD_SECONDS,
+        STAGE_SECONDS,
+        TICK_SECONDS,
+    )
     from rescue_defs.planning.render import render_text
 
     layered = PlanRequest("+int_orders_enriched+", layered=True)
     fresh = Planner(shop_manifest).plan(layered)
-    models = sum(fresh.seconds[m] for m in fresh.models)
+    n = len(fresh.models)
+    models = sum(fresh.seconds[m] for m in fresh.models) + n * DEFAULT_MODEL_OVERHEAD_SECONDS
     # no history: the start-up measured on this machine kind, for the one run that builds the
     # three stages one after the other, and a dbt start for each further stage
     assert fresh.run_overhead_seconds == 45.0
     assert fresh.runs == 1
-    assert fresh.total_seconds == models + 45.0 + 2 * STAGE_SECONDS
+    assert fresh.total_seconds == pytest.approx(models + 45.0 + 2 * STAGE_SECONDS)
     assert "3 steps in 1 run, stage after stage" in render_text(fresh)
-    # with history: the median of what recent rescue runs cost besides their models
+    # with history: the median of what recent rescue runs cost besides their models, and the
+    # ticks before and after a run, which its own record does not show
     learned = Planner(shop_manifest).plan(layered, history=History(run_overhead=[12, 20, 90]))
-    assert learned.total_seconds == models + 20.0 + 2 * STAGE_SECONDS
+    assert learned.total_seconds == pytest.approx(models + 20.0 + TICK_SECONDS + 2 * STAGE_SECONDS)
     assert all(s.seconds >= 20.0 for s in learned.steps)
+    # runs of different sizes tell the per-run part from the per-model part
+    sized = History(run_overhead=[12.0, 32.0, 112.0], run_models=[10, 50, 210])
+    fitted = Planner(shop_manifest).plan(layered, history=sized)
+    assert fitted.model_overhead_seconds == pytest.approx(0.5)
+    assert fitted.run_overhead_seconds == pytest.approx(7.0 + TICK_SECONDS)
     # runs asked apart: each pays its own start-up and waits
     apart = PlanRequest("+int_orders_enriched+", layered=True, separate_runs=True)
     separate = Planner(shop_manifest).plan(apart, history=History(run_overhead=[20]))
-    assert separate.runs == 3 and separate.total_seconds == models + 3 * 20.0
+    assert separate.runs == 3
+    assert separate.total_seconds == pytest.approx(models + 3 * (20.0 + TICK_SECONDS))

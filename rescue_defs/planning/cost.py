@@ -13,6 +13,12 @@ DEFAULT_FULL_REFRESH_FACTOR = 10.0
 # ~10 s each), a run worker loading the code location (10-26 s), dbt starting (~6 s). Measured
 # under `dagster dev` on 2 cores: a 3-run rescue of 19 models, ~6 s of model time, took 150 s.
 DEFAULT_RUN_OVERHEAD_SECONDS = 45.0
+# Per model a run builds, besides the model's own dbt time (events stored, checks, dbt's own
+# per-node work): measured with bench/launch_bench.py under `dagster dev` on 2 cores.
+DEFAULT_MODEL_OVERHEAD_SECONDS = 0.3
+# What a run's own record does not show: the tick that requests it and the tick that sees it
+# end (rescue_sensor runs every 5 s at best).
+TICK_SECONDS = 5.0
 # A further stage inside one run: dbt starting again, its adapter, the stage's validation
 # queries (bench/step_overhead_bench.py: plain `dbt build` of 2 models takes 3.5-4 s).
 STAGE_SECONDS = 4.0
@@ -28,6 +34,8 @@ class CostSettings:
     default_seconds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SECONDS))
     run_overhead_seconds: float | None = None
     """Seconds each run of a rescue adds besides its models; None: learned from history."""
+    model_overhead_seconds: float | None = None
+    """Seconds each model adds to its run besides its dbt time; None: learned from history."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class History:
     full_refresh: Mapping[str, list[float]] = field(default_factory=dict)
     run_overhead: list[float] = field(default_factory=list)
     """Recent rescue runs: wall time from request to end minus their models' own time."""
+    run_models: list[int] = field(default_factory=list)
+    """How many models each of those runs built (same order), when known."""
 
 
 @dataclass(frozen=True)
@@ -63,10 +73,25 @@ class CostModel:
             if self.settings.full_refresh_factor is not None
             else learn_full_refresh_factor(self.history)
         )
+        runs = self.history.run_overhead
+        sized = (
+            list(zip(runs, self.history.run_models, strict=True))
+            if len(self.history.run_models) == len(runs)
+            else []
+        )
+        if self.settings.model_overhead_seconds is not None:
+            self.model_overhead = self.settings.model_overhead_seconds
+        else:
+            learned = per_model_slope(sized)
+            self.model_overhead = (
+                DEFAULT_MODEL_OVERHEAD_SECONDS if learned is None else round(learned, 3)
+            )
         if self.settings.run_overhead_seconds is not None:
             self.run_overhead = self.settings.run_overhead_seconds
-        elif self.history.run_overhead:
-            self.run_overhead = round(statistics.median(self.history.run_overhead), 1)
+        elif runs:
+            # a run's own overhead less what its models cost it, plus the ticks around it
+            fixed = [o - self.model_overhead * n for o, n in sized] if sized else runs
+            self.run_overhead = round(max(0.0, statistics.median(fixed)) + TICK_SECONDS, 1)
         else:
             self.run_overhead = DEFAULT_RUN_OVERHEAD_SECONDS
 
@@ -105,3 +130,15 @@ def learn_full_refresh_factor(history: History) -> float:
         and statistics.median(history.incremental[m]) > 0
     ]
     return round(statistics.median(ratios), 2) if ratios else DEFAULT_FULL_REFRESH_FACTOR
+
+
+def per_model_slope(runs: list[tuple[float, int]]) -> float | None:
+    """Least-squares seconds per model over recent runs (overhead, models built); None
+    without at least two run sizes to tell the per-run part from the per-model part."""
+    if len({n for _, n in runs}) < 2:
+        return None
+    mean_n = statistics.fmean(n for _, n in runs)
+    mean_o = statistics.fmean(o for o, _ in runs)
+    spread = sum((n - mean_n) ** 2 for _, n in runs)
+    slope = sum((n - mean_n) * (o - mean_o) for o, n in runs) / spread
+    return min(max(slope, 0.0), 5.0)

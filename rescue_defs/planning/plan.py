@@ -79,6 +79,8 @@ class Plan:
     tests: tuple[str, ...]
     run_overhead_seconds: float = 0.0
     """What each run adds besides its models (start-up, waits), learned from history."""
+    model_overhead_seconds: float = 0.0
+    """What each model adds to its run besides its dbt time, learned from history."""
     inlined: tuple[str, ...] = ()
     """Ephemeral models in the selection: compiled into the planned models that use them,
     never built (nor run) on their own."""
@@ -107,6 +109,7 @@ class Plan:
         stages_inside = len(self.steps) - self.runs
         return (
             sum(self.seconds[m] for m in self.models)
+            + len(self.models) * self.model_overhead_seconds
             + self.runs * self.run_overhead_seconds
             + stages_inside * STAGE_SECONDS
         )
@@ -137,6 +140,7 @@ class Plan:
             ],
             "expected_seconds": round(self.total_seconds, 1),
             "run_overhead_seconds": self.run_overhead_seconds,
+            "model_overhead_seconds": self.model_overhead_seconds,
             "heavy": sorted(self.heavy),
             "full_refresh_factor": self.full_refresh_factor,
             "advice": {
@@ -207,7 +211,10 @@ class Planner:
             settings.stages,
             request.layered,
         )
-        steps = self._steps(stages, seconds, full_refresh, costs.run_overhead)
+        per_model = costs.model_overhead
+        steps = self._steps(
+            stages, {m: s + per_model for m, s in seconds.items()}, full_refresh, costs.run_overhead
+        )
 
         upstream, middle, downstream = split_layers(manifest, models, targets)
         graph = manifest.model_graph
@@ -218,6 +225,7 @@ class Planner:
             models=models,
             names={m: manifest.name(m) for m in models | outside},
             seconds=sum(seconds.values())
+            + len(models) * costs.model_overhead
             + (len(steps) if request.separate_runs else 1) * costs.run_overhead
             + (0 if request.separate_runs else len(steps) - 1) * STAGE_SECONDS,
             heavy=heavy,
@@ -255,6 +263,7 @@ class Planner:
             tests=tuple(manifest.tests_of(models)),
             inlined=tuple(sorted(inlined, key=manifest.name)),
             run_overhead_seconds=costs.run_overhead,
+            model_overhead_seconds=costs.model_overhead,
         )
 
     def _full_refresh(self, request, models, incremental, advice) -> frozenset[str]:

@@ -94,10 +94,16 @@ def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit
                 durations.append(float(value.value))
         if durations:
             incremental[uid] = durations
-    return History(incremental=incremental, run_overhead=run_overheads(instance))
+    overheads = run_overheads(instance)
+    return History(
+        incremental=incremental,
+        run_overhead=[o for o, _ in overheads],
+        run_models=[n for _, n in overheads],
+    )
 
 
-def run_overheads(instance: dg.DagsterInstance, limit: int = 10) -> list[float]:
+def run_overheads(instance: dg.DagsterInstance, limit: int = 10) -> list[tuple[float, int]]:
+    """(seconds besides the models' own time, models built) of recent successful rescue runs."""
     from rescue_defs.rescues.advance import STEP_JOB
 
     records = instance.get_run_records(
@@ -109,14 +115,15 @@ def run_overheads(instance: dg.DagsterInstance, limit: int = 10) -> list[float]:
         if record.end_time is None or TAG_ID not in record.dagster_run.tags:
             continue
         model_seconds = 0.0
-        for event in instance.get_records_for_run(
+        events = instance.get_records_for_run(
             record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        ).records:
+        ).records
+        for event in events:
             materialization = event.event_log_entry.asset_materialization
             value = materialization.metadata.get("Execution Duration") if materialization else None
             model_seconds += float(value.value) if value is not None else 0.0
         wall = record.end_time - record.create_timestamp.timestamp()
-        overheads.append(max(0.0, wall - model_seconds))
+        overheads.append((max(0.0, wall - model_seconds), len(events)))
     return overheads
 
 
