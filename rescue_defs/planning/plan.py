@@ -106,7 +106,8 @@ class Plan:
     def total_seconds(self) -> float:
         """Launch to end: the models one after the other, each run's start-up and waits, and
         each further stage's dbt start inside a run."""
-        stages_inside = len(self.steps) - self.runs
+        # in one run, the steps of one stage (lineage groups) share one dbt invocation
+        stages_inside = 0 if self.request.separate_runs else len(self.stages) - 1
         return (
             sum(self.seconds[m] for m in self.models)
             + len(self.models) * self.model_overhead_seconds
@@ -227,7 +228,7 @@ class Planner:
             seconds=sum(seconds.values())
             + len(models) * costs.model_overhead
             + (len(steps) if request.separate_runs else 1) * costs.run_overhead
-            + (0 if request.separate_runs else len(steps) - 1) * STAGE_SECONDS,
+            + (0 if request.separate_runs else len(stages) - 1) * STAGE_SECONDS,
             heavy=heavy,
             full_refresh=full_refresh,
             advised_full=frozenset(m for m, a in advice.items() if a.full_refresh),

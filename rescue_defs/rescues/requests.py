@@ -69,9 +69,22 @@ def steps_request(
         TAG_ATTEMPT: str(max(step["attempt"] for step in steps)),
     }
     if len(steps) > 1:
-        config["stages"] = [list(step["remaining"]) for step in steps]
-        config["stage_names"] = [f"{step['index'] + 1}/{n} {step['stage']}" for step in steps]
         tags[TAG_STEPS] = ",".join(f"{step['index']}:{step['attempt']}" for step in steps)
+    # consecutive steps of one stage (lineage groups) share one dbt invocation: dbt orders
+    # them and skips what depends on a failed test; stages are gated by validation in between
+    stages: list[tuple[str, list[int], list[str]]] = []
+    for step in steps:
+        if stages and stages[-1][0] == step["stage"]:
+            stages[-1][1].append(step["index"] + 1)
+            stages[-1][2].extend(step["remaining"])
+        else:
+            stages.append((step["stage"], [step["index"] + 1], list(step["remaining"])))
+    if len(stages) > 1:
+        config["stages"] = [models for _, _, models in stages]
+        config["stage_names"] = [
+            f"{stage} (run {runs[0]}" + (f"-{runs[-1]})" if len(runs) > 1 else ")")
+            for stage, runs, _ in stages
+        ]
     indices = "-".join(str(step["index"]) for step in (steps[0], steps[-1])[: len(steps)])
     attempts = ".".join(str(step["attempt"]) for step in steps)
     limit = sum(record.get("max_runtime") or default_max_runtime(record, step) for step in steps)
