@@ -155,17 +155,18 @@ class Dagster:
                 pass
 
 
-def launch(env: dict, select: str, full_refresh: bool) -> tuple[float, str, str]:
-    """Seconds from the command to its exit (the rescue ended), its id and final status."""
+def launch(env: dict, select: str, full_refresh: bool) -> tuple[float, str, float]:
+    """Seconds from the command to its exit (the rescue ended), its id, and the wall-clock
+    time the command started (for the timeline)."""
     args = [str(BIN / "rescue"), "launch", "--select", select, "--wait", "--now"]
     args += ["--full-refresh"] if full_refresh else ["--no-full-refresh"]
-    began = time.perf_counter()
+    wall, began = time.time(), time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - began
     found = re.search(r"^rescue (\S+): active", done.stdout, re.M)
     if done.returncode != 0 or not found:
         raise SystemExit(f"rescue launch failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return seconds, found.group(1), "succeeded"
+    return seconds, found.group(1), wall
 
 
 def plain_dbt(env: dict, project: Path, select: str, full_refresh: bool, copy: Path) -> float:
@@ -178,16 +179,35 @@ def plain_dbt(env: dict, project: Path, select: str, full_refresh: bool, copy: P
     return time.perf_counter() - began
 
 
-def expected_and_runs(env: dict, rescue_id: str) -> tuple[float, str]:
-    code = (
-        "import json, sys, dagster as dg\n"
-        "from rescue_defs import rescues\n"
-        "with dg.DagsterInstance.get() as i:\n"
-        "    r = rescues.load(i, sys.argv[1])\n"
-        "    runs = [x for x in rescues.step_runs(i, r['id']) if rescues.TAG_STEP in x.tags]\n"
-        "    shape = f\"{len(r['steps'])}/{len(runs)}\"\n"
-        "    print(json.dumps([r['plan']['expected_seconds'], shape]))\n"
-    )
+TIMELINE = """
+import json, sys
+from datetime import datetime
+import dagster as dg
+from rescue_defs import rescues
+with dg.DagsterInstance.get() as i:
+    r = rescues.load(i, sys.argv[1])
+    runs = [
+        i.get_run_record_by_id(x.run_id)
+        for x in rescues.step_runs(i, r["id"])
+        if rescues.TAG_STEP in x.tags
+    ]
+    at = lambda text: datetime.fromisoformat(text).timestamp()
+    marks = {
+        "registered": at(r["created_at"]),
+        "requested": min(x.create_timestamp.timestamp() for x in runs),
+        "started": min(x.start_time for x in runs),
+        "run ended": max(x.end_time for x in runs),
+        "rescue ended": at(r["ended_at"]),
+    }
+    shape = f"{len(r['steps'])}/{len(runs)}"
+    print(json.dumps([r["plan"]["expected_seconds"], shape, marks]))
+"""
+PHASES = ("registered", "requested", "started", "run ended", "rescue ended")
+
+
+def expected_and_runs(env: dict, rescue_id: str) -> tuple[float, str, dict]:
+    """The plan's estimate, steps/runs, and when the rescue passed each phase."""
+    code = TIMELINE
     out = subprocess.run(
         [str(BIN / "python"), "-c", code, rescue_id],
         env=env,
@@ -196,8 +216,8 @@ def expected_and_runs(env: dict, rescue_id: str) -> tuple[float, str]:
         text=True,
         check=True,
     )
-    expected, runs = json.loads(out.stdout.strip().splitlines()[-1])
-    return float(expected), str(runs)
+    expected, runs, marks = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(expected), str(runs), marks
 
 
 def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
@@ -224,7 +244,7 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
         modes = {"both": (False, True), "no": (False,), "only": (True,)}[opts.full_refresh]
         for size in opts.sizes:
             for full_refresh in modes:
-                product, plain, estimates, runs = [], [], [], ""
+                product, plain, estimates, runs, phases = [], [], [], "", []
                 for r in range(opts.repeat):
                     select = f"tag:n{size}"
                     copy = work / "copy.duckdb"
@@ -233,8 +253,11 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
                             product.append(launch(env, select, full_refresh))
                         else:
                             plain.append(plain_dbt(env, project, select, full_refresh, copy))
-                    expected, runs = expected_and_runs(env, product[-1][1])
+                    expected, runs, marks = expected_and_runs(env, product[-1][1])
                     estimates.append(expected)
+                    seconds, _, began = product[-1]
+                    points = [began, *(marks[p] for p in PHASES), began + seconds]
+                    phases.append([b - a for a, b in zip(points, points[1:], strict=False)])
                 took = statistics.median(p[0] for p in product)
                 base = statistics.median(plain)
                 rows.append(
@@ -246,6 +269,7 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
                         "rescue": took,
                         "dbt": base,
                         "expected": statistics.median(estimates),
+                        "phases": [statistics.median(p) for p in zip(*phases, strict=True)],
                     }
                 )
                 print_row(rows[-1], flush=True)
@@ -260,6 +284,18 @@ HEADER = (
     "| storage | models | full refresh | steps/runs | rescue launch-to-end | plain dbt build "
     "| ratio | extra | plan estimate | estimate / measured |"
 )
+
+
+TIMELINE_HEADER = (
+    "| storage | models | full refresh | CLI plans, registers | tick requests the run "
+    "| queue, run worker starts | run | tick ends the rescue | CLI notices |"
+)
+
+
+def print_timeline(row: dict) -> None:
+    cells = " | ".join(f"{s:.1f} s" for s in row["phases"])
+    refresh = "yes" if row["full_refresh"] else "no"
+    print(f"| {row['storage']} | {row['models']} | {refresh} | {cells} |")
 
 
 def print_row(row: dict, flush: bool = False) -> None:
@@ -299,6 +335,10 @@ def main() -> None:
     print("\n" + HEADER + "\n|" + " --- |" * 10)
     for row in rows:
         print_row(row)
+    print("\nWhere the launch-to-end time goes (medians):\n" + TIMELINE_HEADER)
+    print("|" + " --- |" * 9)
+    for row in rows:
+        print_timeline(row)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -241,3 +241,31 @@ def test_expected_time_counts_each_runs_start_up_learned_from_history(shop_manif
     separate = Planner(shop_manifest).plan(apart, history=History(run_overhead=[20]))
     assert separate.runs == 3
     assert separate.total_seconds == pytest.approx(models + 3 * (20.0 + TICK_SECONDS))
+
+
+def test_a_full_refresh_of_every_incremental_model_is_one_dbt_invocation(shop_manifest):
+    """As the engineer types it: `dbt build --full-refresh --select ...` once (B1: a 200-model
+    full refresh went through ten alternating invocations); a partial one keeps the others
+    out of --full-refresh, parents first."""
+    from rescue_defs.assets.dbt_build import refresh_layers
+    from rescue_defs.planning.advice import is_incremental
+    from rescue_defs.planning.selection import Selector
+
+    models = Selector(shop_manifest).resolve("int_orders_enriched+").models
+    incremental = {m for m in models if is_incremental(shop_manifest.models[m])}
+    assert len(incremental) >= 2
+    layers = refresh_layers(shop_manifest, models, frozenset(incremental))
+    assert layers == [(True, shop_manifest.topological(models))]
+
+    (fct_orders,) = shop_manifest.by_name["fct_orders"]
+    partial = refresh_layers(shop_manifest, models, frozenset({fct_orders}))
+    assert len(partial) >= 2
+    assert [m for refresh, layer in partial if refresh for m in layer] == [fct_orders]
+    built = [m for _, layer in partial for m in layer]
+    assert sorted(built) == sorted(models)
+    assert all(
+        built.index(p) < built.index(m)
+        for m in models
+        for p in shop_manifest.model_graph.predecessors(m)
+        if p in models
+    )

@@ -13,6 +13,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 from rescue_defs.checks.validation import blocking_failures, validate
+from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.stages import group_selection
 from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
@@ -25,7 +26,12 @@ def refresh_layers(
     manifest: DbtManifest, models: frozenset[str], full_refresh: frozenset[str]
 ) -> list[tuple[bool, list[str]]]:
     """Consecutive dbt invocations, each all-full-refresh or all-normal, in dependency order:
-    a model goes in the first layer after every parent of another refresh kind."""
+    a model goes in the first layer after every parent of another refresh kind. When every
+    incremental model is to be refreshed, one `--full-refresh` invocation does it all, as the
+    engineer would type it (--full-refresh changes nothing for table and view models)."""
+    incremental = {m for m in models if is_incremental(manifest.models[m])}
+    if incremental and incremental <= full_refresh:
+        return [(True, manifest.topological(models))]
     layer: dict[str, int] = {}
     graph = manifest.model_graph
     for m in manifest.topological(models):
