@@ -90,6 +90,8 @@ def dagster_yaml(storage: str, database: str) -> str:
             "\nstorage:\n  postgres:\n    postgres_db:\n      username: postgres\n"
             "      password: ''\n      hostname: 127.0.0.1\n"
             f"      db_name: {database}\n      port: 5432\n"
+            # SQLAlchemy 2.1 defaults to psycopg 3; dagster-postgres ships psycopg2
+            "      scheme: postgresql+psycopg2\n"
         )
     return text
 
