@@ -173,6 +173,12 @@ def test_full_refresh_reaches_only_the_models_meant(built, instance):
     assert len(refreshed) == 1 and refreshed[0].endswith("--select fct_orders")
     assert len(commands) >= 2
     assert all("fct_orders " not in c + " " for c in commands if c not in refreshed)
+    # the history knows that build was a full refresh: the next estimate learns its cost
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    learned = rescues.history(instance, keys)
+    (fct_orders,) = [m for m, k in keys.items() if k == dg.AssetKey("fct_orders")]
+    assert list(learned.full_refresh) == [fct_orders]
+    assert fct_orders in learned.incremental  # the daily pipeline's normal builds
 
 
 def test_killed_rescue_resumes_with_only_what_is_missing_and_equals_a_clean_run(

@@ -14,6 +14,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 from rescue_defs.checks.validation import blocking_failures, validate
 from rescue_defs.planning.advice import is_incremental
+from rescue_defs.planning.cost import FULL_REFRESH_KEY
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.stages import group_selection
 from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
@@ -145,6 +146,9 @@ class Build:
             for event in _split_events(invocation.stream(), self.tests):
                 if (key := _built_key(self.context, event)) in self.by_key:
                     built.append(self.by_key[key])
+                    if refresh and isinstance(event, (dg.Output, dg.AssetMaterialization)):
+                        # the history learns what a full refresh costs from these (cost.py)
+                        event = event.with_metadata({**event.metadata, FULL_REFRESH_KEY: True})
                 yield event
 
     def test_results(self) -> list[dg.AssetCheckResult]:

@@ -9,6 +9,9 @@ from rescue_defs.planning.manifest import DbtManifest
 # Used only when a model has no history: what a model of that kind usually takes.
 DEFAULT_SECONDS = {"view": 2.0, "ephemeral": 0.0, "table": 20.0, "incremental": 30.0}
 DEFAULT_FULL_REFRESH_FACTOR = 10.0
+# materialization metadata of a model a rescue built with --full-refresh: the history tells
+# full refreshes from normal runs by it
+FULL_REFRESH_KEY = "dbt_full_refresh"
 # Per run of a rescue, besides the models: the sensor's tick and the queue's dequeue (up to
 # ~10 s each), a run worker loading the code location (10-26 s), dbt starting (~6 s). Measured
 # under `dagster dev` on 2 cores: a 3-run rescue of 19 models, ~6 s of model time, took 150 s.

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun
-from rescue_defs.planning.cost import History
+from rescue_defs.planning.cost import FULL_REFRESH_KEY, History
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import Plan, Planner, PlanRequest
 from rescue_defs.rescues.store import TAG_ID, TAG_KIND
@@ -84,19 +84,22 @@ def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit
     """Recent durations per model (dagster-dbt's `Execution Duration` of each model), and what
     recent rescue runs cost besides their models (request to end, minus model time)."""
     incremental: dict[str, list[float]] = {}
+    full_refresh: dict[str, list[float]] = {}
     for uid, key in keys.items():
         events = instance.fetch_materializations(key, limit=limit).records
-        durations = []
         for record in events:
             meta = record.asset_materialization.metadata if record.asset_materialization else {}
             value = meta.get("Execution Duration")
-            if value is not None:
-                durations.append(float(value.value))
-        if durations:
-            incremental[uid] = durations
+            if value is None:
+                continue
+            # rescue runs mark the models they built with --full-refresh (assets/dbt_build.py)
+            full = meta.get(FULL_REFRESH_KEY)
+            kind = full_refresh if full is not None and full.value else incremental
+            kind.setdefault(uid, []).append(float(value.value))
     overheads = run_overheads(instance)
     return History(
         incremental=incremental,
+        full_refresh=full_refresh,
         run_overhead=[o for o, _ in overheads],
         run_models=[n for _, n in overheads],
     )
