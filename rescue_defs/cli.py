@@ -179,6 +179,10 @@ def _ui_url(args: argparse.Namespace) -> str:
     return "http://127.0.0.1:3000"
 
 
+# how often `--wait` looks: a rescue's end is noticed within this, not at a sensor tick
+POLL_SECONDS = 0.5
+
+
 def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
     import time
 
@@ -187,6 +191,14 @@ def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     shown: list[str] = []
     while True:
+        record = rescues.load(instance, rescue_id)
+        if record["status"] == rescues.ACTIVE:
+            # end the rescue when its last run ends, not at rescue_sensor's next tick (up to
+            # 10 s later); settling launches nothing, so the sensor stays the only launcher
+            try:
+                rescues.settle(instance, record, keys)
+            except rescues.ConcurrentUpdate:
+                pass  # the sensor settled it meanwhile
         lines = rescues.status_lines(instance, rescue_id, keys)
         if lines != shown:
             print("\n".join(lines), flush=True)
@@ -199,7 +211,7 @@ def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
         if time.monotonic() > deadline:
             print(f"rescue {rescue_id} still {status} after {timeout:.0f} s", file=sys.stderr)
             return 1
-        time.sleep(1)
+        time.sleep(POLL_SECONDS)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -102,6 +102,41 @@ def _manifest_args(defs):
     return str(p.manifest_path), str(p.project_dir)
 
 
+def test_launch_wait_ends_the_rescue_when_its_run_ends_not_at_the_next_sensor_tick(
+    built, instance, shop_project, capsys
+):
+    # one sensor tick launches the run and no tick follows: `--wait` ends the rescue itself
+    launch = ["launch", "--project-dir", str(shop_project.project_dir), "--select"]
+    exit_code = {}
+    waiting = threading.Thread(
+        target=lambda: exit_code.update(
+            code=cli.main([*launch, "stg_customers+", "--wait", "--wait-timeout", "300"])
+        )
+    )
+    waiting.start()
+    deadline = time.monotonic() + 120
+    while not rescues.active_ids(instance) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (rescue_id,) = rescues.active_ids(instance)
+    (request,) = evaluate_rescue_sensor(built, instance).run_requests
+    assert execute_request(built, instance, request).success
+    waiting.join(timeout=60)
+    assert not waiting.is_alive() and exit_code == {"code": 0}
+
+    record = rescues.load(instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED
+    assert record["message"] == "every planned model was rebuilt"
+    assert rescue_id not in rescues.active_ids(instance)
+    # the report says so too, published once at the end
+    reports = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=rescues.REPORT_ASSET, asset_partitions=[rescue_id]),
+        limit=10,
+    ).records
+    statuses = [r.asset_materialization.metadata["status"].value for r in reports]
+    assert statuses.count(rescues.SUCCEEDED) == 1
+    assert f"rescue {rescue_id}: succeeded" in capsys.readouterr().out
+
+
 def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):
     # a duplicated customer makes stg_customers' unique test (blocking) fail in stage one
     with duckdb.connect(str(warehouse)) as conn:

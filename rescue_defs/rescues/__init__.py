@@ -8,7 +8,7 @@
 - `report`: the Markdown report on `rescue_report` and `rescue status` lines.
 """
 
-from rescue_defs.rescues.advance import STEP_JOB, Tick, advance, step_request
+from rescue_defs.rescues.advance import STEP_JOB, Tick, advance, settle, step_request
 from rescue_defs.rescues.facts import environment, history, next_ticks, plan_for
 from rescue_defs.rescues.lifecycle import cancel, new_rescue_id, register, resume
 from rescue_defs.rescues.outcomes import (
@@ -92,6 +92,7 @@ __all__ = [
     "rescue_ids",
     "resume",
     "save",
+    "settle",
     "status_lines",
     "step_request",
     "step_runs",

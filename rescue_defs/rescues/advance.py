@@ -35,7 +35,7 @@ from rescue_defs.rescues.store import (
     save,
 )
 
-__all__ = ["STEP_JOB", "Tick", "advance", "step_request"]
+__all__ = ["STEP_JOB", "Tick", "advance", "settle", "step_request"]
 
 
 @dataclass
@@ -76,23 +76,22 @@ def _auto_resume(instance, record, keys, where: str, run: dg.DagsterRun) -> Tick
     return Tick([], [resumed["message"]])
 
 
-def advance(
-    instance: dg.DagsterInstance,
-    record: dict[str, Any],
-    keys: Mapping[str, dg.AssetKey],
-    manifest: DbtManifest,
-    checks_of=None,
-    claimed: set[str] | None = None,
-    heavy_busy: set[str] | None = None,
-) -> Tick:
-    """One look at a rescue: settle finished steps, launch what may start, say what waits.
+def settle(
+    instance: dg.DagsterInstance, record: dict[str, Any], keys: Mapping[str, dg.AssetKey]
+) -> Tick | None:
+    """What the rescue's finished runs decide, launching nothing: stop it (failed, canceled,
+    or succeeded when every step is done and nothing is left to prove) or resume it
+    automatically. None: nothing to settle now. `rescue launch --wait` calls it while it
+    waits, so the rescue ends when its run does, not at the sensor's next tick."""
+    settled = _settle(instance, record, keys)
+    return settled if isinstance(settled, Tick) else None
 
-    `claimed`: models that runs requested earlier in the same tick will write (other rescues);
-    they count as in flight, so one tick never requests two runs writing the same model."""
+
+def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
+    """A Tick when the rescue ended or was resumed; else the steps done and the latest run of
+    each (step, attempt)."""
     rescue_id = record["id"]
-    claimed = set() if claimed is None else claimed
     latest = latest_by_step(step_runs(instance, rescue_id))
-    names = record["names"]
     done: set[int] = set()
     for step in record["steps"]:
         run = latest.get((step["index"], step["attempt"]))
@@ -110,13 +109,14 @@ def advance(
             done.add(step["index"])
             continue
         where = _where(instance, record, step, run, keys, bad)
+        shown = [c.to_user_string() for c in bad]
         if run.status == dg.DagsterRunStatus.SUCCESS:
             return _stop(
                 instance,
                 record,
                 keys,
                 FAILED,
-                f"stopped: {where} succeeded but blocking checks failed: {', '.join(bad)}",
+                f"stopped: {where} succeeded but blocking checks failed: {', '.join(shown)}",
             )
         if run.status == dg.DagsterRunStatus.CANCELED:
             return _stop(
@@ -133,7 +133,7 @@ def advance(
             # the worker died or outlived its max_runtime (run monitoring failed the run), or
             # a rescue nobody typed failed (no one is watching it): resume once without a human
             return _auto_resume(instance, record, keys, where, run)
-        why = f"; blocking checks failed: {', '.join(bad)}" if bad else ""
+        why = f"; blocking checks failed: {', '.join(shown)}" if bad else ""
         return _stop(
             instance,
             record,
@@ -142,19 +142,45 @@ def advance(
             f"stopped: {where} failed ({run.run_id[:8]}){why}; `rescue resume {rescue_id}` "
             "rebuilds what is missing or failed validation",
         )
-    if len(done) == len(record["steps"]):
-        if (record.get("proof") or {}).get("status") in ("pending", "running"):
-            settled = settle_proof(instance, record, keys)
-            if isinstance(settled, dg.RunRequest):
-                record["proof"]["status"] = "running"
-                record["message"] = "every planned model was rebuilt; proving the incremental ones"
-                save(instance, record)
-                return Tick([settled], [])
-            if settled is None:
-                return Tick([], [f"rescue {rescue_id}: proof run in progress"])
-            status, message = settled
-            return _stop(instance, record, keys, status, message)
+    if len(done) == len(record["steps"]) and (record.get("proof") or {}).get("status") not in (
+        "pending",
+        "running",
+    ):
         return _stop(instance, record, keys, SUCCEEDED, "every planned model was rebuilt")
+    return done, latest
+
+
+def advance(
+    instance: dg.DagsterInstance,
+    record: dict[str, Any],
+    keys: Mapping[str, dg.AssetKey],
+    manifest: DbtManifest,
+    checks_of=None,
+    claimed: set[str] | None = None,
+    heavy_busy: set[str] | None = None,
+) -> Tick:
+    """One look at a rescue: settle finished steps, launch what may start, say what waits.
+
+    `claimed`: models that runs requested earlier in the same tick will write (other rescues);
+    they count as in flight, so one tick never requests two runs writing the same model."""
+    rescue_id = record["id"]
+    claimed = set() if claimed is None else claimed
+    settled = _settle(instance, record, keys)
+    if isinstance(settled, Tick):
+        return settled
+    done, latest = settled
+    names = record["names"]
+    if len(done) == len(record["steps"]):  # every model rebuilt; the proof is left
+        settled_proof = settle_proof(instance, record, keys)
+        if isinstance(settled_proof, dg.RunRequest):
+            record["proof"]["status"] = "running"
+            record["message"] = "every planned model was rebuilt; proving the incremental ones"
+            save(instance, record)
+            return Tick([settled_proof], [])
+        if settled_proof is None:
+            return Tick([], [f"rescue {rescue_id}: proof run in progress"])
+        status, message = settled_proof
+        return _stop(instance, record, keys, status, message)
 
     if not latest and record.get("heavy") and not record.get("start_now"):
         wait = heavy_wait(record, heavy_busy or set())
@@ -247,17 +273,17 @@ def _chain(record, done: set[int], latest) -> list[dict]:
     return left
 
 
-def _where(instance, record, step, run: dg.DagsterRun, keys, bad: list[str]) -> str:
+def _where(instance, record, step, run: dg.DagsterRun, keys, bad: list[dg.AssetCheckKey]) -> str:
     """The step a run stopped in. For a several-step run: the first step with a model the run
     did not build or that failed a blocking check (later ones never started)."""
     if len(covered_steps(run)) < 2:
         return f"run {step['index'] + 1} ({step['stage']})"
     built = materialized(instance, [run.run_id])
     covered = {index for index, _ in covered_steps(run)}
-    failing = {b.rsplit(":", 1)[0] for b in bad}
+    failing = {check.asset_key for check in bad}
     for part in record["steps"]:
         if part["index"] in covered and any(
-            keys[m] not in built or keys[m].to_user_string() in failing for m in part["remaining"]
+            keys[m] not in built or keys[m] in failing for m in part["remaining"]
         ):
             return (
                 f"run {part['index'] + 1} ({part['stage']}, one run {run.run_id[:8]} with "

@@ -33,7 +33,7 @@ def covered_steps(run: dg.DagsterRun) -> list[tuple[int, int]]:
     return []
 
 
-def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetCheckKey]:
     """Blocking (ERROR severity) checks that failed in a run."""
     records = instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
@@ -42,7 +42,7 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     for record in records:
         data = record.event_log_entry.dagster_event.asset_check_evaluation_data
         if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
-            failed.append(f"{data.asset_key.to_user_string()}:{data.check_name}")
+            failed.append(dg.AssetCheckKey(data.asset_key, data.check_name))
     return failed
 
 
