@@ -31,41 +31,14 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from layered_project import write_layered_project  # bench/ is the script's folder
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-LAYER_WIDTH = 20
 
 
 def write_project(root: Path, models: int) -> Path:
-    project = root / "bench_project"
-    (project / "models").mkdir(parents=True)
-    (project / "dbt_project.yml").write_text(
-        "name: bench\nversion: '1.0.0'\nconfig-version: 2\nprofile: bench\n"
-        "models:\n  bench:\n    +materialized: table\n"
-        "    +meta: {rescue: {date_column: d, expected_date: today, max_lag_days: 1}}\n"
-    )
-    (project / "profiles.yml").write_text(
-        "bench:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n"
-        "      path: \"{{ env_var('RESCUE_DUCKDB_PATH') }}\"\n      threads: 2\n"
-    )
-    for i in range(models):
-        layer, slot = divmod(i, LAYER_WIDTH)
-        name = f"m_{layer:02d}_{slot:02d}"
-        if layer == 0:
-            sql = (
-                f"select range as id, date '2026-01-01' + cast(range % 30 as integer) as d "
-                f"from range({1000 + slot * 50})"
-            )
-        else:
-            a = f"m_{layer - 1:02d}_{slot:02d}"
-            b = f"m_{layer - 1:02d}_{(slot + 7) % LAYER_WIDTH:02d}"
-            sql = (
-                f"select id, d from {{{{ ref('{a}') }}}} where id % 2 = 0\n"
-                f"union all select id, d from {{{{ ref('{b}') }}}} where id % 2 = 1"
-            )
-        (project / "models" / f"{name}.sql").write_text(sql + "\n")
-    return project
+    return write_layered_project(root, models, name="bench", date_meta=True)
 
 
 def timed(fn) -> tuple[float, object]:

@@ -30,51 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from layered_project import write_layered_project  # bench/ is the script's folder
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
-WIDTH = 20
 
 
 def write_project(root: Path, models: int) -> Path:
-    project = root / "launch_bench"
-    (project / "models").mkdir(parents=True)
-    (project / "dbt_project.yml").write_text(
-        "name: launch_bench\nversion: '1.0.0'\nconfig-version: 2\nprofile: launch_bench\n"
-        "models:\n  launch_bench:\n    +materialized: table\n"
+    return write_layered_project(
+        root, models, name="launch_bench", incremental=True, tag_sizes=(1, 10, 50, 200)
     )
-    (project / "profiles.yml").write_text(
-        "launch_bench:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n"
-        "      path: \"{{ env_var('RESCUE_DUCKDB_PATH') }}\"\n      threads: 2\n"
-    )
-    for i in range(models):
-        layer, slot = divmod(i, WIDTH)
-        name = f"m_{layer:02d}_{slot:02d}"
-        tags = [f"n{size}" for size in (1, 10, 50, 200) if i < size]
-        incremental = layer % 2 == 1
-        config = (
-            f"{{{{ config(materialized='incremental', unique_key='id', tags={tags}) }}}}\n"
-            if incremental
-            else f"{{{{ config(tags={tags}) }}}}\n"
-        )
-        if layer == 0:
-            body = (
-                f"select range as id, date '2026-01-01' + cast(range % 30 as integer) as d "
-                f"from range({1000 + slot * 50})"
-            )
-        else:
-            a = f"m_{layer - 1:02d}_{slot:02d}"
-            b = f"m_{layer - 1:02d}_{(slot + 7) % WIDTH:02d}"
-            body = (
-                f"select * from (select id, d from {{{{ ref('{a}') }}}} where id % 2 = 0\n"
-                f"union all select id, d from {{{{ ref('{b}') }}}} where id % 2 = 1) u"
-            )
-            if incremental:
-                body += (
-                    "\n{% if is_incremental() %}"
-                    " where d >= (select max(d) from {{ this }}){% endif %}"
-                )
-        (project / "models" / f"{name}.sql").write_text(config + body + "\n")
-    return project
 
 
 def free_port() -> int:

@@ -20,7 +20,8 @@ DEFAULT_RUN_OVERHEAD_SECONDS = 45.0
 # per-node work): measured with bench/launch_bench.py under `dagster dev` on 2 cores.
 DEFAULT_MODEL_OVERHEAD_SECONDS = 0.3
 # What a run's own record does not show: the tick that requests it and the tick that sees it
-# end (rescue_sensor runs every 5 s at best).
+# end (rescue_sensor is evaluated on every 5 s daemon loop: ~2.5 s each on average; under
+# `rescue launch --wait` the end is seen within 0.5 s, so this errs long).
 TICK_SECONDS = 5.0
 # A further stage inside one run: dbt starting again, its adapter, the stage's validation
 # queries (bench/step_overhead_bench.py: plain `dbt build` of 2 models takes 3.5-4 s).
