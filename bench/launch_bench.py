@@ -13,8 +13,14 @@ For each size: `--repeat` pairs (rescue, then plain dbt; the order alternates), 
 without `--full-refresh`, on the storages asked for (SQLite, the demo's; Postgres when
 reachable). Each rescue's plan estimate is printed beside its measured time.
 
+With `--bundled SELECTION ...` the project is the bundled shop instead: its warehouse is
+first filled by one run of the daily pipeline (raw loads, every model, every check) executed
+on the same Dagster home, as a night of the demo leaves it (RESCUE_TODAY=2026-01-20), and each
+selection is a rescue of its own against plain `dbt build --select` of the same selection.
+
 Run: .venv/bin/python bench/launch_bench.py [--sizes 1 10 50 200] [--repeat 3]
      [--storage sqlite postgres] [--full-refresh both|no|only]
+     [--bundled "+int_orders_enriched+" "stg_orders+"]
 """
 
 import argparse
@@ -187,6 +193,20 @@ def expected_and_runs(env: dict, rescue_id: str) -> tuple[float, str, dict]:
     return float(expected), str(runs), marks
 
 
+PIPELINE = """
+import dagster as dg
+from rescue_defs.assets.raw import raw_sources
+from rescue_defs.definitions import build_definitions
+from rescue_defs.jobs.pipeline import DAILY_PIPELINE_JOB
+from rescue_defs.project import dbt_project
+job = build_definitions(dbt_project()).resolve_job_def(DAILY_PIPELINE_JOB)
+with dg.DagsterInstance.get() as instance:
+    config = {"ops": {raw_sources.op.name: {"config": {"through_date": ""}}}}
+    assert job.execute_in_process(instance=instance, run_config=config).success
+"""
+BUNDLED_TODAY = "2026-01-20"
+
+
 def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
     home = work / f"home-{storage}"
     home.mkdir()
@@ -200,20 +220,28 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DAGSTER_HOME": str(home),
         "RESCUE_DUCKDB_PATH": str(warehouse),
-        "RESCUE_DBT_PROJECT_DIR": str(project),
         "RESCUE_PEAK_HOURS": "none",
     }
+    if opts.bundled:
+        env["RESCUE_TODAY"] = BUNDLED_TODAY
+        env.pop("RESCUE_DBT_PROJECT_DIR", None)
+        # a night of the daily pipeline: raw loaded, every model built and checked, history
+        subprocess.run([str(BIN / "python"), "-c", PIPELINE], env=env, cwd=REPO, check=True)
+        selections = [(select, select) for select in opts.bundled]
+    else:
+        env["RESCUE_DBT_PROJECT_DIR"] = str(project)
+        selections = [(size, f"tag:n{size}") for size in opts.sizes]
     dagster = Dagster(work, env, storage)
     rows = []
     try:
-        # the first build, through the product: tables exist, the instance has history
-        launch(env, "tag:n200", True)
+        if not opts.bundled:
+            # the first build, through the product: tables exist, the instance has history
+            launch(env, "tag:n200", True)
         modes = {"both": (False, True), "no": (False,), "only": (True,)}[opts.full_refresh]
-        for size in opts.sizes:
+        for size, select in selections:
             for full_refresh in modes:
                 product, plain, estimates, runs, phases = [], [], [], "", []
                 for r in range(opts.repeat):
-                    select = f"tag:n{size}"
                     copy = work / "copy.duckdb"
                     for kind in ("rescue", "dbt") if r % 2 == 0 else ("dbt", "rescue"):
                         if kind == "rescue":
@@ -282,12 +310,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--storage", nargs="+", choices=["sqlite", "postgres"], default=None)
     parser.add_argument("--full-refresh", choices=["both", "no", "only"], default="both")
+    parser.add_argument("--bundled", nargs="+", metavar="SELECTION", default=None)
     opts = parser.parse_args()
     if any(s not in (1, 10, 50, 200) for s in opts.sizes):
         raise SystemExit("--sizes: 1, 10, 50 and/or 200")
     storages = opts.storage or ["sqlite"] + (["postgres"] if postgres_available() else [])
     work = Path(tempfile.mkdtemp(prefix="launch-bench-"))
-    project = write_project(work, 200)
+    project = REPO / "dbt_project" if opts.bundled else write_project(work, 200)
     subprocess.run(
         [str(BIN / "dbt"), "parse", "--quiet", "--project-dir", str(project)],
         env={**os.environ, "RESCUE_DUCKDB_PATH": str(work / "parse.duckdb")},

@@ -78,6 +78,7 @@ def load_dbt_project(
 
 
 PROJECT_FILES = (".sql", ".yml", ".yaml", ".csv", ".py", ".md")
+WRITTEN_BY_DBT = ("target", "logs")
 
 
 def manifest_is_current(project_dir: Path, profiles_dir: Path | None = None) -> bool:
@@ -87,18 +88,20 @@ def manifest_is_current(project_dir: Path, profiles_dir: Path | None = None) -> 
     if not manifest.exists():
         return False
     built = manifest.stat().st_mtime
-    folders = [Path(project_dir)]
-    if profiles_dir is not None and Path(profiles_dir).resolve() != Path(project_dir).resolve():
-        folders.append(Path(profiles_dir) / "profiles.yml")
-    for folder in folders:
-        paths = folder.rglob("*") if folder.is_dir() else [folder]
-        for path in paths:
-            if path.suffix in PROJECT_FILES and "target" not in path.relative_to(folder).parts:
-                try:
-                    if path.stat().st_mtime > built:
-                        return False
-                except FileNotFoundError:
-                    continue
+    files = [Path(profiles_dir) / "profiles.yml"] if profiles_dir is not None else []
+    # os.walk, not rglob: runs create and delete their folders in target/ meanwhile (a folder
+    # gone between listing and reading made rglob raise and `rescue` fail); what dbt writes
+    # (target/, logs/) is not what it parses, so it is not walked at all
+    for folder, subfolders, names in os.walk(project_dir):
+        if Path(folder) == Path(project_dir):
+            subfolders[:] = [d for d in subfolders if d not in WRITTEN_BY_DBT]
+        files += [Path(folder) / n for n in names if Path(n).suffix in PROJECT_FILES]
+    for path in files:
+        try:
+            if path.stat().st_mtime > built:
+                return False
+        except FileNotFoundError:
+            continue
     return True
 
 

@@ -157,3 +157,45 @@ def test_under_dagster_dev_the_project_is_parsed_again_only_when_it_changed(
     later = first / 1e9 + 5
     os.utime(model, (later, later))
     assert load() > first  # the code changed: parsed again, as `dagster dev` promises
+
+
+def test_run_folders_coming_and_going_in_target_do_not_break_the_project_check(tmp_path):
+    """Runs create and delete their folders in target/ while `rescue` or a code load asks
+    whether the manifest is current (seen: the CLI failed with `No such file or directory:
+    target/<run>/compiled/...` in the soak test)."""
+    import os
+    import shutil
+    import threading
+
+    from rescue_defs.project import manifest_is_current
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "a.sql").write_text("select 1")
+    (tmp_path / "dbt_project.yml").write_text("name: a\n")
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "manifest.json").write_text("{}")
+    stop = threading.Event()
+
+    def runs_coming_and_going():
+        i = 0
+        while not stop.is_set():
+            run = tmp_path / "target" / f"dbt_models-{i % 3}"
+            for j in range(5):
+                folder = run / "compiled" / "shop" / "models" / f"m{j}"
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "x.sql").write_text("x")
+            shutil.rmtree(run, ignore_errors=True)
+            i += 1
+
+    churn = threading.Thread(target=runs_coming_and_going)
+    churn.start()
+    try:
+        answers = {manifest_is_current(tmp_path) for _ in range(300)}
+    finally:
+        stop.set()
+        churn.join()
+    assert answers == {True}
+    # a model edited after the manifest still counts
+    later = (tmp_path / "target" / "manifest.json").stat().st_mtime + 5
+    os.utime(tmp_path / "models" / "a.sql", (later, later))
+    assert not manifest_is_current(tmp_path)
