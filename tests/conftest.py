@@ -126,7 +126,10 @@ def gitlab_planner(gitlab_manifest):
 
 # Longest modules first: with `--dist loadfile` each module runs whole on one worker, and
 # starting the long ones first keeps both workers busy to the end (the suite's wall time is
-# the slower worker's). Seconds measured on 2 cores; unknown modules come after these.
+# the slower worker's). Seconds measured on 2 cores; unknown modules come after these. xdist
+# reorders modules by their number of tests unless told not to (`--no-loadscope-reorder` in
+# pyproject.toml): without it this order was ignored, and a 42-minute run ended with one
+# worker idle for its last 14 minutes behind the soak tests.
 MODULE_SECONDS = {
     "test_rescue_runs.py": 350,
     "test_late_rows.py": 260,
