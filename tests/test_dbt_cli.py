@@ -1,12 +1,15 @@
 """The dbt CLI resource asks no `dbt --version` of this environment's dbt (2 s of every run),
-and still asks any other executable."""
+and still asks any other executable; dbt parses a project once per warehouse, not once per
+invocation."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from rescue_defs.assets.dbt_cli import executable_version
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource, executable_version, keep_parse_state
+from tests.conftest import FIXTURES, prepare
 
 
 def test_this_environments_dbt_has_the_version_dbt_itself_prints():
@@ -22,3 +25,35 @@ def test_a_dbt_of_another_environment_is_asked(tmp_path):
     other.write_text("#!/bin/sh\necho 'dbt-fusion 2.0.0-preview.45'\n")
     other.chmod(0o755)
     assert str(executable_version(str(other))) == "2.0.0"
+
+
+def _invoke(dbt, target: Path) -> tuple[bool, list[str]]:
+    """(dbt parsed the whole project, what `dbt ls` listed)"""
+    invocation = dbt.cli(["ls", "--resource-type", "model"], target_path=target)
+    events = [e.raw_event for e in invocation.stream_raw_events()]
+    listed = [e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent"]
+    keep_parse_state(target)
+    full = "Unable to do partial parsing" in (target / "dbt.log").read_text()
+    return full, sorted(listed)
+
+
+def test_dbt_parses_the_project_once_per_warehouse_not_once_per_invocation(
+    tmp_path, warehouse, monkeypatch
+):
+    # parsed against one warehouse (as `dagster dev` does), then run against others: dbt's
+    # saved state names the warehouse path, so each new path costs one full parse, and only one
+    project_dir = tmp_path / "jaffle_shop"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    prepare(project_dir, tmp_path / "parsed-with.duckdb")
+    dbt = RescueDbtCliResource(project_dir=str(project_dir))
+
+    first = _invoke(dbt, tmp_path / "run1")
+    second = _invoke(dbt, tmp_path / "run2")
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(tmp_path / "sandbox.duckdb"))
+    other = _invoke(dbt, tmp_path / "run3")
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(warehouse))
+    back = _invoke(dbt, tmp_path / "run4")
+
+    assert [first[0], second[0], other[0], back[0]] == [True, False, True, False]
+    assert first[1] == second[1] == other[1] == back[1]
+    assert "customers" in " ".join(first[1])

@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from rescue_defs.assets.dbt_cli import RescueDbtCliResource
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource, keep_parse_state
 from rescue_defs.checks.validation import blocking_failures, validate
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.cost import FULL_REFRESH_KEY
@@ -98,6 +98,7 @@ def remove_run_folders(invocations, project_dir: Path) -> None:
     temp = Path(tempfile.gettempdir()).resolve()
     for invocation in invocations:
         path = Path(invocation.target_path).resolve()
+        keep_parse_state(path)
         if path.parent == target:
             shutil.rmtree(path, ignore_errors=True)
         copy = Path(invocation.project_dir).resolve()

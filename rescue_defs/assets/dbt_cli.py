@@ -1,23 +1,46 @@
-"""The dbt CLI resource, without a `dbt --version` subprocess per run.
+"""The dbt CLI resource: no `dbt --version` subprocess per run, and dbt's partial parsing kept
+valid for every warehouse the project is run against.
 
-dagster-dbt asks the dbt executable for its version once per resource instance, and every run
-builds its resources anew: ~2 s of every run (3.5 s without compiled bytecode) before dbt does
-any work. When the executable is the `dbt` of this very Python environment, its version is the
-installed dbt-core's: read it from the package metadata. Anything else (another environment,
-the fusion engine) is asked, once per process.
+Version: dagster-dbt asks the dbt executable for its version once per resource instance, and
+every run builds its resources anew: ~2 s of every run (3.5 s without compiled bytecode) before
+dbt does any work. When the executable is the `dbt` of this very Python environment, its
+version is the installed dbt-core's: read it from the package metadata. Anything else (another
+environment, the fusion engine) is asked, once per process.
+
+Partial parsing: dagster-dbt gives each invocation its own target folder, seeded with the
+project's `target/partial_parse.msgpack`. dbt throws that state away and parses the whole
+project when the profile's connection details, the target or the vars differ from when it was
+written (dbt's ManifestStateCheck): with DuckDB the warehouse *path* is a connection detail,
+so every run against another file than the one `dagster dev` parsed with (the sandbox, the
+proof copy, each test's warehouse) paid a full parse (~3-7 s on the bundled project, longer on
+big ones). Here each invocation is seeded with the state its last invocation with the same
+settings left, kept in `target/partial_parse/<key>.msgpack`. The key only picks a file: dbt
+still checks the state itself, so a wrong pick costs a parse, never a wrong result.
 """
 
 import functools
+import hashlib
 import importlib.metadata
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from dagster_dbt import DbtCliResource
+from dagster_dbt.core.dbt_cli_invocation import _get_dbt_target_path
 from packaging import version
+
+PARSE_STATE = "partial_parse.msgpack"
+PARSE_CACHE = "partial_parse"  # under the project's target folder
+_KEY_FILE = ".rescue_parse_key"  # in an invocation's target folder: which cache entry it uses
+# arguments that change dbt's parse state check (vars, target, profile); never the selection
+_STATE_ARGS = ("--vars", "--target", "-t", "--profile")
 
 
 @functools.cache
@@ -33,9 +56,75 @@ def executable_version(executable: str) -> version.Version:
     return version.parse(match.group(1))
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def parse_state_key(
+    project_dir: Path, profiles_dir: Path, settings: Sequence[Any], args: Sequence[str]
+) -> str:
+    """Names the parse state of an invocation: the project and profile files, the values of
+    environment variables they name (the warehouse path), dbt's version, target, profile and
+    vars. What dbt compares before it trusts a saved state, approximately and cheaply."""
+    texts = [_read(project_dir / "dbt_project.yml"), _read(profiles_dir / "profiles.yml")]
+    joined = "\n".join(texts)
+    env = sorted((k, v) for k, v in os.environ.items() if k in joined)
+    flags = [(a, b) for a, b in zip(args, args[1:], strict=False) if a in _STATE_ARGS]
+    payload = json.dumps([str(project_dir), [str(s) for s in settings], texts, env, flags])
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def keep_parse_state(target_path: Path) -> None:
+    """After an invocation: what dbt parsed becomes the seed of the next one like it."""
+    target_path = Path(target_path)
+    key_file, state = target_path / _KEY_FILE, target_path / PARSE_STATE
+    if not key_file.exists() or not state.exists():
+        return
+    cache = Path(key_file.read_text().strip())
+    try:
+        if cache.exists() and cache.stat().st_mtime >= state.stat().st_mtime:
+            return  # dbt kept the state it was given
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        shutil.copy2(state, partial)
+        os.replace(partial, cache)  # readers see the old file or the new one, never half
+    except OSError:
+        pass  # a cache: the next invocation parses in full, nothing else is lost
+
+
 class RescueDbtCliResource(DbtCliResource):
-    """DbtCliResource whose version look-up costs nothing for this environment's dbt."""
+    """DbtCliResource whose version look-up costs nothing for this environment's dbt, and whose
+    invocations start from the parse state of the last one with the same settings."""
 
     @cached_property
     def _cli_version(self) -> version.Version:
         return executable_version(self.dbt_executable)
+
+    def _profiles_dir(self) -> Path:
+        if self.profiles_dir:
+            return Path(self.profiles_dir)
+        if os.environ.get("DBT_PROFILES_DIR"):
+            return Path(os.environ["DBT_PROFILES_DIR"])
+        project = Path(self.project_dir)
+        return project if (project / "profiles.yml").exists() else Path.home() / ".dbt"
+
+    def cli(self, args: Sequence[str], *, context=None, target_path: Path | None = None, **kw):
+        project_dir = Path(self.project_dir).resolve()
+        target_path = Path(target_path or self._get_unique_target_path(context=context))
+        if not target_path.is_absolute():
+            # absolute, so that the seed is where dbt looks even when dagster-dbt runs a big
+            # selection in a temp copy of the project
+            target_path = project_dir / target_path
+        settings = (self._cli_version, self.profile, self.target, self.global_config_flags)
+        key = parse_state_key(project_dir, self._profiles_dir(), settings, list(args))
+        cache = project_dir / _get_dbt_target_path() / PARSE_CACHE / f"{key}.msgpack"
+        seed = target_path / PARSE_STATE
+        if cache.exists() and not seed.exists():
+            target_path.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cache, seed)  # dagster-dbt then leaves it (it only fills a missing one)
+        target_path.mkdir(parents=True, exist_ok=True)
+        (target_path / _KEY_FILE).write_text(str(cache))
+        return super().cli(args, context=context, target_path=target_path, **kw)

@@ -7,7 +7,6 @@ shows a source in outage as a failing check with the outage's start. Works for s
 outside Dagster (Fivetran, a COPY job): only the warehouse is measured."""
 
 import json
-import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
 from rescue_defs.assets.dbt import TRANSLATOR, load_manifest, wait_for_warehouse
+from rescue_defs.assets.dbt_cli import keep_parse_state
 from rescue_defs.checks.freshness import (
     ERROR,
     FRESHNESS_CHECK,
@@ -60,15 +60,13 @@ def _measure(dbt: DbtCliResource, rules: list[SourceRule], project_dir: Path) ->
     """unique_id -> (max_loaded_at, error) as `dbt source freshness` reported them."""
     (project_dir / "target").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=project_dir / "target") as target:
-        parsed = project_dir / "target" / "partial_parse.msgpack"
-        if parsed.exists():  # a fresh target folder would make dbt parse the whole project
-            shutil.copy2(parsed, Path(target) / parsed.name)
         invocation = dbt.cli(
             ["source", "freshness", "--select", " ".join(r.selector for r in rules)],
             raise_on_error=False,
             target_path=Path(target),
         )
         invocation.wait()
+        keep_parse_state(Path(target))
         path = Path(target) / "sources.json"
         if not path.exists():
             error = invocation.get_error()
