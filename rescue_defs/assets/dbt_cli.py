@@ -38,6 +38,7 @@ from packaging import version
 
 PARSE_STATE = "partial_parse.msgpack"
 PARSE_CACHE = "partial_parse"  # under the project's target folder
+KEEP_STATES = 8
 _KEY_FILE = ".rescue_parse_key"  # in an invocation's target folder: which cache entry it uses
 # arguments that change dbt's parse state check (vars, target, profile); never the selection
 _STATE_ARGS = ("--vars", "--target", "-t", "--profile")
@@ -91,8 +92,17 @@ def keep_parse_state(target_path: Path) -> None:
         partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         shutil.copy2(state, partial)
         os.replace(partial, cache)  # readers see the old file or the new one, never half
+        _prune(cache.parent)
     except OSError:
         pass  # a cache: the next invocation parses in full, nothing else is lost
+
+
+def _prune(folder: Path) -> None:
+    """The most recently written states only (one per warehouse and target a deployment uses;
+    a test suite makes one per test)."""
+    entries = sorted(folder.glob("*.msgpack"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in entries[KEEP_STATES:]:
+        stale.unlink(missing_ok=True)
 
 
 class RescueDbtCliResource(DbtCliResource):
