@@ -57,3 +57,24 @@ def test_dbt_parses_the_project_once_per_warehouse_not_once_per_invocation(
     assert [first[0], second[0], other[0], back[0]] == [True, False, True, False]
     assert first[1] == second[1] == other[1] == back[1]
     assert "customers" in " ".join(first[1])
+
+
+def test_invocations_share_an_adapter_only_when_they_use_the_same_warehouse(
+    tmp_path, jaffle_project_dir, warehouse, monkeypatch
+):
+    dbt = RescueDbtCliResource(project_dir=str(jaffle_project_dir))
+
+    def adapter_of(name: str):
+        invocation = dbt.cli(["ls"], target_path=tmp_path / name)
+        invocation.wait()
+        return invocation.adapter
+
+    first, second = adapter_of("run1"), adapter_of("run2")
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(tmp_path / "sandbox.duckdb"))
+    sandbox = adapter_of("run3")
+
+    assert first is second
+    assert sandbox is not first
+    # the validation queries of a sandbox run read the sandbox, never prod
+    assert Path(first.config.credentials.path) == warehouse
+    assert Path(sandbox.config.credentials.path) == tmp_path / "sandbox.duckdb"

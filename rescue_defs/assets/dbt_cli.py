@@ -39,6 +39,8 @@ from packaging import version
 PARSE_STATE = "partial_parse.msgpack"
 PARSE_CACHE = "partial_parse"  # under the project's target folder
 KEEP_STATES = 8
+KEEP_ADAPTERS = 4
+_ADAPTERS: dict[str, Any] = {}  # state key -> dbt adapter, in this process
 _KEY_FILE = ".rescue_parse_key"  # in an invocation's target folder: which cache entry it uses
 # arguments that change dbt's parse state check (vars, target, profile); never the selection
 _STATE_ARGS = ("--vars", "--target", "-t", "--profile")
@@ -113,6 +115,25 @@ class RescueDbtCliResource(DbtCliResource):
     def _cli_version(self) -> version.Version:
         return executable_version(self.dbt_executable)
 
+    def _state_key(self, args: Sequence[str]) -> str:
+        settings = (self._cli_version, self.profile, self.target, self.global_config_flags)
+        project_dir = Path(self.project_dir).resolve()
+        return parse_state_key(project_dir, self._profiles_dir(), settings, list(args))
+
+    def _initialize_dbt_core_adapter(self, args: Sequence[str]):
+        # dagster-dbt builds an adapter for every invocation, parsing every macro of the
+        # adapter's packages in process (~0.7-1.5 s here); the steps of a run (its stages,
+        # refresh layers) and a process's runs with the same settings can share one. Only
+        # the validation queries use it, and they release its connections after each step.
+        key = self._state_key(args)
+        adapter = _ADAPTERS.pop(key, None)
+        if adapter is None:
+            adapter = super()._initialize_dbt_core_adapter(args)
+        _ADAPTERS[key] = adapter  # most recently used last
+        while len(_ADAPTERS) > KEEP_ADAPTERS:
+            _ADAPTERS.pop(next(iter(_ADAPTERS)))
+        return adapter
+
     def _profiles_dir(self) -> Path:
         if self.profiles_dir:
             return Path(self.profiles_dir)
@@ -128,8 +149,7 @@ class RescueDbtCliResource(DbtCliResource):
             # absolute, so that the seed is where dbt looks even when dagster-dbt runs a big
             # selection in a temp copy of the project
             target_path = project_dir / target_path
-        settings = (self._cli_version, self.profile, self.target, self.global_config_flags)
-        key = parse_state_key(project_dir, self._profiles_dir(), settings, list(args))
+        key = self._state_key(args)
         cache = project_dir / _get_dbt_target_path() / PARSE_CACHE / f"{key}.msgpack"
         seed = target_path / PARSE_STATE
         if cache.exists() and not seed.exists():
