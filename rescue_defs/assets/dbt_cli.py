@@ -152,9 +152,11 @@ class RescueDbtCliResource(DbtCliResource):
         key = self._state_key(args)
         cache = project_dir / _get_dbt_target_path() / PARSE_CACHE / f"{key}.msgpack"
         seed = target_path / PARSE_STATE
-        if cache.exists() and not seed.exists():
-            target_path.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(cache, seed)  # dagster-dbt then leaves it (it only fills a missing one)
         target_path.mkdir(parents=True, exist_ok=True)
+        if cache.exists() and not seed.exists():
+            try:  # dagster-dbt then leaves it (it only fills a missing one)
+                shutil.copy2(cache, seed)
+            except OSError:  # pruned meanwhile by another process: dbt parses in full
+                seed.unlink(missing_ok=True)
         (target_path / _KEY_FILE).write_text(str(cache))
         return super().cli(args, context=context, target_path=target_path, **kw)
