@@ -98,10 +98,13 @@ def remove_run_folders(invocations, project_dir: Path) -> None:
     temp = Path(tempfile.gettempdir()).resolve()
     for invocation in invocations:
         path = Path(invocation.target_path).resolve()
-        keep_parse_state(path)
+        copy = Path(invocation.project_dir).resolve()
+        if copy == project_dir.resolve():
+            # not a state parsed in a temp copy: it would name the copy's files (seeds are
+            # read from there at run time), deleted below
+            keep_parse_state(path)
         if path.parent == target:
             shutil.rmtree(path, ignore_errors=True)
-        copy = Path(invocation.project_dir).resolve()
         if copy != project_dir.resolve() and copy.parent == temp:
             shutil.rmtree(copy, ignore_errors=True)
 
