@@ -232,6 +232,8 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
         env["RESCUE_DBT_PROJECT_DIR"] = str(project)
         selections = [(size, f"tag:n{size}") for size in opts.sizes]
     dagster = Dagster(work, env, storage)
+    # where `rescue launch` submits the first run (without it, rescue_sensor's tick does)
+    env["RESCUE_UI_URL"] = f"http://127.0.0.1:{dagster.port}"
     rows = []
     try:
         if not opts.bundled:

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import re
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -163,8 +164,18 @@ def _launch(args: argparse.Namespace) -> int:
     ui = _ui_url(args)
     print(f"runs: {ui}/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id}")
     print(f"report: {ui}/assets/rescue_report?partition={rescue_id}")
-    print("rescue_sensor (running under `./dev demo`) launches the runs in order.")
+    _start(instance, record["id"], keys, manifest, ui)
     return _follow(instance, rescue_id, keys, args.wait_timeout) if args.wait else 0
+
+
+def _start(instance, rescue_id: str, keys, manifest, ui: str) -> None:
+    """Submit the rescue's first run(s) through the UI's webserver now (no wait for
+    rescue_sensor's next tick); whatever it does not start, the sensor does."""
+    from rescue_defs import rescues
+    from rescue_defs.rescues.kickoff import launch_first_runs
+
+    said = launch_first_runs(instance, rescue_id, keys, manifest, ui, rescues.REPORT_ASSET)
+    print(said or "rescue_sensor (running under `./dev demo`) launches the runs in order.")
 
 
 def _ui_url(args: argparse.Namespace) -> str:
@@ -181,6 +192,8 @@ def _ui_url(args: argparse.Namespace) -> str:
 
 # how often `--wait` looks: a rescue's end is noticed within this, not at a sensor tick
 POLL_SECONDS = 0.5
+REPEAT_SECONDS = 30
+RUNNING_FOR = re.compile(r"running for \d+ s")
 
 
 def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
@@ -190,6 +203,7 @@ def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
 
     deadline = time.monotonic() + timeout
     shown: list[str] = []
+    said = time.monotonic()
     while True:
         record = rescues.load(instance, rescue_id)
         if record["status"] == rescues.ACTIVE:
@@ -200,9 +214,11 @@ def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
             except rescues.ConcurrentUpdate:
                 pass  # the sensor settled it meanwhile
         lines = rescues.status_lines(instance, rescue_id, keys)
-        if lines != shown:
+        # the elapsed time alone changes every second: say it again every REPEAT_SECONDS
+        seen = [RUNNING_FOR.sub("", line) for line in lines]
+        if seen != shown or time.monotonic() - said > REPEAT_SECONDS:
             print("\n".join(lines), flush=True)
-            shown = lines
+            shown, said = seen, time.monotonic()
         status = rescues.load(instance, rescue_id)["status"]
         if status == rescues.SUCCEEDED:
             return 0
@@ -249,12 +265,15 @@ def _resume(args: argparse.Namespace) -> int:
     from rescue_defs.assets.dbt import model_asset_keys
 
     instance = _instance()
-    keys = model_asset_keys(_manifest(args))
+    manifest = _manifest(args)
+    keys = model_asset_keys(manifest)
     try:
         record = rescues.resume(instance, args.rescue_id, keys, force=args.force)
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
     print(f"rescue {record['id']}: {record['message']}")
+    if record["status"] == rescues.ACTIVE:
+        _start(instance, record["id"], keys, manifest, _ui_url(args))
     return _follow(instance, record["id"], keys, args.wait_timeout) if args.wait else 0
 
 
@@ -332,6 +351,11 @@ def _project_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profiles-dir")
     p.add_argument("--wait", action="store_true", help="follow the rescue until it ends")
     p.add_argument("--wait-timeout", type=float, default=3600.0)
+    p.add_argument(
+        "--ui",
+        help="Dagster UI address, where runs are launched and shown (default: RESCUE_UI_URL, "
+        "or the running demo's)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -375,9 +399,6 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start at once even if the plan is heavy and it is peak hours (recorded in the "
         "report); otherwise a heavy rescue waits for the low-traffic window",
-    )
-    launch.add_argument(
-        "--ui", help="Dagster UI address (default: RESCUE_UI_URL, or the running demo's)"
     )
     launch.set_defaults(func=_launch)
 

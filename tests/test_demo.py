@@ -210,6 +210,46 @@ def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(
         browser.close()
 
 
+def test_rescue_launch_starts_its_run_through_the_ui_and_the_sensor_never_repeats_it(
+    demo, materialized
+):
+    client, log, port, env = demo
+    assert materialized == "SUCCESS"
+    launched = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "rescue"),
+            "launch",
+            "--select",
+            "int_orders_enriched+",
+            "--now",
+            "--wait",
+            "--wait-timeout",
+            "400",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    out = launched.stdout
+    assert launched.returncode == 0, out + launched.stderr
+    rescue_id = re.search(r"^rescue (\S+): active$", out, re.M).group(1)
+    # the CLI found the demo's webserver (./dev demo wrote its address) and submitted the run
+    ui = f"http://127.0.0.1:{port}"
+    started = re.search(rf"^launched run\(s\) (\w{{8}}) through {ui}$", out, re.M)
+    assert started, out
+    assert re.search(rf"^rescue {rescue_id}: succeeded", out, re.M), out
+    runs = [
+        r
+        for r in _runs(client, "rescue_step_job")
+        if {"key": "rescue/id", "value": rescue_id} in r["tags"]
+    ]
+    # one run, stage after stage, the one the CLI submitted: no tick launched it again
+    assert [r["runId"][:8] for r in runs] == [started.group(1)], runs
+    assert runs[0]["status"] == "SUCCESS"
+    assert "dagster/sensor_name" not in {t["key"] for t in runs[0]["tags"]}
+
+
 def test_canceling_a_rescue_from_the_cli_terminates_its_running_run(demo, materialized):
     client, log, _, env = demo
     assert materialized == "SUCCESS"

@@ -145,3 +145,66 @@ def test_resuming_a_blocked_dry_run_needs_force_and_records_it(dagster_home, sho
         assert rescues.load(instance, dry["id"])["status"] == rescues.DRY_RUN
         resumed = rescues.resume(instance, dry["id"], keys, force=True)
         assert resumed["status"] == rescues.ACTIVE and resumed["forced"] is True
+
+
+def test_a_run_the_cli_is_submitting_is_neither_launched_again_nor_overlapped_by_the_sensor(
+    dagster_home, shop_planner, shop_defs
+):
+    from rescue_defs.rescues import kickoff
+
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        first = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders+")), keys)
+        # `rescue launch` decided to start it and is submitting the run through the webserver
+        cli_copy = rescues.load(instance, first["id"])
+        tick = rescues.advance(
+            instance, cli_copy, keys, shop_planner.manifest, launcher="rescue launch"
+        )
+        assert len(tick.requests) == 1
+        # meanwhile another rescue of some of the same models becomes active
+        second = rescues.register(instance, shop_planner.plan(PlanRequest("fct_orders")), keys)
+
+        result = evaluate_rescue_sensor(shop_defs, instance)
+        assert not result.run_requests  # not the CLI's run twice, nor one over its models
+        assert "`rescue launch` is submitting its run" in result.skip_message
+        assert "a run requested in this tick writes fct_orders" in result.skip_message
+
+        # the submission failed: the sensor launches the first rescue's run at once
+        kickoff.release(instance, first["id"])
+        result = evaluate_rescue_sensor(shop_defs, instance)
+        assert [r.tags[rescues.TAG_ID] for r in result.run_requests] == [first["id"]]
+        assert rescues.load(instance, second["id"])["status"] == rescues.ACTIVE
+
+
+def test_a_launch_marker_left_by_a_cli_that_died_expires_and_the_sensor_launches(
+    dagster_home, shop_planner, shop_defs
+):
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        rescue = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders")), keys)
+        record = rescues.load(instance, rescue["id"])
+        rescues.advance(instance, record, keys, shop_planner.manifest, launcher="rescue launch")
+        assert not evaluate_rescue_sensor(shop_defs, instance).run_requests
+        record = rescues.load(instance, rescue["id"])
+        record["launching"]["until"] -= 3600  # the CLI died an hour ago, nothing submitted
+        rescues.save(instance, record)
+        result = evaluate_rescue_sensor(shop_defs, instance)
+        assert [r.tags[rescues.TAG_ID] for r in result.run_requests] == [rescue["id"]]
+
+
+def test_without_a_webserver_the_cli_leaves_the_launch_to_the_sensor(
+    dagster_home, shop_project, shop_defs, capsys
+):
+    from rescue_defs import cli
+
+    args = ["launch", "--project-dir", str(shop_project.project_dir), "--select", "stg_orders"]
+    # nothing listens there
+    assert cli.main([*args, "--ui", "http://127.0.0.1:9"]) == 0
+    out = capsys.readouterr().out
+    assert "no Dagster webserver answered at http://127.0.0.1:9" in out
+    assert "rescue_sensor launches the runs" in out
+    with open_instance() as instance:
+        (rescue_id,) = rescues.active_ids(instance)
+        assert "launching" not in rescues.load(instance, rescue_id)
+        result = evaluate_rescue_sensor(shop_defs, instance)
+        assert [r.tags[rescues.TAG_ID] for r in result.run_requests] == [rescue_id]

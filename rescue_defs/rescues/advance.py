@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from rescue_defs.planning.manifest import DbtManifest
+from rescue_defs.rescues import kickoff
 from rescue_defs.rescues.facts import run_models, runs_in_flight
 from rescue_defs.rescues.heavy import heavy_wait
 from rescue_defs.rescues.outcomes import (
@@ -158,11 +159,14 @@ def advance(
     checks_of=None,
     claimed: set[str] | None = None,
     heavy_busy: set[str] | None = None,
+    launcher: str | None = None,
 ) -> Tick:
     """One look at a rescue: settle finished steps, launch what may start, say what waits.
 
     `claimed`: models that runs requested earlier in the same tick will write (other rescues);
-    they count as in flight, so one tick never requests two runs writing the same model."""
+    they count as in flight, so one tick never requests two runs writing the same model.
+    `launcher`: who submits the requests when not the sensor (`rescue launch`, see
+    kickoff.py); the record says so until their runs exist."""
     rescue_id = record["id"]
     claimed = set() if claimed is None else claimed
     settled = _settle(instance, record, keys)
@@ -170,6 +174,11 @@ def advance(
         return settled
     done, latest = settled
     names = record["names"]
+    submitting = kickoff.pending(record, latest)
+    if submitting:  # `rescue launch` is submitting these runs: not twice, nothing over them
+        claimed |= set(submitting)
+        by = record[kickoff.MARKER]["by"]
+        return Tick([], [f"rescue {rescue_id}: `{by}` is submitting its run"])
     if len(done) == len(record["steps"]):  # every model rebuilt; the proof is left
         settled_proof = settle_proof(instance, record, keys)
         if isinstance(settled_proof, dg.RunRequest):
@@ -209,6 +218,8 @@ def advance(
             f"launched one run for steps {chain[0]['index'] + 1}-{chain[-1]['index'] + 1}, "
             "stage after stage (nothing else writes their models)"
         )
+        if launcher:
+            kickoff.mark(record, [request], launcher)
         save(instance, record)  # before the request leaves: a concurrent change drops it
         return Tick([request], [])
     requests, messages = [], []
@@ -231,7 +242,10 @@ def advance(
     if messages:
         record["message"] = messages[0]
     elif requests:
-        record["message"] = f"launched run(s) {', '.join(r.tags[TAG_STEP] for r in requests)}"
+        numbers = ", ".join(str(int(r.tags[TAG_STEP]) + 1) for r in requests)
+        record["message"] = f"launched run(s) {numbers} of {len(record['steps'])}"
+    if launcher and requests:
+        kickoff.mark(record, requests, launcher)
     save(instance, record)  # before the requests leave: a concurrent change drops them
     return Tick(requests, messages)
 
