@@ -20,8 +20,9 @@ DEFAULT_RUN_OVERHEAD_SECONDS = 45.0
 # per-node work): measured with bench/launch_bench.py under `dagster dev` on 2 cores.
 DEFAULT_MODEL_OVERHEAD_SECONDS = 0.3
 # What a run's own record does not show: the tick that requests it and the tick that sees it
-# end (rescue_sensor is evaluated on every 5 s daemon loop: ~2.5 s each on average; under
-# `rescue launch --wait` the end is seen within 0.5 s, so this errs long).
+# end (rescue_sensor is evaluated on every 5 s daemon loop: ~2.5 s each on average; `rescue
+# launch` submits the first run itself and `--wait` sees the end within 0.5 s, so this errs
+# long for a one-run rescue typed at the CLI: B1, 10 models, estimate 1.13x measured).
 TICK_SECONDS = 5.0
 # A further stage inside one run: dbt starting again, its adapter, the stage's validation
 # queries (bench/step_overhead_bench.py: plain `dbt build` of 2 models takes 3.5-4 s).
