@@ -208,3 +208,24 @@ def test_without_a_webserver_the_cli_leaves_the_launch_to_the_sensor(
         assert "launching" not in rescues.load(instance, rescue_id)
         result = evaluate_rescue_sensor(shop_defs, instance)
         assert [r.tags[rescues.TAG_ID] for r in result.run_requests] == [rescue_id]
+
+
+def test_the_cli_plans_the_dbt_tests_the_sensor_plans_and_no_other_check(shop_planner, shop_defs):
+    from rescue_defs.checks.coverage import VALIDATION_CHECKS
+    from rescue_defs.checks.proof import PROOF_CHECK
+    from rescue_defs.rescues.kickoff import dbt_test_checks
+
+    manifest = shop_planner.manifest
+    keys = model_asset_keys(manifest)
+    dbt_models = shop_defs.resolve_assets_def(next(iter(keys.values())))
+    # what rescue_sensor plans for a run of every model (checks_of, less the validation ones)
+    models = set(keys.values())
+    planned = {
+        c
+        for c in dbt_models.check_keys
+        if c.name not in VALIDATION_CHECKS and c.asset_key in models
+    }
+    assert planned
+    assert dbt_test_checks(manifest, set(keys)) == planned
+    # the webserver lists the proof's checks for the same models too: never planned
+    assert {c for c in shop_defs.resolve_asset_graph().asset_check_keys if c.name == PROOF_CHECK}

@@ -148,11 +148,11 @@ def _lookup(url: str, rescue_id: str, report: dg.AssetKey, models: list[dg.Asset
         raise Unavailable(f"the webserver at {url} serves no {report.to_user_string()}")
     if rescue_id not in (node.get("partitionKeyConnection") or {}).get("results", []):
         raise Unavailable(f"the webserver at {url} serves another Dagster instance")
-    checks: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
+    checks: dict[dg.AssetKey, set[dg.AssetCheckKey]] = {}
     for found in data["assetNodes"]:
         key = dg.AssetKey(found["assetKey"]["path"])
         listed = (found.get("assetChecksOrError") or {}).get("checks", [])
-        checks[key] = [dg.AssetCheckKey(key, c["name"]) for c in listed]
+        checks[key] = {dg.AssetCheckKey(key, c["name"]) for c in listed}
     missing = [k for k in models if k not in checks]
     if missing:
         raise Unavailable(
@@ -188,6 +188,20 @@ def _submit(url: str, location: str, repository: str, request: dg.RunRequest) ->
     return result["run"]["runId"]
 
 
+def dbt_test_checks(manifest, models: set[str]) -> set[dg.AssetCheckKey]:
+    """The check keys dagster-dbt gives the dbt tests attached to these models."""
+    from dagster_dbt.asset_utils import get_asset_check_key_for_test
+
+    from rescue_defs.assets.dbt import TRANSLATOR
+
+    found = set()
+    for test in manifest.tests_of(models):
+        key = get_asset_check_key_for_test(manifest.raw, TRANSLATOR, test, project=None)
+        if key is not None:
+            found.add(key)
+    return found
+
+
 def launch_first_runs(
     instance: dg.DagsterInstance,
     rescue_id: str,
@@ -214,8 +228,15 @@ def launch_first_runs(
     except Unavailable as e:
         return f"{e}: rescue_sensor launches the runs."
 
+    # what rescue_sensor plans: the models' dbt tests (checks of the dbt_models op), not the
+    # other checks the webserver lists for them (the proof's run in its own job)
+    tests = dbt_test_checks(manifest, {m for step in record["steps"] for m in step["remaining"]})
+
     def checks_of(asset_keys) -> list[dg.AssetCheckKey]:
-        return [c for key in asset_keys for c in checks.get(key, [])]
+        return sorted(
+            (c for key in asset_keys for c in checks.get(key, ()) if c in tests),
+            key=lambda c: (c.asset_key.to_user_string(), c.name),
+        )
 
     try:
         tick = advance(instance, record, keys, manifest, checks_of, launcher=by)
