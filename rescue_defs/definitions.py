@@ -58,8 +58,8 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
             )
             for uid, key in source_keys(project).items()
         ]
-    step_job = build_rescue_step_job(dbt_models)
     proof_checks = build_proof_checks(project)
+    step_job = build_rescue_step_job(dbt_models, [proof_checks] if proof_checks else [])
     proof_jobs = [build_proof_job(proof_checks)] if proof_checks is not None else []
     freshness_checks = build_freshness_checks(project, bundled)
     freshness_jobs = [build_freshness_job(freshness_checks)] if freshness_checks is not None else []

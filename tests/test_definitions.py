@@ -46,6 +46,20 @@ def test_dbt_tests_load_as_asset_checks(shop_defs):
     assert len(names) > 60
 
 
+def test_rescue_runs_hold_the_models_and_their_own_checks_never_the_proof(shop_defs):
+    from rescue_defs.checks.proof import PROOF_CHECK
+
+    job = shop_defs.resolve_job_def("rescue_step_job")
+    assert [node.name for node in job.nodes_in_topological_order] == ["dbt_models"]
+    checks = job.asset_layer.asset_graph.asset_check_keys
+    assert ("fct_orders", "unique_fct_orders_order_id") in {
+        (c.asset_key.to_user_string(), c.name) for c in checks
+    }
+    assert not [c for c in checks if c.name == PROOF_CHECK]  # rescue_proof_job runs those
+    proof = shop_defs.resolve_job_def("rescue_proof_job").asset_layer.asset_graph
+    assert {c.name for c in proof.asset_check_keys} == {PROOF_CHECK}
+
+
 def test_relative_warehouse_path_is_made_absolute(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RESCUE_DUCKDB_PATH", "rel/warehouse.duckdb")

@@ -11,10 +11,16 @@ from rescue_defs.planning.selection import SelectionError
 from rescue_defs.project import is_bundled
 
 
-def build_rescue_step_job(dbt_assets: dg.AssetsDefinition):
+def build_rescue_step_job(dbt_assets: dg.AssetsDefinition, excluded_checks=()):
+    # the models and their checks, except other ops' checks on them (the proof, which
+    # rescue_proof_job runs): never run here, and each such op over thousands of models costs
+    # every code load a pass over its checks per input (B3)
+    selection = dg.AssetSelection.assets(dbt_assets)
+    for checks in excluded_checks:
+        selection = selection - dg.AssetSelection.checks(checks)
     return dg.define_asset_job(
         rescues.STEP_JOB,
-        selection=dg.AssetSelection.assets(dbt_assets),
+        selection=selection,
         description="One stage (or lineage group) of a rescue; launched by rescue_sensor with "
         "the stage's models as the run's asset selection. Select dbt assets and materialize to "
         "use it by hand.",
