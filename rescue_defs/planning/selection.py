@@ -63,6 +63,7 @@ class Selector:
         self.manifest = manifest
         self._selector = NodeSelector(Graph(manifest.graph), manifest.dbt_manifest)
         self._all_nodes = set(self._selector.graph.nodes())
+        self._resolved: dict[tuple[str, str], Resolution] = {}
 
     def _parse(self, term: str):
         from dbt.exceptions import DbtRuntimeError
@@ -100,6 +101,15 @@ class Selector:
         return chosen & set(self.manifest.models)
 
     def resolve(self, select: str, exclude: str = "") -> Resolution:
+        # planning resolves the same selection twice (the facts to fetch, then the plan)
+        key = (select, exclude)
+        if key not in self._resolved:
+            if len(self._resolved) >= 64:  # a long-lived planner (sensors) stays small
+                self._resolved.clear()
+            self._resolved[key] = self._resolve(select, exclude)
+        return self._resolved[key]
+
+    def _resolve(self, select: str, exclude: str) -> Resolution:
         terms = select.split()
         if not terms:
             raise SelectionError("", "the selection is empty: name at least one model or selector")

@@ -147,10 +147,13 @@ def plan_for(
         request = dataclasses.replace(request, today=business_today())
     env = environment(instance, planner.manifest, keys, schedules)
     late, note = late_rows(instance, planner.manifest, keys, request.today)
+    # the history of the models in scope only: one event-log query per model, and a project
+    # of thousands of models made every launch (and every automatic rescue) wait seconds
+    scope = planner.selector.resolve(request.select, request.exclude).models
     return planner.plan(
         request,
         previous=previous,
-        history=history(instance, keys),
+        history=history(instance, {m: key for m, key in keys.items() if m in scope}),
         env=env,
         late=late,
         late_note=note,
