@@ -124,6 +124,7 @@ def _launch(args: argparse.Namespace) -> int:
     from rescue_defs.planning.plan import Planner
     from rescue_defs.planning.render import render_text
     from rescue_defs.project import BUNDLED_PROJECT_DIR
+    from rescue_defs.rescues import kickoff
 
     manifest = _manifest(args)
     previous = _previous(args, manifest)
@@ -149,6 +150,7 @@ def _launch(args: argparse.Namespace) -> int:
             sandbox=args.sandbox,
             max_runtime=args.max_runtime,
             start_now=args.now,
+            reserve=kickoff.BY_CLI,
             proof=proof_settings(
                 manifest.raw.get("metadata", {}).get("adapter_type"),
                 manifest.project_dir is not None
@@ -263,12 +265,15 @@ def _list(instance, limit: int = 20) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
     from rescue_defs.assets.dbt import model_asset_keys
+    from rescue_defs.rescues import kickoff
 
     instance = _instance()
     manifest = _manifest(args)
     keys = model_asset_keys(manifest)
     try:
-        record = rescues.resume(instance, args.rescue_id, keys, force=args.force)
+        record = rescues.resume(
+            instance, args.rescue_id, keys, force=args.force, reserve=kickoff.BY_CLI
+        )
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
     print(f"rescue {record['id']}: {record['message']}")

@@ -158,7 +158,7 @@ def test_a_run_the_cli_is_submitting_is_neither_launched_again_nor_overlapped_by
         # `rescue launch` decided to start it and is submitting the run through the webserver
         cli_copy = rescues.load(instance, first["id"])
         tick = rescues.advance(
-            instance, cli_copy, keys, shop_planner.manifest, launcher="rescue launch"
+            instance, cli_copy, keys, shop_planner.manifest, launcher=kickoff.BY_CLI
         )
         assert len(tick.requests) == 1
         # meanwhile another rescue of some of the same models becomes active
@@ -166,7 +166,7 @@ def test_a_run_the_cli_is_submitting_is_neither_launched_again_nor_overlapped_by
 
         result = evaluate_rescue_sensor(shop_defs, instance)
         assert not result.run_requests  # not the CLI's run twice, nor one over its models
-        assert "`rescue launch` is submitting its run" in result.skip_message
+        assert "the rescue CLI is starting its run" in result.skip_message
         assert "a run requested in this tick writes fct_orders" in result.skip_message
 
         # the submission failed: the sensor launches the first rescue's run at once
@@ -176,14 +176,41 @@ def test_a_run_the_cli_is_submitting_is_neither_launched_again_nor_overlapped_by
         assert rescues.load(instance, second["id"])["status"] == rescues.ACTIVE
 
 
+def test_a_tick_between_registering_and_the_cli_starting_the_run_launches_nothing(
+    dagster_home, shop_planner, shop_defs
+):
+    from rescue_defs.rescues import kickoff
+
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        plan = shop_planner.plan(PlanRequest("stg_orders+"))
+        rescue = rescues.register(instance, plan, keys, reserve=kickoff.BY_CLI)
+        # the daemon's tick comes right after `rescue launch` registered the rescue
+        result = evaluate_rescue_sensor(shop_defs, instance)
+        assert not result.run_requests
+        # the CLI decides and submits (here: its decision only)
+        record = rescues.load(instance, rescue["id"])
+        tick = rescues.advance(
+            instance, record, keys, shop_planner.manifest, launcher=kickoff.BY_CLI
+        )
+        assert len(tick.requests) == 1
+        assert not evaluate_rescue_sensor(shop_defs, instance).run_requests
+        # a CLI that gives up (no webserver, say) hands the rescue to the next tick
+        kickoff.release(instance, rescue["id"])
+        result = evaluate_rescue_sensor(shop_defs, instance)
+        assert [r.tags[rescues.TAG_ID] for r in result.run_requests] == [rescue["id"]]
+
+
 def test_a_launch_marker_left_by_a_cli_that_died_expires_and_the_sensor_launches(
     dagster_home, shop_planner, shop_defs
 ):
+    from rescue_defs.rescues import kickoff
+
     keys = model_asset_keys(shop_planner.manifest)
     with open_instance() as instance:
         rescue = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders")), keys)
         record = rescues.load(instance, rescue["id"])
-        rescues.advance(instance, record, keys, shop_planner.manifest, launcher="rescue launch")
+        rescues.advance(instance, record, keys, shop_planner.manifest, launcher=kickoff.BY_CLI)
         assert not evaluate_rescue_sensor(shop_defs, instance).run_requests
         record = rescues.load(instance, rescue["id"])
         record["launching"]["until"] -= 3600  # the CLI died an hour ago, nothing submitted

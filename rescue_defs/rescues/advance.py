@@ -174,11 +174,11 @@ def advance(
         return settled
     done, latest = settled
     names = record["names"]
-    submitting = kickoff.pending(record, latest)
-    if submitting:  # `rescue launch` is submitting these runs: not twice, nothing over them
+    submitting = kickoff.pending(instance, record, latest, ignore=launcher)
+    if submitting is not None:  # `rescue launch` starts these runs: not twice, none over them
         claimed |= set(submitting)
         by = record[kickoff.MARKER]["by"]
-        return Tick([], [f"rescue {rescue_id}: `{by}` is submitting its run"])
+        return Tick([], [f"rescue {rescue_id}: {by} is starting its run"])
     if len(done) == len(record["steps"]):  # every model rebuilt; the proof is left
         settled_proof = settle_proof(instance, record, keys)
         if isinstance(settled_proof, dg.RunRequest):

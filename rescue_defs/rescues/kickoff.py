@@ -42,6 +42,7 @@ LAUNCH_GRACE_SECONDS = 90
 LOOKUP_TIMEOUT_SECONDS = 10
 SUBMIT_TIMEOUT_SECONDS = 60
 MARKER = "launching"
+BY_CLI = "the rescue CLI"
 
 
 def _pairs(request: dg.RunRequest) -> list[tuple[int, int]]:
@@ -53,24 +54,53 @@ def _pairs(request: dg.RunRequest) -> list[tuple[int, int]]:
     return [(int(tags[TAG_STEP]), int(tags.get(TAG_ATTEMPT, 0)))]
 
 
+def reservation(record: Mapping[str, Any], by: str) -> dict[str, Any]:
+    """The marker a rescue is registered (or resumed) with when `by` will try to start it:
+    every step left and a pending proof, so no tick starts anything of it meanwhile."""
+    proof = record.get("proof") or {}
+    return {
+        "by": by,
+        "until": time.time() + LAUNCH_GRACE_SECONDS,
+        "steps": [(s["index"], s["attempt"]) for s in record["steps"] if s["remaining"]],
+        "proof": proof.get("attempt", 0) if proof.get("status") == "pending" else None,
+    }
+
+
 def mark(record: dict[str, Any], requests: Sequence[dg.RunRequest], by: str) -> None:
-    """Say in the record that `by` submits these runs itself (saved with the record)."""
+    """Say in the record that `by` submits these step runs itself (saved with the record)."""
     steps = sorted({pair for request in requests for pair in _pairs(request)})
-    record[MARKER] = {"by": by, "until": time.time() + LAUNCH_GRACE_SECONDS, "steps": steps}
+    record[MARKER] = {
+        "by": by,
+        "until": time.time() + LAUNCH_GRACE_SECONDS,
+        "steps": steps,
+        "proof": None,
+    }
 
 
-def pending(record: Mapping[str, Any], latest: Mapping[tuple[int, int], Any]) -> list[str]:
-    """The models of marked steps whose runs do not exist yet, while the marker holds."""
+def pending(
+    instance: dg.DagsterInstance,
+    record: Mapping[str, Any],
+    latest: Mapping[tuple[int, int], Any],
+    ignore: str | None = None,
+) -> list[str] | None:
+    """While a marker holds (not `ignore`'s own): the models of its steps whose runs do not
+    exist yet (empty when only its proof run is missing); None when nothing is pending."""
+    from rescue_defs.rescues.proving import proof_run
+
     marker = record.get(MARKER)
-    if not marker or time.time() > marker["until"]:
-        return []
+    if not marker or time.time() > marker["until"] or marker["by"] == ignore:
+        return None
     waiting = {tuple(pair) for pair in marker["steps"]} - set(latest)
-    return [
-        m
-        for step in record["steps"]
-        if (step["index"], step["attempt"]) in waiting
-        for m in step["remaining"]
-    ]
+    if waiting:
+        return [
+            m
+            for step in record["steps"]
+            if (step["index"], step["attempt"]) in waiting
+            for m in step["remaining"]
+        ]
+    if marker.get("proof") is not None and proof_run(instance, record) is None:
+        return []
+    return None
 
 
 def release(instance: dg.DagsterInstance, rescue_id: str) -> None:
@@ -209,24 +239,29 @@ def launch_first_runs(
     manifest,
     url: str,
     report: dg.AssetKey,
-    by: str = "rescue launch",
+    by: str = BY_CLI,
 ) -> str:
     """Start what rescue_sensor's next tick would start, now; a line for the user saying what
     happened. Never raises for a launch it leaves to the sensor."""
-    from rescue_defs.rescues.advance import advance
+    from rescue_defs.rescues.advance import STEP_JOB, advance
 
     record = load(instance, rescue_id)
     if record["status"] != ACTIVE:
         return ""
+
+    def leave(message: str) -> str:
+        release(instance, rescue_id)  # the reservation it was registered with
+        return message
+
     if record.get("heavy") and not record.get("start_now"):
-        return "rescue_sensor decides when this heavy rescue starts."
+        return leave("rescue_sensor decides when this heavy rescue starts.")
     if active_ids(instance) != [rescue_id]:
-        return "other rescues are active: rescue_sensor launches the runs in order."
+        return leave("other rescues are active: rescue_sensor launches the runs in order.")
     models = [keys[m] for step in record["steps"] for m in step["remaining"]]
     try:
         location, repository, checks = _lookup(url, rescue_id, report, models)
     except Unavailable as e:
-        return f"{e}: rescue_sensor launches the runs."
+        return leave(f"{e}: rescue_sensor launches the runs.")
 
     # what rescue_sensor plans: the models' dbt tests (checks of the dbt_models op), not the
     # other checks the webserver lists for them (the proof's run in its own job)
@@ -240,18 +275,18 @@ def launch_first_runs(
 
     try:
         tick = advance(instance, record, keys, manifest, checks_of, launcher=by)
-    except ConcurrentUpdate:
-        return "rescue_sensor got there first."
+    except ConcurrentUpdate:  # canceled meanwhile, say
+        return leave("the rescue changed meanwhile: rescue_sensor takes it from here.")
     if not tick.requests:
-        return "; ".join(tick.messages)
+        return leave("; ".join(tick.messages))
+    if any(r.job_name != STEP_JOB for r in tick.requests):
+        return leave("rescue_sensor launches the proof run.")
     if active_ids(instance) != [rescue_id]:
-        release(instance, rescue_id)
-        return "another rescue became active: rescue_sensor launches the runs in order."
+        return leave("another rescue became active: rescue_sensor launches the runs in order.")
     launched = []
     try:
         for request in tick.requests:
             launched.append(_submit(url, location, repository, request))
     except Exception as e:  # whatever went wrong, the sensor must not wait for the marker
-        release(instance, rescue_id)
-        return f"{e}: rescue_sensor launches the runs."
+        return leave(f"{e}: rescue_sensor launches the runs.")
     return f"launched run(s) {', '.join(r[:8] for r in launched)} through {url}"

@@ -11,6 +11,7 @@ from rescue_defs.checks.coverage import COVERAGE_CHECK
 from rescue_defs.checks.proof import PROOF_CHECK, proof_record
 from rescue_defs.planning.plan import Plan
 from rescue_defs.planning.render import render_markdown
+from rescue_defs.rescues import kickoff
 from rescue_defs.rescues.facts import IN_FLIGHT
 from rescue_defs.rescues.outcomes import model_outcomes, step_runs
 from rescue_defs.rescues.report import finish, publish
@@ -44,9 +45,11 @@ def register(
     proof: Mapping[str, Any] | None = None,
     start_now: bool = False,
     extra: Mapping[str, Any] | None = None,
+    reserve: str | None = None,
 ) -> dict[str, Any]:
     """Record a planned rescue and publish its plan; the sensor launches its runs. Blocked
-    plans need `force`. A sandbox rescue refreshes the sandbox copy of prod first."""
+    plans need `force`. A sandbox rescue refreshes the sandbox copy of prod first. `reserve`:
+    who will try to start it at once (kickoff.py); no tick starts it until then."""
     blocks = [f"{i.key}: {i.reason}" for i in plan.blocks]
     if blocks and not force and not dry_run:
         raise RescueError(
@@ -96,6 +99,8 @@ def register(
         "heavy": sorted(plan.heavy),
         **(extra or {}),
     }
+    if reserve and not dry_run:
+        record[kickoff.MARKER] = kickoff.reservation(record, reserve)
     save(instance, record)
     publish(instance, record, keys)
     return record
@@ -112,6 +117,7 @@ def resume(
     rescue_id: str,
     keys: Mapping[str, dg.AssetKey],
     force: bool = False,
+    reserve: str | None = None,
 ):
     """Plan minus materialized: every unfinished step keeps only the models not yet rebuilt by
     this rescue, or rebuilt but unchecked or failing a check, with the same refresh flags."""
@@ -164,6 +170,8 @@ def resume(
         ", then the proof" if prove else ""
     )
     if left or prove:
+        if reserve:
+            record[kickoff.MARKER] = kickoff.reservation(record, reserve)
         save(instance, record)
     else:
         finish(instance, record, keys)
