@@ -166,18 +166,29 @@ def _launch(args: argparse.Namespace) -> int:
     ui = _ui_url(args)
     print(f"runs: {ui}/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id}")
     print(f"report: {ui}/assets/rescue_report?partition={rescue_id}")
-    _start(instance, record["id"], keys, manifest, ui)
-    return _follow(instance, rescue_id, keys, args.wait_timeout) if args.wait else 0
+    said = _start(instance, rescue_id, keys, manifest, ui)
+    print(said)
+    if not args.wait:
+        return 0
+    # the webserver took the first run: it takes the next ones too (no wait for a tick)
+    following = said.startswith("launched")
+    return _follow(
+        instance,
+        rescue_id,
+        keys,
+        args.wait_timeout,
+        (lambda: _start(instance, rescue_id, keys, manifest, ui)) if following else None,
+    )
 
 
-def _start(instance, rescue_id: str, keys, manifest, ui: str) -> None:
-    """Submit the rescue's first run(s) through the UI's webserver now (no wait for
-    rescue_sensor's next tick); whatever it does not start, the sensor does."""
+def _start(instance, rescue_id: str, keys, manifest, ui: str) -> str:
+    """Submit the rescue's next run(s) through the UI's webserver now (no wait for
+    rescue_sensor's next tick); whatever it does not start, the sensor does. What happened."""
     from rescue_defs import rescues
     from rescue_defs.rescues.kickoff import launch_first_runs
 
     said = launch_first_runs(instance, rescue_id, keys, manifest, ui, rescues.REPORT_ASSET)
-    print(said or "rescue_sensor (running under `./dev demo`) launches the runs in order.")
+    return said or "rescue_sensor (running under `./dev demo`) launches the runs in order."
 
 
 def _ui_url(args: argparse.Namespace) -> str:
@@ -198,7 +209,10 @@ REPEAT_SECONDS = 30
 RUNNING_FOR = re.compile(r"running for \d+ s")
 
 
-def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
+def _follow(instance, rescue_id: str, keys, timeout: float, start=None) -> int:
+    """Print the rescue's progress until it ends. `start()`: when one of its runs ended and
+    the rescue goes on, start what comes next (the next run, the proof) without waiting for
+    rescue_sensor's tick; returns what it did."""
     import time
 
     from rescue_defs import rescues
@@ -206,15 +220,23 @@ def _follow(instance, rescue_id: str, keys, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     shown: list[str] = []
     said = time.monotonic()
+    finished = None
     while True:
         record = rescues.load(instance, rescue_id)
         if record["status"] == rescues.ACTIVE:
             # end the rescue when its last run ends, not at rescue_sensor's next tick (up to
-            # 10 s later); settling launches nothing, so the sensor stays the only launcher
+            # 10 s later)
             try:
-                rescues.settle(instance, record, keys)
+                settled = rescues.settle(instance, record, keys)
             except rescues.ConcurrentUpdate:
-                pass  # the sensor settled it meanwhile
+                settled = True  # the sensor settled it meanwhile
+            if start is not None and settled is None:
+                ended = sum(r.is_finished for r in rescues.step_runs(instance, rescue_id))
+                if finished is not None and ended > finished:
+                    what = start()
+                    if what.startswith("launched"):
+                        print(what, flush=True)
+                finished = ended
         lines = rescues.status_lines(instance, rescue_id, keys)
         # the elapsed time alone changes every second: say it again every REPEAT_SECONDS
         seen = [RUNNING_FOR.sub("", line) for line in lines]
@@ -277,9 +299,21 @@ def _resume(args: argparse.Namespace) -> int:
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
     print(f"rescue {record['id']}: {record['message']}")
-    if record["status"] == rescues.ACTIVE:
-        _start(instance, record["id"], keys, manifest, _ui_url(args))
-    return _follow(instance, record["id"], keys, args.wait_timeout) if args.wait else 0
+    if record["status"] != rescues.ACTIVE:
+        return 0
+    ui = _ui_url(args)
+    said = _start(instance, record["id"], keys, manifest, ui)
+    print(said)
+    if not args.wait:
+        return 0
+    following = said.startswith("launched")
+    return _follow(
+        instance,
+        record["id"],
+        keys,
+        args.wait_timeout,
+        (lambda: _start(instance, record["id"], keys, manifest, ui)) if following else None,
+    )
 
 
 def _cancel(args: argparse.Namespace) -> int:

@@ -210,11 +210,50 @@ def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(
         browser.close()
 
 
-def test_rescue_launch_starts_its_run_through_the_ui_and_the_sensor_never_repeats_it(
-    demo, materialized
-):
+SENSOR = {
+    "repositoryLocationName": "rescue_defs",
+    "repositoryName": "__repository__",
+    "sensorName": "rescue_sensor",
+}
+SENSOR_STATE = """
+query ($s: SensorSelector!) {
+  sensorOrError(sensorSelector: $s) {
+    ... on Sensor { jobOriginId sensorState { selectorId status } }
+  }
+}
+"""
+STOP_SENSOR = """
+mutation ($origin: String, $selector: String) {
+  stopSensor(jobOriginId: $origin, jobSelectorId: $selector) { __typename }
+}
+"""
+START_SENSOR = """
+mutation ($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }
+"""
+
+
+def _sensor_status(client) -> str:
+    return client._execute(SENSOR_STATE, {"s": SENSOR})["sensorOrError"]["sensorState"]["status"]
+
+
+def test_rescue_launch_wait_starts_every_run_itself_through_the_ui(demo, materialized):
     client, log, port, env = demo
     assert materialized == "SUCCESS"
+    # rescue_sensor off: every run of this rescue must come from the CLI, none from a tick
+    state = client._execute(SENSOR_STATE, {"s": SENSOR})["sensorOrError"]
+    client._execute(
+        STOP_SENSOR,
+        {"origin": state["jobOriginId"], "selector": state["sensorState"]["selectorId"]},
+    )
+    assert _sensor_status(client) == "STOPPED"
+    try:
+        _launch_with_the_sensor_off(client, port, env)
+    finally:
+        client._execute(START_SENSOR, {"s": SENSOR})
+        assert _sensor_status(client) == "RUNNING"
+
+
+def _launch_with_the_sensor_off(client, port, env) -> None:
     launched = subprocess.run(
         [
             str(REPO / ".venv" / "bin" / "rescue"),
@@ -248,6 +287,15 @@ def test_rescue_launch_starts_its_run_through_the_ui_and_the_sensor_never_repeat
     assert [r["runId"][:8] for r in runs] == [started.group(1)], runs
     assert runs[0]["status"] == "SUCCESS"
     assert "dagster/sensor_name" not in {t["key"] for t in runs[0]["tags"]}
+    # then the proof of its incremental models, submitted by `--wait` as the run ended
+    proofs = [
+        r
+        for r in _runs(client, "rescue_proof_job")
+        if {"key": "rescue/id", "value": rescue_id} in r["tags"]
+    ]
+    assert [r["status"] for r in proofs] == ["SUCCESS"], proofs
+    assert re.search(rf"^launched run\(s\) {proofs[0]['runId'][:8]} through {ui}$", out, re.M)
+    assert "equal a from-scratch build, row for row" in out
 
 
 def test_canceling_a_rescue_from_the_cli_terminates_its_running_run(demo, materialized):

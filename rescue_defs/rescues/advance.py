@@ -165,8 +165,8 @@ def advance(
 
     `claimed`: models that runs requested earlier in the same tick will write (other rescues);
     they count as in flight, so one tick never requests two runs writing the same model.
-    `launcher`: who submits the requests when not the sensor (`rescue launch`, see
-    kickoff.py); the record says so until their runs exist."""
+    `launcher`: who decides (rescue_sensor, the CLI, see kickoff.py); the record says so until
+    the requested runs exist, and the other launcher starts nothing of them meanwhile."""
     rescue_id = record["id"]
     claimed = set() if claimed is None else claimed
     settled = _settle(instance, record, keys)
@@ -184,6 +184,8 @@ def advance(
         if isinstance(settled_proof, dg.RunRequest):
             record["proof"]["status"] = "running"
             record["message"] = "every planned model was rebuilt; proving the incremental ones"
+            if launcher:
+                kickoff.mark(record, [settled_proof], launcher)
             save(instance, record)
             return Tick([settled_proof], [])
         if settled_proof is None:

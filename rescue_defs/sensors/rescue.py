@@ -5,6 +5,7 @@ from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.rescues.kickoff import BY_SENSOR
 
 
 def build_rescue_sensor(
@@ -52,6 +53,7 @@ def build_rescue_sensor(
                     checks_of if dbt_models is not None else None,
                     claimed,
                     heavy_busy,
+                    launcher=BY_SENSOR,
                 )
             except rescues.ConcurrentUpdate as e:
                 messages.append(f"rescue {rescue_id}: {e}; next tick")
