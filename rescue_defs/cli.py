@@ -166,6 +166,10 @@ def _launch(args: argparse.Namespace) -> int:
     ui = _ui_url(args)
     print(f"runs: {ui}/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id}")
     print(f"report: {ui}/assets/rescue_report?partition={rescue_id}")
+    return _start_and_follow(args, instance, rescue_id, keys, manifest, ui)
+
+
+def _start_and_follow(args, instance, rescue_id: str, keys, manifest, ui: str) -> int:
     said = _start(instance, rescue_id, keys, manifest, ui)
     print(said)
     if not args.wait:
@@ -301,19 +305,7 @@ def _resume(args: argparse.Namespace) -> int:
     print(f"rescue {record['id']}: {record['message']}")
     if record["status"] != rescues.ACTIVE:
         return 0
-    ui = _ui_url(args)
-    said = _start(instance, record["id"], keys, manifest, ui)
-    print(said)
-    if not args.wait:
-        return 0
-    following = said.startswith("launched")
-    return _follow(
-        instance,
-        record["id"],
-        keys,
-        args.wait_timeout,
-        (lambda: _start(instance, record["id"], keys, manifest, ui)) if following else None,
-    )
+    return _start_and_follow(args, instance, record["id"], keys, manifest, _ui_url(args))
 
 
 def _cancel(args: argparse.Namespace) -> int:

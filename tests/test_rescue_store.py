@@ -256,3 +256,25 @@ def test_the_cli_plans_the_dbt_tests_the_sensor_plans_and_no_other_check(shop_pl
     assert dbt_test_checks(manifest, set(keys)) == planned
     # the webserver lists the proof's checks for the same models too: never planned
     assert {c for c in shop_defs.resolve_asset_graph().asset_check_keys if c.name == PROOF_CHECK}
+
+
+def test_a_run_the_sensor_requested_is_not_launched_again_by_the_cli_meanwhile(
+    dagster_home, shop_planner, shop_defs
+):
+    from rescue_defs.rescues import kickoff
+
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        rescue = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders+")), keys)
+        (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
+        # the daemon is still creating that run when `--wait` looks (a run of it just ended)
+        record = rescues.load(instance, rescue["id"])
+        tick = rescues.advance(
+            instance, record, keys, shop_planner.manifest, launcher=kickoff.BY_CLI
+        )
+        assert not tick.requests
+        assert tick.messages == [f"rescue {rescue['id']}: rescue_sensor is starting its run"]
+        # the CLI giving up leaves the sensor's marker alone
+        kickoff.release(instance, rescue["id"])
+        assert rescues.load(instance, rescue["id"])["launching"]["by"] == "rescue_sensor"
+        assert request.tags[rescues.TAG_ID] == rescue["id"]
