@@ -188,10 +188,9 @@ def _start_and_follow(args, instance, rescue_id: str, keys, manifest, ui: str) -
 def _start(instance, rescue_id: str, keys, manifest, ui: str) -> str:
     """Submit the rescue's next run(s) through the UI's webserver now (no wait for
     rescue_sensor's next tick); whatever it does not start, the sensor does. What happened."""
-    from rescue_defs import rescues
-    from rescue_defs.rescues.kickoff import launch_first_runs
+    from rescue_defs.rescues.kickoff import launch_next_runs
 
-    said = launch_first_runs(instance, rescue_id, keys, manifest, ui, rescues.REPORT_ASSET)
+    said = launch_next_runs(instance, rescue_id, keys, manifest, ui)
     return said or "rescue_sensor (running under `./dev demo`) launches the runs in order."
 
 

@@ -147,6 +147,15 @@ def test_resuming_a_blocked_dry_run_needs_force_and_records_it(dagster_home, sho
         assert resumed["status"] == rescues.ACTIVE and resumed["forced"] is True
 
 
+def cli_decides(instance, rescue_id: str, planner) -> rescues.Tick:
+    """What `rescue launch` decides before it submits through the webserver."""
+    from rescue_defs.rescues import kickoff
+
+    record = rescues.load(instance, rescue_id)
+    keys = model_asset_keys(planner.manifest)
+    return rescues.advance(instance, record, keys, planner.manifest, launcher=kickoff.BY_CLI)
+
+
 def test_a_run_the_cli_is_submitting_is_neither_launched_again_nor_overlapped_by_the_sensor(
     dagster_home, shop_planner, shop_defs
 ):
@@ -156,11 +165,7 @@ def test_a_run_the_cli_is_submitting_is_neither_launched_again_nor_overlapped_by
     with open_instance() as instance:
         first = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders+")), keys)
         # `rescue launch` decided to start it and is submitting the run through the webserver
-        cli_copy = rescues.load(instance, first["id"])
-        tick = rescues.advance(
-            instance, cli_copy, keys, shop_planner.manifest, launcher=kickoff.BY_CLI
-        )
-        assert len(tick.requests) == 1
+        assert len(cli_decides(instance, first["id"], shop_planner).requests) == 1
         # meanwhile another rescue of some of the same models becomes active
         second = rescues.register(instance, shop_planner.plan(PlanRequest("fct_orders")), keys)
 
@@ -189,11 +194,7 @@ def test_a_tick_between_registering_and_the_cli_starting_the_run_launches_nothin
         result = evaluate_rescue_sensor(shop_defs, instance)
         assert not result.run_requests
         # the CLI decides and submits (here: its decision only)
-        record = rescues.load(instance, rescue["id"])
-        tick = rescues.advance(
-            instance, record, keys, shop_planner.manifest, launcher=kickoff.BY_CLI
-        )
-        assert len(tick.requests) == 1
+        assert len(cli_decides(instance, rescue["id"], shop_planner).requests) == 1
         assert not evaluate_rescue_sensor(shop_defs, instance).run_requests
         # a CLI that gives up (no webserver, say) hands the rescue to the next tick
         kickoff.release(instance, rescue["id"])
@@ -204,13 +205,11 @@ def test_a_tick_between_registering_and_the_cli_starting_the_run_launches_nothin
 def test_a_launch_marker_left_by_a_cli_that_died_expires_and_the_sensor_launches(
     dagster_home, shop_planner, shop_defs
 ):
-    from rescue_defs.rescues import kickoff
 
     keys = model_asset_keys(shop_planner.manifest)
     with open_instance() as instance:
         rescue = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders")), keys)
-        record = rescues.load(instance, rescue["id"])
-        rescues.advance(instance, record, keys, shop_planner.manifest, launcher=kickoff.BY_CLI)
+        assert cli_decides(instance, rescue["id"], shop_planner).requests
         assert not evaluate_rescue_sensor(shop_defs, instance).run_requests
         record = rescues.load(instance, rescue["id"])
         record["launching"]["until"] -= 3600  # the CLI died an hour ago, nothing submitted
@@ -268,13 +267,11 @@ def test_a_run_the_sensor_requested_is_not_launched_again_by_the_cli_meanwhile(
         rescue = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders+")), keys)
         (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
         # the daemon is still creating that run when `--wait` looks (a run of it just ended)
-        record = rescues.load(instance, rescue["id"])
-        tick = rescues.advance(
-            instance, record, keys, shop_planner.manifest, launcher=kickoff.BY_CLI
-        )
+        tick = cli_decides(instance, rescue["id"], shop_planner)
         assert not tick.requests
         assert tick.messages == [f"rescue {rescue['id']}: rescue_sensor is starting its run"]
         # the CLI giving up leaves the sensor's marker alone
         kickoff.release(instance, rescue["id"])
-        assert rescues.load(instance, rescue["id"])["launching"]["by"] == "rescue_sensor"
-        assert request.tags[rescues.TAG_ID] == rescue["id"]
+        marker = rescues.load(instance, rescue["id"])["launching"]
+        assert marker["by"] == "rescue_sensor"
+        assert [tuple(pair) for pair in marker["steps"]] == rescues.covered_steps(request)

@@ -175,7 +175,7 @@ def advance(
     done, latest = settled
     names = record["names"]
     submitting = kickoff.pending(instance, record, latest, ignore=launcher)
-    if submitting is not None:  # `rescue launch` starts these runs: not twice, none over them
+    if submitting is not None:  # the other launcher starts these: not twice, none over them
         claimed |= set(submitting)
         by = record[kickoff.MARKER]["by"]
         return Tick([], [f"rescue {rescue_id}: {by} is starting its run"])

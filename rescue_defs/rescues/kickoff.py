@@ -28,11 +28,9 @@ from typing import Any
 
 import dagster as dg
 
+from rescue_defs.rescues.outcomes import covered_steps
 from rescue_defs.rescues.store import (
     ACTIVE,
-    TAG_ATTEMPT,
-    TAG_STEP,
-    TAG_STEPS,
     ConcurrentUpdate,
     active_ids,
     load,
@@ -49,39 +47,34 @@ BY_CLI = "the rescue CLI"
 BY_SENSOR = "rescue_sensor"
 
 
-def _pairs(request: dg.RunRequest) -> list[tuple[int, int]]:
-    tags = request.tags
-    if TAG_STEPS in tags:
-        return [
-            (int(i), int(a)) for i, a in (part.split(":") for part in tags[TAG_STEPS].split(","))
-        ]
-    return [(int(tags[TAG_STEP]), int(tags.get(TAG_ATTEMPT, 0)))]
+def _marker(by: str, steps, proof: int | None) -> dict[str, Any]:
+    return {
+        "by": by,
+        "until": time.time() + LAUNCH_GRACE_SECONDS,
+        "steps": sorted(set(steps)),
+        "proof": proof,
+    }
 
 
 def reservation(record: Mapping[str, Any], by: str) -> dict[str, Any]:
     """The marker a rescue is registered (or resumed) with when `by` will try to start it:
     every step left and a pending proof, so no tick starts anything of it meanwhile."""
     proof = record.get("proof") or {}
-    return {
-        "by": by,
-        "until": time.time() + LAUNCH_GRACE_SECONDS,
-        "steps": [(s["index"], s["attempt"]) for s in record["steps"] if s["remaining"]],
-        "proof": proof.get("attempt", 0) if proof.get("status") == "pending" else None,
-    }
+    return _marker(
+        by,
+        [(s["index"], s["attempt"]) for s in record["steps"] if s["remaining"]],
+        proof.get("attempt", 0) if proof.get("status") == "pending" else None,
+    )
 
 
 def mark(record: dict[str, Any], requests: Sequence[dg.RunRequest], by: str) -> None:
     """Say in the record that `by` requested these runs (saved with the record)."""
     from rescue_defs.rescues.proving import TAG_PROOF
 
-    proofs = [r for r in requests if TAG_PROOF in r.tags]
-    steps = sorted({pair for r in requests if TAG_PROOF not in r.tags for pair in _pairs(r)})
-    record[MARKER] = {
-        "by": by,
-        "until": time.time() + LAUNCH_GRACE_SECONDS,
-        "steps": steps,
-        "proof": int(proofs[0].tags[TAG_PROOF]) if proofs else None,
-    }
+    proofs = [int(r.tags[TAG_PROOF]) for r in requests if TAG_PROOF in r.tags]
+    # a request carries the same step tags as the run it becomes
+    steps = [pair for r in requests for pair in covered_steps(r)]
+    record[MARKER] = _marker(by, steps, proofs[0] if proofs else None)
 
 
 def pending(
@@ -239,18 +232,18 @@ def dbt_test_checks(manifest, models: set[str]) -> set[dg.AssetCheckKey]:
     return found
 
 
-def launch_first_runs(
+def launch_next_runs(
     instance: dg.DagsterInstance,
     rescue_id: str,
     keys: Mapping[str, dg.AssetKey],
     manifest,
     url: str,
-    report: dg.AssetKey,
     by: str = BY_CLI,
 ) -> str:
     """Start what rescue_sensor's next tick would start, now; a line for the user saying what
     happened. Never raises for a launch it leaves to the sensor."""
     from rescue_defs.rescues.advance import advance
+    from rescue_defs.rescues.report import REPORT_ASSET
 
     record = load(instance, rescue_id)
     if record["status"] != ACTIVE:
@@ -266,7 +259,7 @@ def launch_first_runs(
         return leave("other rescues are active: rescue_sensor launches the runs in order.")
     models = [keys[m] for step in record["steps"] for m in step["remaining"]]
     try:
-        location, repository, checks = _lookup(url, rescue_id, report, models)
+        location, repository, checks = _lookup(url, rescue_id, REPORT_ASSET, models)
     except Unavailable as e:
         return leave(f"{e}: rescue_sensor launches the runs.")
 

@@ -23,8 +23,9 @@ def latest_by_step(runs: list[dg.DagsterRun]) -> dict[tuple[int, int], dg.Dagste
     return latest
 
 
-def covered_steps(run: dg.DagsterRun) -> list[tuple[int, int]]:
-    """(step index, attempt) of each step a run builds: one, or several stage after stage."""
+def covered_steps(run: dg.DagsterRun | dg.RunRequest) -> list[tuple[int, int]]:
+    """(step index, attempt) of each step a run (or the request for it) builds: one, or
+    several stage after stage."""
     if TAG_STEPS in run.tags:
         pairs = (part.split(":") for part in run.tags[TAG_STEPS].split(","))
         return [(int(index), int(attempt)) for index, attempt in pairs]
