@@ -258,6 +258,26 @@ def test_a_model_truncated_by_a_bug_fails_its_row_count_check_against_history(
     assert not stg.passed and stg.severity == dg.AssetCheckSeverity.WARN
 
 
+
+def test_a_drop_rebuilt_again_is_still_compared_with_the_last_passing_count(
+    shop_defs, instance, warehouse
+):
+    """A failed row count must not become the new normal by rebuilding once more."""
+    assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
+    ((before,),) = query(warehouse, "select count(*) from analytics.dim_customers")
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("delete from raw.customers where customer_id % 10 <> 0")
+    job = shop_defs.resolve_implicit_global_asset_job_def()
+    keys = [dg.AssetKey("stg_customers"), dg.AssetKey("dim_customers")]
+    for _ in range(2):
+        rebuilt = job.execute_in_process(
+            instance=instance, asset_selection=keys, raise_on_error=False
+        )
+        check = checks_of(rebuilt)[("dim_customers", ROW_COUNT_CHECK)]
+        assert not check.passed
+        assert check.metadata["previous_row_count"].value == before
+
+
 def _manifest_args(defs):
     dbt = defs.resources["dbt"]
     return str(Path(dbt.project_dir) / "target" / "manifest.json"), str(dbt.project_dir)
