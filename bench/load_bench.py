@@ -1,6 +1,8 @@
 """B3: code-location load, the product's definitions (every check, job and sensor) against a
 plain `@dbt_assets` module over the same parsed project, each in a fresh Python process (what
-a code server or run worker pays), alternating, medians; peak RSS beside.
+a code server or run worker pays), alternating, medians; peak RSS beside. A third load, the
+dbt models with their row-count and max-date check specs alone (no other job, sensor or
+check), shows what the checks the UI shows cost by themselves.
 
 Run: .venv/bin/python bench/load_bench.py [--models 200 1000 3000] [--repeat 3]
 (prints medians and ratios; no assertions)
@@ -42,6 +44,23 @@ defs = dg.Definitions(
 )
 defs.get_repository_def().load_all_definitions()
 """
+# the floor the checks set: the same dbt multi-asset with its row-count and max-date check specs
+# (two per model, what the UI shows), in a Definitions of its own with no other job or sensor
+CHECKS = """
+import resource, time
+t = time.perf_counter()
+import dagster as dg
+from dagster_dbt import DbtCliResource
+from rescue_defs.assets.dbt import build_dbt_models
+from rescue_defs.checks.validation import ValidationResource
+from rescue_defs.project import load_dbt_project
+project = load_dbt_project(PROJECT)
+defs = dg.Definitions(
+    assets=[build_dbt_models(project)],
+    resources={"dbt": DbtCliResource(project_dir=project), "validation": ValidationResource()},
+)
+defs.get_repository_def().load_all_definitions()
+"""
 REPORT = """
 import json
 print(json.dumps({"seconds": time.perf_counter() - t,
@@ -74,22 +93,26 @@ def main() -> None:
     for models in args.models:
         project = write_project(work / str(models), models=models)
         load_dbt_project(str(project))  # parsed once, as a deployment builds its manifest
-        plain, product = [], []
+        plain, checks, product = [], [], []
         for _ in range(args.repeat):
             plain.append(load(PLAIN, project))
+            checks.append(load(CHECKS, project))
             product.append(load(PRODUCT, project))
-        rows.append((models, plain, product))
+        rows.append((models, plain, checks, product))
 
     print(f"\nB3 code-location load, fresh process each, median of {args.repeat}")
     print(
-        f"{'models':>6} {'plain @dbt_assets':>18} {'rescue_defs':>12} {'ratio':>6} {'RSS MB':>14}"
+        f"{'models':>6} {'plain @dbt_assets':>18} {'models + checks':>16} {'rescue_defs':>12}"
+        f" {'ratio':>6} {'checks alone':>13} {'RSS MB (plain / rescue_defs)':>29}"
     )
-    for models, plain, product in rows:
-        a = statistics.median(p["seconds"] for p in plain)
-        b = statistics.median(p["seconds"] for p in product)
+    for models, plain, checks, product in rows:
+        a, c, b = (statistics.median(p["seconds"] for p in ps) for ps in (plain, checks, product))
         ra = statistics.median(p["rss_mb"] for p in plain)
         rb = statistics.median(p["rss_mb"] for p in product)
-        print(f"{models:>6} {a:>16.2f} s {b:>10.2f} s {b / a:>5.2f}x {ra:>6.0f} / {rb:>5.0f}")
+        print(
+            f"{models:>6} {a:>16.2f} s {c:>14.2f} s {b:>10.2f} s {b / a:>5.2f}x {c / a:>12.2f}x"
+            f" {ra:>15.0f} / {rb:>5.0f}"
+        )
 
 
 if __name__ == "__main__":

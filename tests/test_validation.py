@@ -258,7 +258,6 @@ def test_a_model_truncated_by_a_bug_fails_its_row_count_check_against_history(
     assert not stg.passed and stg.severity == dg.AssetCheckSeverity.WARN
 
 
-
 def test_a_drop_rebuilt_again_is_still_compared_with_the_last_passing_count(
     shop_defs, instance, warehouse
 ):

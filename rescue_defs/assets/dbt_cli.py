@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from dagster_dbt import DbtCliResource
-from dagster_dbt.core.dbt_cli_invocation import _get_dbt_target_path
 from packaging import version
 
 PARSE_STATE = "partial_parse.msgpack"
@@ -107,6 +106,11 @@ def _prune(folder: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def dbt_target_path() -> Path:
+    """The project's target folder as dbt and dagster-dbt name it (dbt's DBT_TARGET_PATH)."""
+    return Path(os.getenv("DBT_TARGET_PATH", "target"))
+
+
 class RescueDbtCliResource(DbtCliResource):
     """DbtCliResource whose version look-up costs nothing for this environment's dbt, and whose
     invocations start from the parse state of the last one with the same settings."""
@@ -150,7 +154,7 @@ class RescueDbtCliResource(DbtCliResource):
             # selection in a temp copy of the project
             target_path = project_dir / target_path
         key = self._state_key(args)
-        cache = project_dir / _get_dbt_target_path() / PARSE_CACHE / f"{key}.msgpack"
+        cache = project_dir / dbt_target_path() / PARSE_CACHE / f"{key}.msgpack"
         seed = target_path / PARSE_STATE
         target_path.mkdir(parents=True, exist_ok=True)
         if cache.exists() and not seed.exists():
