@@ -196,14 +196,9 @@ def _start(instance, rescue_id: str, keys, manifest, ui: str) -> str:
 
 def _ui_url(args: argparse.Namespace) -> str:
     """--ui, else RESCUE_UI_URL, else what `./dev demo` wrote into the Dagster home."""
-    if args.ui:
-        return args.ui.rstrip("/")
-    if os.environ.get("RESCUE_UI_URL"):
-        return os.environ["RESCUE_UI_URL"].rstrip("/")
-    written = Path(os.environ["DAGSTER_HOME"]) / "ui_url"
-    if written.exists():
-        return written.read_text().strip().rstrip("/")
-    return "http://127.0.0.1:3000"
+    from rescue_defs.rescues.kickoff import ui_url
+
+    return ui_url(args.ui)
 
 
 # how often `--wait` looks: a rescue's end is noticed within this, not at a sensor tick

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,7 @@ def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(
         start = _wait_for(start_run, 180, "rescue_job's run", log)
         assert start["status"] == "SUCCESS"
 
-        # the daemon's rescue_sensor launches the stage run; it builds and validates
+        # the form's op submits the stage run (rescue_sensor would at its next tick)
         def stage_done():
             runs = _runs(client, "rescue_step_job")
             return runs and all(r["status"] in ("SUCCESS", "FAILURE") for r in runs) and runs
@@ -236,10 +237,9 @@ def _sensor_status(client) -> str:
     return client._execute(SENSOR_STATE, {"s": SENSOR})["sensorOrError"]["sensorState"]["status"]
 
 
-def test_rescue_launch_wait_starts_every_run_itself_through_the_ui(demo, materialized):
-    client, log, port, env = demo
-    assert materialized == "SUCCESS"
-    # rescue_sensor off: every run of this rescue must come from the CLI, none from a tick
+@contextmanager
+def _sensor_off(client):
+    """rescue_sensor stopped (every run must come from elsewhere than a tick), then back on."""
     state = client._execute(SENSOR_STATE, {"s": SENSOR})["sensorOrError"]
     client._execute(
         STOP_SENSOR,
@@ -247,10 +247,59 @@ def test_rescue_launch_wait_starts_every_run_itself_through_the_ui(demo, materia
     )
     assert _sensor_status(client) == "STOPPED"
     try:
-        _launch_with_the_sensor_off(client, port, env)
+        yield
     finally:
         client._execute(START_SENSOR, {"s": SENSOR})
         assert _sensor_status(client) == "RUNNING"
+
+
+def test_rescue_launch_wait_starts_every_run_itself_through_the_ui(demo, materialized):
+    client, log, port, env = demo
+    assert materialized == "SUCCESS"
+    with _sensor_off(client):
+        _launch_with_the_sensor_off(client, port, env)
+
+
+def test_the_launchpad_form_starts_the_first_run_itself_without_a_sensor_tick(demo, materialized):
+    client, log, _, env = demo
+    assert materialized == "SUCCESS"
+    with _sensor_off(client):
+        # what the launchpad's "Launch Run" sends
+        start_id = client.submit_job_execution(
+            "rescue_job",
+            run_config={
+                "ops": {"start_rescue": {"config": {"select": "stg_payments+", "layered": False}}}
+            },
+        )
+
+        def started():
+            runs = [r for r in _runs(client, "rescue_job") if r["runId"] == start_id]
+            return runs and runs[0]["status"] in ("SUCCESS", "FAILURE") and runs[0]
+
+        start = _wait_for(started, 180, "rescue_job's run", log)
+        assert start["status"] == "SUCCESS"
+        rescue_id = {t["key"]: t["value"] for t in start["tags"]}["rescue/id"]
+
+        def stage_run():
+            runs = [
+                r
+                for r in _runs(client, "rescue_step_job")
+                if {"key": "rescue/id", "value": rescue_id} in r["tags"]
+            ]
+            return runs and runs[0]["status"] in ("SUCCESS", "FAILURE") and runs
+
+        # with no tick to launch it, the run exists because the form's op submitted it
+        runs = _wait_for(stage_run, 300, "the rescue's run", log)
+        assert [r["status"] for r in runs] == ["SUCCESS"]
+        assert "dagster/sensor_name" not in {t["key"] for t in runs[0]["tags"]}
+    # the sensor back on ends the rescue (report, proof): nothing is left active for the others
+    rescue = [str(REPO / ".venv" / "bin" / "rescue"), "status"]
+
+    def ended():
+        listed = subprocess.run(rescue, env=env, capture_output=True, text=True).stdout
+        return re.search(rf"^{rescue_id}\s+succeeded", listed, re.M)
+
+    _wait_for(ended, 300, f"rescue {rescue_id} to end", log)
 
 
 def _launch_with_the_sensor_off(client, port, env) -> None:

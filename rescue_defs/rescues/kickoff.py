@@ -22,8 +22,10 @@ Anything unexpected (no webserver, another Dagster instance behind it, another p
 the launch to the sensor, as before.
 """
 
+import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -44,7 +46,23 @@ LOOKUP_TIMEOUT_SECONDS = 10
 SUBMIT_TIMEOUT_SECONDS = 60
 MARKER = "launching"
 BY_CLI = "the rescue CLI"
+BY_JOB = "rescue_job"  # the UI's launchpad form: its op starts the first run
 BY_SENSOR = "rescue_sensor"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+
+
+def ui_url(explicit: str | None = None) -> str:
+    """The Dagster UI's address: `explicit`, else RESCUE_UI_URL, else what `./dev demo` wrote
+    into the Dagster home, else dagster dev's default."""
+    if explicit:
+        return explicit.rstrip("/")
+    if os.environ.get("RESCUE_UI_URL"):
+        return os.environ["RESCUE_UI_URL"].rstrip("/")
+    home = os.environ.get("DAGSTER_HOME")
+    written = Path(home) / "ui_url" if home else None
+    if written is not None and written.exists():
+        return written.read_text().strip().rstrip("/")
+    return DEFAULT_UI_URL
 
 
 def _marker(by: str, steps, proof: int | None) -> dict[str, Any]:
@@ -250,7 +268,7 @@ def launch_next_runs(
         return ""
 
     def leave(message: str) -> str:
-        release(instance, rescue_id)  # the reservation it was registered with
+        release(instance, rescue_id, by)  # the reservation it was registered with
         return message
 
     if record.get("heavy") and not record.get("start_now"):
