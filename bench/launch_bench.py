@@ -102,6 +102,9 @@ class Dagster:
 
     def __init__(self, work: Path, env: dict, storage: str):
         self.env, self.port = env, free_port()
+        # where `rescue launch` and rescue_job's op submit runs (as `./dev demo` tells them);
+        # without it, rescue_sensor's tick launches
+        env["RESCUE_UI_URL"] = f"http://127.0.0.1:{self.port}"
         self.log = work / f"dagster-dev-{storage}.log"
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
@@ -179,7 +182,10 @@ def launch_from_ui(env: dict, select: str, full_refresh: bool, port: int):
                 if rescue_id is None and run.get("status") in ("FAILURE", "CANCELED"):
                     raise SystemExit(f"rescue_job run {run_id} {run['status']}")
             if rescue_id is not None:
-                record = rescues.load(instance, rescue_id)
+                try:
+                    record = rescues.load(instance, rescue_id)
+                except rescues.RescueError:  # the run tags itself before it registers
+                    record = {"status": None}
                 if record["status"] in rescues.ENDED:
                     if record["status"] != rescues.SUCCEEDED:
                         raise SystemExit(f"rescue {rescue_id}: {record['message']}")
@@ -287,8 +293,6 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
         env["RESCUE_DBT_PROJECT_DIR"] = str(project)
         selections = [(size, f"tag:n{size}") for size in opts.sizes]
     dagster = Dagster(work, env, storage)
-    # where `rescue launch` submits the first run (without it, rescue_sensor's tick does)
-    env["RESCUE_UI_URL"] = f"http://127.0.0.1:{dagster.port}"
     rows = []
     try:
         if not opts.bundled:
