@@ -28,7 +28,6 @@ Run: .venv/bin/python bench/launch_bench.py [--sizes 1 10 50 200] [--repeat 3]
 """
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -161,6 +160,7 @@ query ($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value
 def launch_from_ui(env: dict, select: str, full_refresh: bool, port: int):
     """`rescue_job` through the webserver, as the launchpad submits it; seconds from the
     submission to the rescue's end in its record, its id, the wall-clock start."""
+    import dagster as dg
     from dagster_graphql import DagsterGraphQLClient
 
     from rescue_defs import rescues
@@ -173,7 +173,7 @@ def launch_from_ui(env: dict, select: str, full_refresh: bool, port: int):
     )
     deadline = time.monotonic() + 900
     rescue_id = None
-    with dg_instance(env) as instance:
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         while time.monotonic() < deadline:
             if rescue_id is None:
                 run = client._execute(RESCUE_OF_RUN, {"id": run_id})["runOrError"]
@@ -193,14 +193,6 @@ def launch_from_ui(env: dict, select: str, full_refresh: bool, port: int):
                     return ended - wall, rescue_id, wall
             time.sleep(0.5)
     raise SystemExit(f"rescue_job run {run_id}: no rescue ended in 900 s")
-
-
-@contextlib.contextmanager
-def dg_instance(env: dict):
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-        yield instance
 
 
 def plain_dbt(env: dict, project: Path, select: str, full_refresh: bool, copy: Path) -> float:

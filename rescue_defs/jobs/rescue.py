@@ -139,13 +139,9 @@ def _start_first_runs(instance: dg.DagsterInstance, rescue_id: str, keys, manife
     """Submit the rescue's first run(s) through the UI's webserver now, as `rescue launch`
     does, instead of leaving them to rescue_sensor's next tick (up to 5 s, and the tick's own
     evaluation). Anything in the way leaves them to the sensor, as before."""
-    try:
-        said = kickoff.launch_next_runs(
-            instance, rescue_id, keys, manifest, kickoff.ui_url(), by=kickoff.BY_JOB
-        )
-    except Exception as e:  # the reservation must not hold the sensor back for its grace time
-        kickoff.release(instance, rescue_id, kickoff.BY_JOB)
-        said = f"could not start the first run here ({e})"
+    said = kickoff.launch_next_runs(
+        instance, rescue_id, keys, manifest, kickoff.ui_url(), by=kickoff.BY_JOB
+    )
     return said or "rescue_sensor launches the runs."
 
 

@@ -1,25 +1,25 @@
-"""`rescue launch` (and `resume`, `--wait`) start a rescue's runs themselves, through the
-Dagster webserver.
+"""`rescue launch` (and `resume`, `--wait`) and the launchpad's `rescue_job` start a rescue's
+runs themselves, through the Dagster webserver.
 
 Waiting for rescue_sensor costs the sensor daemon's loop (a tick every 5 s) and the tick's own
-evaluation before anything runs (B1: 2-4 s of a 10-model rescue's 13 s). The CLI instead
-decides exactly as a tick would (`advance`), records the decision with a *launch marker*, and
-submits the run through the webserver's GraphQL API (the CLI has no code location to build a
-run from; the webserver has the one the daemon uses).
+evaluation before anything runs (B1: 2-4 s of a 10-model rescue's 13 s). The CLI (or the
+rescue_job op) instead decides exactly as a tick would (`advance`), records the decision with a
+*launch marker*, and submits the run through the webserver's GraphQL API (neither has the code
+location a run is built from; the webserver has the one the daemon uses).
 
 Why this never launches a run twice or over another run's models:
-- both launchers mark what they requested in the record, saved before the request leaves (the
+- every launcher marks what it requested in the record, saved before the request leaves (the
   record's version makes a launcher that loaded it earlier drop its own decision); while a
-  marker holds and its runs do not exist yet, the other launcher starts nothing of the rescue
-  and counts the marked models as claimed, so no other rescue's run writes them meanwhile;
-- `rescue launch` registers the rescue *reserved* (every step marked) and then decides, so a
-  tick between the two starts nothing; the CLI releases its marker whenever it leaves the
-  launch to the sensor, and a CLI that dies leaves one that expires after
+  marker holds and its runs do not exist yet, no other launcher starts anything of the rescue
+  and the marked models count as claimed, so no other rescue's run writes them meanwhile;
+- `rescue launch` and rescue_job register the rescue *reserved* (every step marked) and then
+  decide, so a tick between the two starts nothing; a launcher releases its own marker whenever
+  it leaves the launch to the sensor, and one that dies leaves a marker that expires after
   `LAUNCH_GRACE_SECONDS`;
-- the CLI only launches when its rescue is the only active one (checked before and after the
+- they only launch when their rescue is the only active one (checked before and after the
   marker is saved): with others active, which run goes first is the sensor's call.
-Anything unexpected (no webserver, another Dagster instance behind it, another project) leaves
-the launch to the sensor, as before.
+Anything unexpected (no webserver, another Dagster instance behind it, another project, an
+error) leaves the launch to the sensor, as before.
 """
 
 import os
@@ -259,7 +259,16 @@ def launch_next_runs(
     by: str = BY_CLI,
 ) -> str:
     """Start what rescue_sensor's next tick would start, now; a line for the user saying what
-    happened. Never raises for a launch it leaves to the sensor."""
+    happened. Never raises: whatever goes wrong releases `by`'s reservation (the sensor must
+    not wait for it) and leaves the launch to the sensor."""
+    try:
+        return _launch_next_runs(instance, rescue_id, keys, manifest, url, by)
+    except Exception as e:
+        release(instance, rescue_id, by)
+        return f"{e}: rescue_sensor launches the runs."
+
+
+def _launch_next_runs(instance, rescue_id: str, keys, manifest, url: str, by: str) -> str:
     from rescue_defs.rescues.advance import advance
     from rescue_defs.rescues.report import REPORT_ASSET
 
@@ -299,10 +308,5 @@ def launch_next_runs(
         return leave("; ".join(tick.messages))
     if active_ids(instance) != [rescue_id]:
         return leave("another rescue became active: rescue_sensor launches the runs in order.")
-    launched = []
-    try:
-        for request in tick.requests:
-            launched.append(_submit(url, location, repository, request))
-    except Exception as e:  # whatever went wrong, the sensor must not wait for the marker
-        return leave(f"{e}: rescue_sensor launches the runs.")
+    launched = [_submit(url, location, repository, request) for request in tick.requests]
     return f"launched run(s) {', '.join(r[:8] for r in launched)} through {url}"
