@@ -123,9 +123,9 @@ def _launch(args: argparse.Namespace) -> int:
     from rescue_defs.jobs.pipeline import daily_pipeline_schedule
     from rescue_defs.planning.plan import Planner
     from rescue_defs.planning.render import render_text
-    from rescue_defs.project import BUNDLED_PROJECT_DIR
     from rescue_defs.rescues import kickoff
 
+    proof = proof_settings()  # a bad RESCUE_PROOF* refuses before anything is planned
     manifest = _manifest(args)
     previous = _previous(args, manifest)
     instance = _instance()
@@ -151,11 +151,7 @@ def _launch(args: argparse.Namespace) -> int:
             max_runtime=args.max_runtime,
             start_now=args.now,
             reserve=kickoff.BY_CLI,
-            proof=proof_settings(
-                manifest.raw.get("metadata", {}).get("adapter_type"),
-                manifest.project_dir is not None
-                and Path(manifest.project_dir).resolve() == BUNDLED_PROJECT_DIR,
-            ),
+            proof=proof,
         )
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
@@ -453,12 +449,19 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from rescue_defs.checks.proof import ProofSettingError
     from rescue_defs.planning.manifest import ManifestError
     from rescue_defs.planning.selection import SelectionError
 
     try:
         return args.func(args)
-    except (CliError, SelectionError, ManifestError, FileNotFoundError) as e:  # one line, exit 2
+    except (
+        CliError,
+        SelectionError,
+        ManifestError,
+        FileNotFoundError,
+        ProofSettingError,
+    ) as e:  # one line, exit 2
         print(f"rescue: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -16,7 +16,7 @@ from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.checks.proof import proof_settings
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import Plan, Planner, PlanRequest
-from rescue_defs.project import clock_now, is_bundled
+from rescue_defs.project import clock_now
 
 TAG_INCIDENT = "rescue/incident"
 TAG_MANIFEST = "rescue/manifest"
@@ -78,9 +78,7 @@ def launch(
         plan,
         keys,
         rescue_id=rescue_id,
-        proof=proof_settings(
-            manifest.raw.get("metadata", {}).get("adapter_type"), is_bundled(project)
-        ),
+        proof=proof_settings(),
         extra={
             "trigger": dict(trigger),
             "auto": True,

@@ -155,7 +155,7 @@ def _row_count(record) -> int | None:
     return int(value.value) if value is not None else None
 
 
-def _release(adapter) -> None:
+def release_adapter(adapter) -> None:
     adapter.cleanup_connections()
     # dbt-duckdb keeps its database open between connections (keep_open); a read-only handle
     # left in this process would stop the next dbt run from writing, so close it
@@ -250,7 +250,7 @@ def validate(
                 )
             )
         finally:
-            _release(adapter)
+            release_adapter(adapter)
     elapsed = time.perf_counter() - started
     failed = sum(not r.passed for r in results)
     context.log.info(f"validated {len(todo)} model(s) in {elapsed:.2f} s: {failed} check(s) failed")

@@ -1,26 +1,33 @@
-"""rescue_proof_job: a rescue's incremental models, rebuilt from scratch in a copy and compared
-with the rescued tables (see checks/proof.py). rescue_sensor launches it after the stages."""
+"""rescue_proof_job: a rescue's incremental models, rebuilt from scratch in a scratch schema of
+the same warehouse and compared with the rescued tables through the dbt adapter (see
+checks/proof.py). rescue_sensor launches it after the stages."""
 
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys, rules_for
-from rescue_defs.assets.dbt_build import remove_run_folders, with_target
-from rescue_defs.checks.proof import (
-    PROOF_CHECK,
-    PROOF_TARGET,
-    _env,
-    compare,
-    copy_warehouse,
-    verdict_text,
+from rescue_defs.assets.dbt_build import WARN_ERROR_ARGS, remove_run_folders
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource
+from rescue_defs.checks.build_time import clock_columns, declared
+from rescue_defs.checks.equality import compare_relations, verdict_text
+from rescue_defs.checks.proof import PROOF_CHECK
+from rescue_defs.checks.rules import Settings, default_database
+from rescue_defs.checks.scratch import (
+    ScratchError,
+    collisions,
+    scratch_schemas,
+    write_scratch_profiles,
 )
-from rescue_defs.checks.rules import Settings
+from rescue_defs.checks.validation import release_adapter
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.stages import group_selection
-from rescue_defs.project import warehouse_path
-from rescue_defs.warehouse_lock import holder
 
 PROOF_JOB = "rescue_proof_job"
 
@@ -57,8 +64,9 @@ def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
     def rescue_proof(
         context: dg.AssetCheckExecutionContext, dbt: DbtCliResource, config: ProofConfig
     ):
-        """Copies the warehouse, rebuilds the selected incremental models there with
-        --full-refresh, and compares each with the rescued table."""
+        """Rebuilds the selected incremental models with --full-refresh in a scratch schema of
+        the same warehouse (over prod's upstream tables) and compares each with the rescued
+        table, row for row, through the dbt adapter."""
         if not config.rescue_id:
             # selected with its assets (a UI "Materialize", the implicit job): the proof only
             # means something after a rescue, and costs a full rebuild
@@ -69,48 +77,8 @@ def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
             for uid, key in keys.items()
             if dg.AssetCheckKey(key, PROOF_CHECK) in context.selected_asset_check_keys
         }
-        prod = warehouse_path()
-        held = holder(prod)
-        if held is not None:
-            raise dg.Failure(f"the warehouse {prod} is held by {held.describe()}: no proof copy")
-        copy = Path(str(prod) + ".proof")
-        copy_warehouse(prod, copy)
-        invocations = []
-        try:
-            with _env("RESCUE_SANDBOX_DUCKDB_PATH", str(copy)):
-                runner = with_target(dbt, PROOF_TARGET)
-                selection = group_selection(manifest, tuple(manifest.topological(wanted)))
-                invocation = runner.cli(
-                    ["run", "--full-refresh", "--select", selection],
-                    manifest=project.manifest_path,
-                )
-                invocations.append(invocation)
-                invocation.wait()
-            rules = rules_for(manifest_path, project_dir, Settings())
-            for uid in manifest.topological(wanted):
-                node = manifest.models[uid]
-                relation = (node["schema"], node.get("alias") or node["name"])
-                diff = compare(prod, copy, relation, rules.get(uid))
-                passed, text = verdict_text(node["name"], diff)
-                context.log.info(f"rescue {config.rescue_id}: {text}")
-                yield dg.AssetCheckResult(
-                    asset_key=keys[uid],
-                    check_name=PROOF_CHECK,
-                    passed=passed,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=text,
-                    metadata={
-                        "rows": diff["rows"],
-                        "only_rescued": diff["only_rescued"],
-                        "only_from_scratch": diff["only_from_scratch"],
-                        "differing_periods": diff["periods"],
-                        "rescue_id": config.rescue_id,
-                    },
-                )
-        finally:
-            remove_run_folders(invocations, Path(project_dir))
-            for suffix in ("", ".wal"):
-                Path(str(copy) + suffix).unlink(missing_ok=True)
+        rules = rules_for(manifest_path, project_dir, Settings())
+        yield from _prove(context, dbt, project, manifest, rules, keys, wanted, config.rescue_id)
 
     return rescue_proof
 
@@ -120,6 +88,165 @@ def build_proof_job(checks: dg.AssetChecksDefinition):
         PROOF_JOB,
         selection=dg.AssetSelection.checks(checks),
         description="The proof after a rescue: its incremental models rebuilt from scratch in a "
-        "copy of the warehouse and compared row for row (launched by rescue_sensor).",
+        "scratch schema of the warehouse and compared row for row (launched by rescue_sensor).",
         executor_def=dg.in_process_executor,
     )
+
+
+def _state_manifest(prod: Mapping[str, Any], scratch: Mapping[str, Any], folder: Path) -> Path:
+    """prod's manifest as dbt's --state for --defer, its own catalog renamed to the scratch
+    parse's: a DuckDB catalog is named after the file parsed with, which need not be the file
+    the proof connects to (the same database name on any other adapter: nothing changes)."""
+    old, new = default_database(prod), default_database(scratch)
+    state = json.loads(json.dumps(prod))
+    if old and new and old != new:
+        for node in state["nodes"].values():
+            if node.get("database") == old:
+                node["database"] = new
+                if node.get("relation_name"):
+                    node["relation_name"] = node["relation_name"].replace(
+                        f'"{old}".', f'"{new}".', 1
+                    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(state))
+    return folder
+
+
+def _refused(keys, wanted, rescue_id: str, why: str) -> Iterator[dg.AssetCheckResult]:
+    for uid in wanted:
+        yield dg.AssetCheckResult(
+            asset_key=keys[uid],
+            check_name=PROOF_CHECK,
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"not proven: {why}",
+            metadata={"status": "not run", "rescue_id": rescue_id},
+        )
+
+
+def _prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, keys, wanted, rid):
+    project_dir = Path(project.project_dir)
+    try:
+        profiles = write_scratch_profiles(
+            project_dir, Path(dbt.profiles_dir or project_dir), dbt.profile, dbt.target
+        )
+    except ScratchError as e:
+        yield from _refused(keys, wanted, rid, str(e))
+        return
+    runner = RescueDbtCliResource(
+        project_dir=dbt.project_dir,
+        profiles_dir=str(profiles),
+        profile=dbt.profile,
+        target=dbt.target,
+        dbt_executable=dbt.dbt_executable,
+        global_config_flags=dbt.global_config_flags,
+    )
+    work = Path(tempfile.mkdtemp(prefix="rescue-proof-"))
+    invocations = []
+    ordered = manifest.topological(wanted)
+    try:
+        parse = runner.cli(["parse"], target_path=work / "parse", manifest=project.manifest_path)
+        invocations.append(parse)
+        parse.wait()
+        scratch = parse.get_artifact("manifest.json")
+        problems = collisions(manifest.raw, scratch, ordered)
+        if problems:
+            yield from _refused(keys, wanted, rid, "; ".join(problems))
+            return
+        state = _state_manifest(manifest.raw, scratch, work / "state")
+        args = ["run", "--full-refresh", "--select", group_selection(manifest, tuple(ordered))]
+        args += ["--defer", "--state", str(state), "--favor-state", *WARN_ERROR_ARGS]
+        run = runner.cli(args, target_path=work / "run", manifest=project.manifest_path)
+        invocations.append(run)
+        run.wait()
+        built = run.get_artifact("manifest.json")
+        try:
+            yield from _compare(
+                context, run.adapter, manifest, rules, scratch, built, keys, ordered, rid
+            )
+        finally:
+            # dbt's own macro, in a dbt invocation of the scratch profile: any adapter, and the
+            # comparison's adapter is read-only on DuckDB
+            own = default_database(scratch)
+            for database, schema in scratch_schemas(manifest.raw, scratch, ordered):
+                if database != own:  # drop_schema_named drops in the target's database
+                    continue
+                drop = runner.cli(
+                    [
+                        "run-operation",
+                        "drop_schema_named",
+                        "--args",
+                        json.dumps({"schema_name": schema}),
+                    ],
+                    target_path=work / "drop",
+                    manifest=project.manifest_path,
+                )
+                invocations.append(drop)
+                drop.wait()
+    finally:
+        remove_run_folders(invocations, project_dir)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, rescue_id):
+    prod_db, here_db = default_database(manifest.raw), default_database(scratch)
+    kind = adapter.type()
+    try:
+        with adapter.connection_named("rescue_proof"):
+            for uid in ordered:
+                node, mine = manifest.models[uid], scratch["nodes"][uid]
+                database = node.get("database")
+                rescued = adapter.Relation.create(
+                    database=here_db if database == prod_db else database,
+                    schema=node["schema"],
+                    identifier=node.get("alias") or node["name"],
+                )
+                rebuilt = adapter.Relation.create(
+                    database=mine.get("database"),
+                    schema=mine["schema"],
+                    identifier=mine.get("alias") or mine["name"],
+                )
+                found = clock_columns(
+                    (built["nodes"].get(uid) or {}).get("compiled_code") or "",
+                    [c.name for c in adapter.get_columns_in_relation(rebuilt)],
+                    kind,
+                )
+                build_time = sorted({*declared(node), *found}, key=str.lower)
+                rule = rules.get(uid)
+                try:
+                    diff = compare_relations(
+                        adapter, rescued, rebuilt, build_time, rule.date_column if rule else None
+                    )
+                except Exception as e:  # a query that fails proves nothing: say so
+                    why = str(e).strip().splitlines()[0][:300] if str(e).strip() else repr(e)
+                    yield from _refused(keys, [uid], rescue_id, f"comparison failed: {why}")
+                    continue
+                passed, text = verdict_text(node["name"], diff)
+                context.log.info(f"rescue {rescue_id}: {text}")
+                yield dg.AssetCheckResult(
+                    asset_key=keys[uid],
+                    check_name=PROOF_CHECK,
+                    passed=passed,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=text,
+                    metadata={
+                        "status": "equal" if passed else "differs",
+                        "rows": diff["rows"],
+                        "only_rescued": diff["only_rescued"],
+                        "only_from_scratch": diff["only_from_scratch"],
+                        "compared_columns": diff["columns"],
+                        "differing_columns": diff["differing_columns"],
+                        "build_time_columns": {
+                            c: "declared in meta.rescue"
+                            if c in declared(node)
+                            else "reads the clock"
+                            for c in diff["excluded"]
+                        },
+                        "missing_columns": diff["missing_columns"],
+                        "differing_periods": diff["periods"],
+                        "compared": f"{rescued} against {rebuilt} ({kind}, through dbt)",
+                        "rescue_id": rescue_id,
+                    },
+                )
+    finally:
+        release_adapter(adapter)

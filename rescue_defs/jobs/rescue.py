@@ -5,10 +5,9 @@ from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys, selector_for
-from rescue_defs.checks.proof import proof_settings
+from rescue_defs.checks.proof import ProofSettingError, proof_settings
 from rescue_defs.planning.plan import Planner, PlanRequest
 from rescue_defs.planning.selection import SelectionError
-from rescue_defs.project import is_bundled
 from rescue_defs.rescues import kickoff
 
 
@@ -99,11 +98,9 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
                 max_runtime=config.max_runtime,
                 start_now=config.now,
                 reserve=kickoff.BY_JOB,
-                proof=proof_settings(
-                    manifest.raw.get("metadata", {}).get("adapter_type"), is_bundled(project)
-                ),
+                proof=proof_settings(),
             )
-        except (SelectionError, rescues.RescueError) as e:
+        except (SelectionError, rescues.RescueError, ProofSettingError) as e:
             raise dg.Failure(description=str(e)) from None
         context.log.info(
             f"rescue {record['id']}: {len(plan.models)} models in "
