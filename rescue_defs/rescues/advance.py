@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import networkx as nx
 
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.rescues import kickoff
 from rescue_defs.rescues.facts import run_models, runs_in_flight
 from rescue_defs.rescues.heavy import heavy_wait
+from rescue_defs.rescues.lifecycle import MAX_PROOF_ESCALATIONS, escalate
 from rescue_defs.rescues.outcomes import (
     covered_steps,
     failed_checks,
@@ -191,6 +193,15 @@ def advance(
         if settled_proof is None:
             return Tick([], [f"rescue {rescue_id}: proof run in progress"])
         status, message = settled_proof
+        if (
+            record["proof"].get("differing")
+            and record.get("proof_escalations", 0) < MAX_PROOF_ESCALATIONS
+        ):
+            # never a "succeeded" on rows a from-scratch build would not have: rebuild them
+            graph = manifest.model_graph
+            down = {m: nx.descendants(graph, m) for m in record["proof"]["differing"]}
+            escalated = escalate(instance, record, down)
+            return Tick([], [f"rescue {rescue_id}: {escalated['message']}"])
         return _stop(instance, record, keys, status, message)
 
     if not latest and record.get("heavy") and not record.get("start_now"):

@@ -178,6 +178,54 @@ def resume(
     return record
 
 
+MAX_PROOF_ESCALATIONS = 1
+
+
+def escalate(
+    instance: dg.DagsterInstance,
+    record: dict[str, Any],
+    descendants: Mapping[str, set[str]],
+) -> dict[str, Any]:
+    """The proof found models that differ from a from-scratch build: the rescue rebuilds them
+    with --full-refresh itself, with every planned model downstream of them (they read the
+    wrong rows), then proves again. Once; the report keeps what the first proof said.
+    `descendants`: model -> the models downstream of it."""
+    proof = record["proof"]
+    differing = list(proof.get("differing") or [])
+    planned = {m for step in record["steps"] for m in step["models"]}
+    redo = set(differing)
+    for m in differing:
+        redo |= descendants.get(m, set()) & planned
+    for step in record["steps"]:
+        step["remaining"] = [m for m in step["models"] if m in redo]
+        for m in step["remaining"]:
+            if m in differing and m not in step["full_refresh"]:
+                step["full_refresh"].append(m)
+        if step["remaining"]:
+            step["attempt"] += 1
+    for m in differing:
+        name = record["names"].get(m, m)
+        record.setdefault("escalated", {})[m] = proof["verdicts"].get(name, "differed")
+    record.setdefault("proof_history", []).append(
+        {
+            "attempt": proof.get("attempt", 0),
+            "status": proof["status"],
+            "verdicts": proof["verdicts"],
+        }
+    )
+    record["proof_escalations"] = record.get("proof_escalations", 0) + 1
+    proof.update(status="pending", attempt=proof.get("attempt", 0) + 1, differing=[])
+    record["status"] = ACTIVE
+    shown = ", ".join(record["names"].get(m, m) for m in differing)
+    record["message"] = (
+        f"the proof found {shown} different from a from-scratch build: rebuilding "
+        f"{'it' if len(differing) == 1 else 'them'} with --full-refresh and "
+        f"{len(redo) - len(differing)} model(s) downstream, then proving again"
+    )
+    save(instance, record)
+    return record
+
+
 def cancel(
     instance: dg.DagsterInstance,
     rescue_id: str,

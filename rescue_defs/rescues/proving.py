@@ -69,6 +69,7 @@ def settle_proof(
         ]
         proof["status"] = "differs" if differing else ("incomplete" if missing else "equal")
         proof["run_id"] = run.run_id
+        proof["differing"] = differing
         proof["verdicts"] = {
             names.get(m, m): found.get(keys[m].to_user_string(), (False, "no verdict"))[1]
             for m in proof["models"]

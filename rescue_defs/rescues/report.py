@@ -158,14 +158,26 @@ def proof_lines(record: Mapping[str, Any]) -> list[str]:
         "incomplete": "## Proof: incomplete",
     }.get(status, f"## Proof: {status} (after the stages)")
     lines = ["", head, ""]
+    for earlier in record.get("proof_history") or []:
+        lines.append(f"- proof {earlier['attempt'] + 1}: {earlier['status']}")
+        lines += [f"  - {text}" for text in earlier["verdicts"].values()]
+    if record.get("escalated"):
+        names = record["names"]
+        lines.append(
+            "- rebuilt with --full-refresh by the rescue itself, with what reads them: "
+            + ", ".join(names.get(m, m) for m in record["escalated"])
+        )
+    if record.get("proof_history"):
+        lines.append(f"- proof {proof.get('attempt', 0) + 1}: {status}")
     if status == "skipped":
         lines.append(f"- {proof.get('reason', '')}: nothing proves the incremental models right")
     elif proof.get("verdicts"):
         lines += [f"- {text}" for text in proof["verdicts"].values()]
     else:
         lines.append(
-            f"- {n} incremental model(s) to rebuild from scratch in a copy and compare, row "
-            f"for row (expected ~{proof.get('expected_seconds', 0):.0f} s)"
+            f"- {n} incremental model(s) to rebuild from scratch with --full-refresh in a scratch "
+            "schema of the warehouse, over the same upstream tables, and compare row for row "
+            f"through the dbt adapter (expected ~{proof.get('expected_seconds', 0):.0f} s)"
         )
     return lines
 
