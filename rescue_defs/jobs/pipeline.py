@@ -6,9 +6,9 @@ DAILY_PIPELINE_JOB = "daily_pipeline_job"
 
 
 def build_daily_pipeline_job(excluded_checks=()):
-    # every asset and its checks, except the rescue proof (a from-scratch rebuild in a copy,
-    # run by rescue_proof_job after a rescue, never nightly) and source freshness (measured by
-    # its own queued runs, which source_outage_sensor requests)
+    # every asset and its checks, except the rescue proof (a from-scratch rebuild in a scratch
+    # schema, run by rescue_proof_job after a rescue, never nightly) and source freshness
+    # (measured by its own queued runs, which source_outage_sensor requests)
     selection = dg.AssetSelection.all()
     for checks in excluded_checks:
         selection = selection - dg.AssetSelection.checks(checks)
