@@ -152,3 +152,16 @@ def test_a_full_refresh_advised_but_switched_off_blocks(shop_manifest, change_a)
     )
     item = next(i for i in plan.checklist if i.key == "full_refresh")
     assert item.status == "block" and "lock in wrong history" in item.reason
+
+
+def test_an_incremental_filter_the_planner_cannot_see_is_never_called_safe(shop_planner):
+    # fct_orders has no meta.rescue cadence: nothing here can rule out rows its filter misses
+    advice, plan = advice_for(shop_planner, "fct_orders")
+    assert advice.kind == INCREMENTAL and advice.unseen
+    assert "unverified until the proof" in advice.reasons[0]
+    item = next(i for i in plan.checklist if i.key == "incremental")
+    assert item.status == "warn" and "fct_orders" in item.reason
+    assert "only the proof after the rescue can tell" in item.reason
+    # once it is fully refreshed, neither the advice nor the checklist has anything to doubt
+    forced = shop_planner.plan(PlanRequest("fct_orders", full_refresh=True))
+    assert next(i for i in forced.checklist if i.key == "incremental").status == "ok"

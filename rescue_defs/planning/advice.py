@@ -23,6 +23,9 @@ class Advice:
     kind: str
     reasons: tuple[str, ...]
     window: tuple[date, date] | None = None
+    unseen: bool = False
+    """Incremental on no evidence: what the model's filter reads is not visible here (no
+    `meta.rescue` cadence, late rows not measured). Only the proof after the rescue can tell."""
 
     @property
     def full_refresh(self) -> bool:
@@ -217,8 +220,10 @@ def advise(manifest: DbtManifest, unique_id: str, ctx: ChangeContext) -> Advice:
                 INCREMENTAL,
                 (
                     f"no definition change; the {cadence} window (from {window_first}) is "
-                    "restated, rows landed late for older periods were not measured",
+                    "restated, rows landed late for older periods were not measured: "
+                    "unverified until the proof compares it with a from-scratch build",
                 ),
+                unseen=True,
             )
         return Advice(
             INCREMENTAL,
@@ -229,7 +234,14 @@ def advise(manifest: DbtManifest, unique_id: str, ctx: ChangeContext) -> Advice:
         )
     return Advice(
         INCREMENTAL,
-        ("no definition change: an incremental run picks up what landed since the last run",),
+        (
+            "no definition change; its incremental filter is not visible to the planner (no "
+            "meta.rescue cadence), so rows landed for periods it does not restate (an outage's "
+            "backlog, resynced corrections) cannot be ruled out: unverified until the proof "
+            "compares it with a from-scratch build (the rescue rebuilds it with --full-refresh "
+            "if it differs)",
+        ),
+        unseen=True,
     )
 
 

@@ -71,6 +71,8 @@ class PlanFacts:
     counts: Mapping[str, int] = field(default_factory=dict)
     late_note: str = ""
     """Why rows landed late for old periods could not be measured ("" when they were)."""
+    unseen: frozenset[str] = frozenset()
+    """Incremental models run incrementally on no evidence (advice.Advice.unseen)."""
 
 
 def _names(facts: PlanFacts, ids, limit: int = 5) -> str:
@@ -185,8 +187,25 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
             f"{_names(facts, facts.monthly_noop)} restate only their "
             "calendar window: changes older than it need the advised refresh",
         )
+    elif facts.unseen:
+        add(
+            "incremental",
+            q,
+            WARN,
+            f"{_names(facts, facts.unseen)}: what their incremental filter reads is not visible "
+            "to the planner (no meta.rescue cadence): a normal run may miss rows landed for "
+            "periods it does not restate; only the proof after the rescue can tell (a model "
+            "that differs is rebuilt with --full-refresh)",
+        )
+    elif facts.advised_full | facts.advised_not_full:
+        add(
+            "incremental",
+            q,
+            OK,
+            "every incremental model in scope is fully refreshed or restates what changed",
+        )
     else:
-        add("incremental", q, OK, "no incremental model in scope depends on a calendar window")
+        add("incremental", q, OK, "no incremental model in scope")
 
     # 5. full refresh
     q = "Does the change require --full-refresh, or is a backfill / normal run enough?"

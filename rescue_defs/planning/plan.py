@@ -242,6 +242,7 @@ class Planner:
             stale_consumers=frozenset(outside),
             untested=frozenset(models - tested),
             late_note=late_note if late is None else "",
+            unseen=frozenset(m for m, a in advice.items() if a.unseen and m not in full_refresh),
             counts={
                 "upstream": len(upstream),
                 "target": len(middle),
