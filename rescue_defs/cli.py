@@ -16,13 +16,15 @@ class CliError(Exception):
 
 
 def _project_manifest(project_dir: Path, profiles_dir: Path | None) -> Path:
-    """The project's manifest, parsed first when missing or older than the project's files."""
-    from rescue_defs.project import manifest_is_current
+    """The project's manifest for the configured target (RESCUE_DBT_TARGET), where the code
+    location keeps it, parsed first when missing or older than the project's files."""
+    from rescue_defs.project import configured_target, manifest_is_current, rescue_target_path
 
-    manifest = project_dir / "target" / "manifest.json"
+    target = configured_target()
+    manifest = project_dir / rescue_target_path(target) / "manifest.json"
     if not (project_dir / "dbt_project.yml").exists():
         raise CliError(f"no dbt_project.yml in {project_dir}")
-    if not manifest_is_current(project_dir, profiles_dir):
+    if not manifest_is_current(project_dir, profiles_dir, manifest):
         from dbt.cli.main import dbtRunner
 
         from rescue_defs.project import configure_warehouse_env
@@ -30,6 +32,8 @@ def _project_manifest(project_dir: Path, profiles_dir: Path | None) -> Path:
         configure_warehouse_env()
         args = ["parse", "--quiet", "--project-dir", str(project_dir)]
         args += ["--profiles-dir", str(profiles_dir or project_dir)]
+        args += ["--target-path", str(rescue_target_path(target))]
+        args += ["--target", target] if target else []
         result = dbtRunner().invoke(args)
         if not result.success:
             why = str(result.exception or "see dbt's output above").strip()

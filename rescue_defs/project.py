@@ -14,6 +14,7 @@ Environment:
 
 import functools
 import os
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -52,6 +53,20 @@ def is_bundled(project: DbtProject) -> bool:
     return Path(project.project_dir).resolve() == BUNDLED_PROJECT_DIR
 
 
+RESCUE_TARGET_FOLDER = Path("target") / "rescue"
+
+
+def rescue_target_path(target: str | None) -> Path:
+    """Where the product's manifest for a dbt target lives, relative to the project: apart
+    from target/, which the user's own dbt commands overwrite (a `dbt build --target dev` in
+    the project folder would otherwise hand the code location dev's schemas)."""
+    return RESCUE_TARGET_FOLDER / (re.sub(r"[^\w.-]", "_", target) if target else "default")
+
+
+def configured_target() -> str | None:
+    return os.environ.get("RESCUE_DBT_TARGET") or None
+
+
 @functools.cache
 def load_dbt_project(
     project_dir: str | None = None, profiles_dir: str | None = None, target: str | None = None
@@ -63,12 +78,13 @@ def load_dbt_project(
         project_dir=project_path,
         profiles_dir=Path(profiles_dir).expanduser().resolve() if profiles_dir else project_path,
         target=target,
+        target_path=rescue_target_path(target),
     )
     # the profile needs the warehouse path to parse
     configure_warehouse_env()
     # under `dagster dev` dagster-dbt parses in every process that loads the code (the code
     # server and each run worker: 4-8 s per run); parse only when the project changed
-    if not manifest_is_current(project.project_dir, project.profiles_dir):
+    if not manifest_is_current(project.project_dir, project.profiles_dir, project.manifest_path):
         project.prepare_if_dev()
     if not project.manifest_path.exists():
         # elsewhere (dagster-webserver, the daemon, a run worker, tests): parse once, as
@@ -81,18 +97,30 @@ PROJECT_FILES = (".sql", ".yml", ".yaml", ".csv", ".py", ".md")
 WRITTEN_BY_DBT = ("target", "logs")
 
 
-def manifest_is_current(project_dir: Path, profiles_dir: Path | None = None) -> bool:
-    """target/manifest.json exists and is newer than every file dbt reads to parse (models,
-    macros, seeds, yml, docs, profiles.yml, packages installed)."""
-    manifest = Path(project_dir) / "target" / "manifest.json"
+def manifest_is_current(
+    project_dir: Path, profiles_dir: Path | None = None, manifest: Path | None = None
+) -> bool:
+    """The product's manifest (default: the profile's default target's) exists and is newer
+    than every file dbt reads to parse (models, macros, seeds, yml, docs, profiles.yml,
+    packages installed)."""
+    if manifest is None:
+        manifest = Path(project_dir) / rescue_target_path(None) / "manifest.json"
     if not manifest.exists():
         return False
     built = manifest.stat().st_mtime
     files = [Path(profiles_dir) / "profiles.yml"] if profiles_dir is not None else []
     # os.walk, not rglob: runs create and delete their folders in target/ meanwhile (a folder
     # gone between listing and reading made rglob raise and `rescue` fail); what dbt writes
-    # (target/, logs/) is not what it parses, so it is not walked at all
-    for folder, subfolders, names in os.walk(project_dir):
+    # (target/, logs/) is not what it parses, so it is not walked at all. Symlinks are
+    # followed: `dbt deps` installs a local package as a link into dbt_packages/, and an edit
+    # there is a change of the project as dbt sees it (each real folder is walked once)
+    seen: set[str] = set()
+    for folder, subfolders, names in os.walk(project_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
         if Path(folder) == Path(project_dir):
             subfolders[:] = [d for d in subfolders if d not in WRITTEN_BY_DBT]
         files += [Path(folder) / n for n in names if Path(n).suffix in PROJECT_FILES]
@@ -113,13 +141,15 @@ def _prepare_once(project: DbtProject) -> None:
     command = (
         f"dbt parse --project-dir {project.project_dir} --profiles-dir {project.profiles_dir}"
         + (f" --target {project.target}" if project.target else "")
+        + f" --target-path {project.target_path}"
     )
     try:
         project.preparer.prepare(project)
     except Exception as e:
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
         raise ProjectNotReady(
-            f"dbt project {project.project_dir} has no target/manifest.json and parsing it "
+            f"dbt project {project.project_dir} has no {project.target_path}/manifest.json and "
+            "parsing it "
             f"failed ({type(e).__name__}: {first[:300]}); run `{command}` to see why"
         ) from None
     if not project.manifest_path.exists():
@@ -131,7 +161,7 @@ def dbt_project() -> DbtProject:
     return load_dbt_project(
         os.environ.get("RESCUE_DBT_PROJECT_DIR") or None,
         os.environ.get("RESCUE_DBT_PROFILES_DIR") or None,
-        os.environ.get("RESCUE_DBT_TARGET") or None,
+        configured_target(),
     )
 
 

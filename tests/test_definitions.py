@@ -128,7 +128,7 @@ def test_a_project_fresh_from_git_without_a_manifest_is_parsed_on_first_load(
     loaded = defs()
     keys = {k.to_user_string() for k in loaded.resolve_asset_graph().get_all_asset_keys()}
     assert {"customers", "orders"} <= keys
-    assert (project_dir / "target" / "manifest.json").exists()
+    assert (project_dir / "target" / "rescue" / "default" / "manifest.json").exists()
 
 
 def test_a_project_that_does_not_parse_is_one_clear_error(tmp_path, warehouse):
@@ -157,7 +157,7 @@ def test_under_dagster_dev_the_project_is_parsed_again_only_when_it_changed(
     project_dir = tmp_path / "dev_project"
     shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
     monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
-    manifest = project_dir / "target" / "manifest.json"
+    manifest = project_dir / "target" / "rescue" / "default" / "manifest.json"
 
     def load():
         load_dbt_project.cache_clear()
@@ -186,8 +186,9 @@ def test_run_folders_coming_and_going_in_target_do_not_break_the_project_check(t
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "a.sql").write_text("select 1")
     (tmp_path / "dbt_project.yml").write_text("name: a\n")
-    (tmp_path / "target").mkdir()
-    (tmp_path / "target" / "manifest.json").write_text("{}")
+    kept = tmp_path / "target" / "rescue" / "default"
+    kept.mkdir(parents=True)
+    (kept / "manifest.json").write_text("{}")
     stop = threading.Event()
 
     def runs_coming_and_going():
@@ -210,6 +211,6 @@ def test_run_folders_coming_and_going_in_target_do_not_break_the_project_check(t
         churn.join()
     assert answers == {True}
     # a model edited after the manifest still counts
-    later = (tmp_path / "target" / "manifest.json").stat().st_mtime + 5
+    later = (kept / "manifest.json").stat().st_mtime + 5
     os.utime(tmp_path / "models" / "a.sql", (later, later))
     assert not manifest_is_current(tmp_path)

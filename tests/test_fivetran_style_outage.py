@@ -144,6 +144,18 @@ def _profiles(kind: str, where: str) -> str:
     )
 
 
+def install_packages(tmp_path: Path, kind: str, where: str) -> tuple[Path, Path]:
+    """The two packages side by side as a user has them (the transform package names the
+    source package in packages.yml), and a profiles folder of their own."""
+    root = tmp_path / "packages"
+    for name in ("ticket_analytics", "tickets_source"):
+        shutil.copytree(FIXTURES / name, root / name)
+    profiles = tmp_path / "dbt_profiles"
+    profiles.mkdir()
+    (profiles / "profiles.yml").write_text(_profiles(kind, where))
+    return root, profiles
+
+
 @pytest.fixture(params=["duckdb", "postgres"])
 def tickets(request, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[dict]:
     """The two packages copied as a user has them, profiles for this test's own warehouse."""
@@ -162,12 +174,7 @@ def tickets(request, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[d
     else:
         warehouse.parent.mkdir(parents=True, exist_ok=True)
         where = str(warehouse)
-    root = tmp_path / "packages"
-    for name in ("ticket_analytics", "tickets_source"):
-        shutil.copytree(FIXTURES / name, root / name)
-    profiles = tmp_path / "dbt_profiles"
-    profiles.mkdir()
-    (profiles / "profiles.yml").write_text(_profiles(kind, where))
+    root, profiles = install_packages(tmp_path, kind, where)
     landing = Landing(kind, where)
     landing.run([(sql, []) for sql in DDL])
     landing.run(

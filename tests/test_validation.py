@@ -278,8 +278,11 @@ def test_a_drop_rebuilt_again_is_still_compared_with_the_last_passing_count(
 
 
 def _manifest_args(defs):
+    from rescue_defs.project import rescue_target_path
+
     dbt = defs.resources["dbt"]
-    return str(Path(dbt.project_dir) / "target" / "manifest.json"), str(dbt.project_dir)
+    manifest = Path(dbt.project_dir) / rescue_target_path(dbt.target) / "manifest.json"
+    return str(manifest), str(dbt.project_dir)
 
 
 # ---------------------------------------------------------------- edge cases, other projects

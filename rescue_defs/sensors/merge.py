@@ -22,13 +22,14 @@ from rescue_defs.planning.selection import SelectionError
 from rescue_defs.rescues.facts import runs_in_flight
 
 
-def deployed_dir(instance: dg.DagsterInstance, checksum: str) -> Path:
-    """Where the instance keeps a deployed manifest (dbt's --state folder for the next one)."""
-    return Path(instance.root_directory) / "rescue" / "manifests" / checksum
+def deployed_dir(instance: dg.DagsterInstance, checksum: str, target: str) -> Path:
+    """Where the instance keeps a deployed manifest (dbt's --state folder for the next one),
+    per dbt target: a manifest parsed for one target is never the state of another."""
+    return Path(instance.root_directory) / "rescue" / "manifests" / target / checksum
 
 
-def _keep(instance: dg.DagsterInstance, manifest_path: str, checksum: str) -> None:
-    folder = deployed_dir(instance, checksum)
+def _keep(instance: dg.DagsterInstance, manifest_path: str, checksum: str, target: str) -> None:
+    folder = deployed_dir(instance, checksum, target)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(manifest_path, folder / "manifest.json.tmp")
     (folder / "manifest.json.tmp").replace(folder / "manifest.json")
@@ -36,6 +37,7 @@ def _keep(instance: dg.DagsterInstance, manifest_path: str, checksum: str) -> No
 
 def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+    target = Path(project.target_path).name  # the target's own folder (project.py)
 
     @dg.sensor(
         name="merge_sensor",
@@ -56,9 +58,9 @@ def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefini
         number = cursor.get("number", 0) + 1
         if deployed == checksum:
             return dg.SkipReason(f"deployed code {checksum[:12]} unchanged")
-        previous_dir = deployed_dir(instance, deployed) if deployed else None
+        previous_dir = deployed_dir(instance, deployed, target) if deployed else None
         if previous_dir is None or not (previous_dir / "manifest.json").exists():
-            _keep(instance, manifest_path, checksum)
+            _keep(instance, manifest_path, checksum, target)
             return dg.SensorResult(
                 skip_reason=f"first deployment recorded ({checksum[:12]}): later merges are "
                 "compared with it",
@@ -75,7 +77,7 @@ def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefini
         same = sorted(manifest.name(m) for m in change.same_logic)
         done = json.dumps({"deployed": checksum, "number": number})
         if not names:
-            _keep(instance, manifest_path, checksum)
+            _keep(instance, manifest_path, checksum, target)
             return dg.SensorResult(
                 skip_reason=f"code changed ({deployed[:12]} -> {checksum[:12]}) but no model's "
                 "logic did"
@@ -107,7 +109,7 @@ def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefini
             return dg.SkipReason(
                 f"code changed ({', '.join(names[:5])}); rescue not registered ({e}); next tick"
             )
-        _keep(instance, manifest_path, checksum)
+        _keep(instance, manifest_path, checksum, target)
         message = (
             f"code changed: {', '.join(names[:10])}; rescue {record['id']} "
             + ("registered" if created else "was already registered")
