@@ -22,6 +22,7 @@ from rescue_defs.checks.rules import (
     Settings,
     ValidationConfigError,
     business_date,
+    inferred_date_verdict,
     max_date_verdict,
     model_rules,
     row_count_verdict,
@@ -96,19 +97,42 @@ def test_max_date_verdict_explains_the_lag_and_never_raises():
     wrong = max_date_verdict(rule(date_column="d"), 5, 17, expected, settings)
     assert not wrong.passed and "not a date" in wrong.description
     unset = max_date_verdict(rule(date_note="no date column"), 5, None, None, settings)
-    assert unset.passed and unset.status == "not configured"
+    assert not unset.passed and unset.status == "not configured"  # measured nothing: no pass
 
 
-def test_an_inferred_date_column_that_is_all_null_is_not_configured_not_failed():
+def test_an_inferred_date_is_the_latest_date_like_column_and_never_an_all_null_one():
+    guess = rule(date_column_from="inferred")
+    settings = Settings()
+    latest = {
+        "due_date": None,  # NULL in every row: never chosen
+        "created_at": datetime(2026, 1, 9, 8),
+        "updated_at": datetime(2026, 1, 12, 17),
+    }
+    first = inferred_date_verdict(guess, 12, latest, None, settings)
+    assert first.passed and first.metadata["date_column"] == "updated_at"
+    assert "max(updated_at) = 2026-01-12 (inferred from due_date, created_at, updated_at)" in (
+        first.description
+    )
+    # compared with the last validated build, never with a source's sync time
+    later = inferred_date_verdict(guess, 12, latest, "2026-01-12", settings)
+    assert later.passed and "not behind the last validated build (2026-01-12)" in later.description
+    lost = inferred_date_verdict(guess, 12, latest, "2026-01-15", settings)
+    assert not lost.passed and "rows were lost" in lost.description
+
+
+def test_a_date_check_that_measured_nothing_says_so_and_is_not_a_pass():
+    guess = rule(date_column_from="inferred")
+    nulls = inferred_date_verdict(guess, 12, {"cancelled_date": None}, None, Settings())
+    assert not nulls.passed and nulls.status == "not configured"
+    assert nulls.description.startswith("not measured: the columns that look like dates")
+    nothing = inferred_date_verdict(guess, 12, {}, None, Settings())
+    assert not nothing.passed and "no column looks like a date" in nothing.description
+    # configured by hand, NULLs are a failure
     expected = Expected(date(2026, 1, 14), "latest load of upstream source raw.orders")
-    guess = rule(date_column="cancelled_date", date_column_from="inferred")
-    verdict = max_date_verdict(guess, 12, None, expected, Settings())
-    assert verdict.status == "not configured"
-    assert "cancelled_date is NULL in all 12 rows" in verdict.description
-    # configured by hand, the same NULLs are a failure
-    assert not max_date_verdict(
-        rule(date_column="cancelled_date"), 12, None, expected, Settings()
-    ).passed
+    assert (
+        max_date_verdict(rule(date_column="cancelled_date"), 12, None, expected, Settings()).status
+        == "failed"
+    )
 
 
 def test_bad_meta_names_the_model_and_key():
@@ -324,9 +348,12 @@ def test_empty_null_and_timezone_shifted_dates_give_clear_failing_results(
 ):
     monkeypatch.setenv("RESCUE_BUSINESS_TIMEZONE", "America/New_York")
     monkeypatch.setenv("RESCUE_TODAY", "2026-03-10")
-    result = materialize_all(build_definitions(load_dbt_project(str(edge_project_dir))), instance)
-    assert result.success  # warnings, not errors: none of these is a mart
+    defs = build_definitions(load_dbt_project(str(edge_project_dir)))
+    result = materialize_all(defs, instance, raise_on_error=False)
+    # nothing reads these models: final models, treated as marts, so their failures block
+    assert not result.success
     checks = checks_of(result)
+    assert checks[("empty_orders", ROW_COUNT_CHECK)].severity == dg.AssetCheckSeverity.ERROR
 
     empty = checks[("empty_orders", ROW_COUNT_CHECK)]
     assert not empty.passed and "the table is empty" in empty.description
@@ -362,7 +389,8 @@ def test_checks_run_on_an_external_project_with_no_configuration(
     assert orders.passed and orders.metadata["date_column_from"].value == "inferred"
     customers = checks[("customers", MAX_DATE_CHECK)]
     assert customers.metadata["status"].value == "not configured"
-    assert customers.description.startswith("not configured: no date column")
+    assert not customers.passed and customers.severity == dg.AssetCheckSeverity.WARN
+    assert customers.description.startswith("not measured: no column looks like a date")
 
 
 def test_checks_run_on_the_bundled_project_stripped_of_its_configuration(
@@ -401,4 +429,11 @@ def test_checks_run_on_the_bundled_project_stripped_of_its_configuration(
         if c.metadata.get("date_column_from") and c.metadata["date_column_from"].value == "inferred"
     ]
     assert inferred  # documented date columns are picked up without meta
-    assert checks[("dim_products", MAX_DATE_CHECK)].metadata["status"].value == "not configured"
+    products = checks[("dim_products", MAX_DATE_CHECK)]
+    assert products.passed and products.metadata["date_column"].value == "last_sold_date"
+    # a check that measured nothing is never green
+    assert not [
+        k
+        for k, c in checks.items()
+        if c.metadata.get("status") and c.metadata["status"].value == "not configured" and c.passed
+    ]

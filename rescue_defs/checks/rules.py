@@ -16,10 +16,11 @@ Configuration lives in the model's dbt meta, all optional:
                     blocking: true, allow_empty: false, min_rows: 1, max_rows: 1000000,
                     max_drop: 0.5}}
 
-Without it, the date column is inferred when exactly one column of the model looks like a
-date (declared `data_type` date/timestamp, or named `date`, `day`, `*_date`, `*_day`);
-otherwise the max-date check reports "not configured" rather than being absent. Checks are
-blocking (ERROR severity: a rescue stops) for marts and incremental models, warnings elsewhere.
+Without it, every column that looks like a date is measured and the one with the latest value
+is the model's date (never one NULL in every row), which must not fall behind the last
+validated build; a check that measured nothing says "not measured" and is never a pass.
+Checks are blocking (ERROR severity: a rescue stops) for marts, final models and incremental
+models, warnings elsewhere.
 """
 
 import re
@@ -33,7 +34,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 ROW_COUNT_CHECK = "row_count_is_expected"
 MAX_DATE_CHECK = "max_date_is_current"
 DATE_TYPES = re.compile(r"^(date|datetime|timestamp|timestamptz|timestamp_[a-z]+)\b", re.I)
-DATE_NAMES = re.compile(r"^(date|day|.+_date|.+_day)$", re.I)
+DATE_NAMES = re.compile(r"^(date|day|.+_date|.+_day|.+_at|.+_time|.+_timestamp)$", re.I)
+SOURCE_DATE_NAMES = re.compile(r"^(date|day|.+_date|.+_day)$", re.I)
 MART_FOLDERS = {"marts", "mart"}
 MART_PREFIXES = ("fct_", "fact_", "dim_", "mart_")
 
@@ -106,6 +108,9 @@ class ModelRule:
     max_drop: float = 0.5
     date_column: str | None = None
     date_column_from: str = ""  # "meta" | "inferred" | "off" (meta says none) | ""
+    date_candidates: tuple[str, ...] = ()
+    """Inferred rules: every column that looks like a date; the one with the latest non-NULL
+    value is measured (a column NULL in every row is never chosen)."""
     date_note: str = ""  # why there is no date column
     max_lag_days: int = 1
     expected_date: str = "sources"
@@ -126,8 +131,12 @@ def quote(identifier: str) -> str:
     return '"' + str(identifier).replace('"', '""') + '"'
 
 
-def stats_sql(rule: ModelRule) -> str:
-    """One query per model: count and max date together."""
+def stats_sql(rule: ModelRule, candidates: tuple[str, ...] | None = None) -> str:
+    """One query per model: count and max date together (with `candidates`, the max of each
+    column that looks like a date)."""
+    if candidates is not None:
+        maxima = "".join(f", max({quote(c)})" for c in candidates)
+        return f"select count(*){maxima} from {rule.relation.sql()}"
     latest = f"max({quote(rule.date_column)})" if rule.date_column else "null"
     return f"select count(*), {latest} from {rule.relation.sql()}"
 
@@ -170,21 +179,39 @@ def _is_mart(node: Mapping[str, Any]) -> bool:
     return bool(folders & MART_FOLDERS) or node["name"].startswith(MART_PREFIXES)
 
 
+def _date_candidates(node: Mapping[str, Any]) -> tuple[str, ...]:
+    """Documented columns that look like dates: data_type date/timestamp, or named `date`,
+    `day`, `*_date`, `*_day`, `*_at`, `*_time`, `*_timestamp`. Sync stamps of a loader
+    (`_fivetran_synced`, `_loaded_at`) say when rows landed, not what period they describe."""
+    columns = node.get("columns") or {}
+    return tuple(
+        name
+        for name, col in columns.items()
+        if not name.startswith("_")
+        and (DATE_TYPES.match(str(col.get("data_type") or "")) or DATE_NAMES.match(name))
+    )
+
+
 def _infer_date_column(node: Mapping[str, Any]) -> tuple[str | None, str]:
+    """A source's business date for late-row tracking: its one documented date column."""
     columns = node.get("columns") or {}
     candidates = [
         name
         for name, col in columns.items()
-        if DATE_TYPES.match(str(col.get("data_type") or "")) or DATE_NAMES.match(name)
+        if DATE_TYPES.match(str(col.get("data_type") or "")) or SOURCE_DATE_NAMES.match(name)
     ]
     if len(candidates) == 1:
         return candidates[0], ""
-    if not candidates:
-        return None, "no date column: set meta.rescue.date_column (none obvious in its columns)"
-    return None, (
-        "no date column: several candidates ("
-        + ", ".join(sorted(candidates))
-        + "); set meta.rescue.date_column"
+    return None, "no single date column"
+
+
+def columns_looking_like_dates(columns: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The same choice over a relation's columns as the warehouse lists them (name, type)."""
+    return tuple(
+        name
+        for name, data_type in columns
+        if not name.startswith("_")
+        and (DATE_TYPES.match(data_type or "") or DATE_NAMES.match(name))
     )
 
 
@@ -197,6 +224,26 @@ def _number(rescue: Mapping[str, Any], key: str, name: str, kind: type, default=
     if value < 0:
         raise ValidationConfigError(f"{name}: meta.rescue.{key} must not be negative")
     return kind(value)
+
+
+def final_models(manifest: Mapping[str, Any]) -> set[str]:
+    """Models nothing else builds on (no model, seed or snapshot child), or that an exposure
+    reads: what people look at, treated as marts whatever their folder is called."""
+    children = manifest.get("child_map") or {}
+    final = set()
+    for uid, node in manifest["nodes"].items():
+        if node["resource_type"] != "model":
+            continue
+        kids = [
+            c for c in children.get(uid, []) if c.split(".")[0] in ("model", "seed", "snapshot")
+        ]
+        if not kids:
+            final.add(uid)
+    for exposure in (manifest.get("exposures") or {}).values():
+        final |= {
+            p for p in exposure.get("depends_on", {}).get("nodes", []) if p.startswith("model.")
+        }
+    return final
 
 
 def upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> list[str]:
@@ -239,6 +286,7 @@ def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, Mo
                 _relation(source, default_db),
                 field_name,
             )
+    final = final_models(manifest)
     rules = {}
     for uid, node in manifest["nodes"].items():
         config = node.get("config") or {}
@@ -256,14 +304,14 @@ def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, Mo
             if date_column is not None and not isinstance(date_column, str):
                 raise ValidationConfigError(f"{name}: meta.rescue.date_column must be a string")
         else:
-            date_column, note = _infer_date_column(node)
-            origin = "inferred" if date_column else ""
+            # measured after the build: the candidate with the latest value (validation.py)
+            date_column, note, origin = None, "", "inferred"
         expected = rescue.get("expected_date", settings.expected_date)
         if expected not in ("sources", "today"):
             raise ValidationConfigError(
                 f"{name}: meta.rescue.expected_date must be 'sources' or 'today'"
             )
-        blocking = rescue.get("blocking", incremental or _is_mart(node))
+        blocking = rescue.get("blocking", incremental or _is_mart(node) or uid in final)
         rules[uid] = ModelRule(
             unique_id=uid,
             name=name,
@@ -275,6 +323,7 @@ def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, Mo
             max_drop=_number(rescue, "max_drop", name, float, settings.max_drop),
             date_column=date_column,
             date_column_from=origin,
+            date_candidates=_date_candidates(node) if origin == "inferred" else (),
             date_note=note,
             max_lag_days=_number(rescue, "max_lag_days", name, int, settings.max_lag_days),
             expected_date=expected,
@@ -374,23 +423,13 @@ def max_date_verdict(
     if not rule.date_column:
         if rule.date_column_from == "off":  # the model's owner said no date applies
             return Verdict(True, f"off: {rule.date_note}", {}, "off")
-        return Verdict(True, f"not configured: {rule.date_note}", {}, "not configured")
+        return Verdict(False, f"not measured: {rule.date_note}", {}, "not configured")
     column = rule.date_column
     meta: dict[str, Any] = {"date_column": column, "date_column_from": rule.date_column_from}
     if expected is not None:
         meta.update(expected_date=expected.day.isoformat(), expected_from=expected.basis)
     if count == 0:
         return Verdict(False, f"{rule.name}: no rows, so no max({column})", meta, "failed")
-    if value is None and rule.date_column_from == "inferred":
-        # a guess that turned out empty (say `cancelled_date` of a model where nothing was
-        # cancelled) tells nothing about how current the model is: not a failure, not a pass
-        return Verdict(
-            True,
-            f"not configured: the inferred date column {column} is NULL in all {count} rows; "
-            "set meta.rescue.date_column",
-            meta,
-            "not configured",
-        )
     if value is None:
         return Verdict(
             False,
@@ -429,4 +468,71 @@ def max_date_verdict(
         )
     return Verdict(
         True, f"{shown}, {max(lag, 0)} day(s) behind {expected.day.isoformat()}", meta, "passed"
+    )
+
+
+def inferred_date_verdict(
+    rule: ModelRule,
+    count: int,
+    latest: Mapping[str, Any],
+    previous: str | None,
+    settings: Settings,
+) -> Verdict:
+    """A model without `meta.rescue.date_column`: of the columns that look like dates, the one
+    with the latest value is measured (a column NULL in every row is never chosen), and it must
+    not fall behind the last validated build's. Nothing is compared with the sources' loads:
+    what the column means (a due date, a sprint day, a sync time) is not known here."""
+    names = ", ".join(latest) or "none"
+    meta: dict[str, Any] = {"date_column_from": "inferred", "candidates": list(latest)}
+    if count == 0:
+        return Verdict(False, f"{rule.name}: no rows, so no max date", meta, "failed")
+    days = {}
+    for column, value in latest.items():
+        if value is None:
+            continue
+        try:
+            days[column] = business_date(value, settings)
+        except TypeError:
+            continue
+    if not latest:
+        return Verdict(
+            False,
+            "not measured: no column looks like a date; set meta.rescue.date_column (null: "
+            "no date applies)",
+            meta,
+            "not configured",
+        )
+    if not days:
+        return Verdict(
+            False,
+            f"not measured: the columns that look like dates ({names}) are NULL in all {count} "
+            "rows; set meta.rescue.date_column",
+            meta,
+            "not configured",
+        )
+    column, day = max(days.items(), key=lambda item: (item[1], item[0]))
+    meta.update(date_column=column, max_date=day.isoformat())
+    how = f"max({column}) = {day.isoformat()} (inferred from {names})"
+    if previous:
+        meta["previous_max_date"] = previous
+        if day < date.fromisoformat(previous):
+            return Verdict(
+                False,
+                f"{rule.name}: {how} is before {previous}, the last validated build's: rows were "
+                "lost",
+                meta,
+                "failed",
+            )
+        return Verdict(
+            True,
+            f"{how}, not behind the last validated build ({previous}); set "
+            "meta.rescue.date_column to compare with the sources' loads",
+            meta,
+            "passed",
+        )
+    return Verdict(
+        True,
+        f"{how}; the first measurement: later builds must not fall behind it",
+        meta,
+        "passed",
     )

@@ -23,7 +23,9 @@ from rescue_defs.checks.rules import (
     ModelRule,
     Settings,
     Verdict,
+    columns_looking_like_dates,
     expected_date,
+    inferred_date_verdict,
     max_date_verdict,
     row_count_verdict,
     source_sql,
@@ -88,11 +90,17 @@ def check_specs(
                 f"({level}).",
             )
         )
-        date_part = (
-            f"max({rule.date_column}) within {rule.max_lag_days} day(s) of the expected date"
-            if rule.date_column
-            else "reports 'not configured' (no date column known)"
-        )
+        if rule.date_column:
+            date_part = (
+                f"max({rule.date_column}) within {rule.max_lag_days} day(s) of the expected date"
+            )
+        elif rule.date_column_from == "inferred":
+            date_part = (
+                "the latest of its date-like columns, not behind the last validated build "
+                "(a warning, 'not measured', when no such column has a value)"
+            )
+        else:
+            date_part = "off (meta.rescue.date_column: null)"
         specs.append(
             dg.AssetCheckSpec(
                 MAX_DATE_CHECK,
@@ -126,33 +134,43 @@ def previous_metadata(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> di
 def previous_row_counts(
     instance: dg.DagsterInstance, keys: Iterable[dg.AssetCheckKey]
 ) -> dict[dg.AssetCheckKey, int | None]:
-    """The row count of the last passing row-count check of each model, from the event log.
+    """The row count of the last passing row-count check of each model, from the event log."""
+    found = previous_passing(instance, keys, "row_count")
+    return {k: int(v) if v is not None else None for k, v in found.items()}
+
+
+def previous_passing(
+    instance: dg.DagsterInstance, keys: Iterable[dg.AssetCheckKey], field: str
+) -> dict[dg.AssetCheckKey, Any]:
+    """A metadata value of the last passing evaluation of each check, from the event log.
 
     One query for all keys whose latest evaluation passed (the usual case); a key whose latest
     record failed or is still planned falls back to its own history query. At 200 models,
     200 history queries cost a rescue 0.4-0.6 s (bench/check_overhead_bench.py)."""
     keys = list(keys)
+    if not keys:
+        return {}
     storage = instance.event_log_storage
     latest = storage.get_latest_asset_check_execution_by_key(keys)
-    counts: dict[dg.AssetCheckKey, int | None] = {}
+    values: dict[dg.AssetCheckKey, Any] = {}
     for key in keys:
         record = latest.get(key)
         if record is None:
-            counts[key] = None  # never evaluated
+            values[key] = None  # never evaluated
             continue
         if record.status != AssetCheckExecutionRecordStatus.SUCCEEDED:
             records = storage.get_asset_check_execution_history(
                 key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
             )
             record = records[0] if records else None
-        counts[key] = _row_count(record)
-    return counts
+        values[key] = _metadata_value(record, field)
+    return values
 
 
-def _row_count(record) -> int | None:
+def _metadata_value(record, field: str) -> Any:
     data = record.event.dagster_event.event_specific_data if record and record.event else None
-    value = (getattr(data, "metadata", None) or {}).get("row_count")
-    return int(value.value) if value is not None else None
+    value = (getattr(data, "metadata", None) or {}).get(field)
+    return value.value if value is not None else None
 
 
 def release_adapter(adapter) -> None:
@@ -175,7 +193,9 @@ def _result(
     # An evaluation event rather than an AssetCheckResult output: the same record for the UI
     # and the check history, one event instead of two (step output + evaluation). At 10-20 ms
     # per stored event, that is most of what checks cost a 200-model rescue.
-    severity = dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN
+    # a check that measured nothing is a warning, never green and never blocking
+    blocking = rule.blocking and verdict.status != "not configured"
+    severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
     metadata: dict[str, Any] = {**verdict.metadata, "status": verdict.status}
     return dg.AssetCheckEvaluation(
         asset_key=key,
@@ -285,11 +305,22 @@ def _query_and_judge(
         previous_counts = previous_row_counts(
             context.instance, [dg.AssetCheckKey(keys[uid], ROW_COUNT_CHECK) for uid in todo]
         )
+        inferred = [uid for uid in todo if rules[uid].date_column_from == "inferred"]
+        previous_dates = previous_passing(
+            context.instance,
+            [dg.AssetCheckKey(keys[uid], MAX_DATE_CHECK) for uid in inferred],
+            "max_date",
+        )
         for uid in todo:
             rule = rules[uid]
             key = keys[uid]
             try:
-                count, latest = _query(adapter, stats_sql(rule))
+                if uid in inferred:
+                    candidates = rule.date_candidates or _warehouse_dates(adapter, rule)
+                    count, *values = _query(adapter, stats_sql(rule, candidates))
+                    dates = dict(zip(candidates, values, strict=True))
+                else:
+                    count, latest = _query(adapter, stats_sql(rule))
             except Exception as e:
                 failed = Verdict(False, f"{rule.name}: query failed: {e}", {}, "failed")
                 yield _result(key, ROW_COUNT_CHECK, rule, failed)
@@ -297,13 +328,31 @@ def _query_and_judge(
                 continue
             previous = previous_counts[dg.AssetCheckKey(key, ROW_COUNT_CHECK)]
             yield _result(key, ROW_COUNT_CHECK, rule, row_count_verdict(rule, count, previous))
-            expected: Expected | None = (
-                expected_date(rule, settings, source_latest) if rule.date_column else None
-            )
-            verdict = max_date_verdict(rule, count, latest, expected, settings)
+            if uid in inferred:
+                before = previous_dates[dg.AssetCheckKey(key, MAX_DATE_CHECK)]
+                verdict = inferred_date_verdict(rule, count, dates, before, settings)
+                chosen = verdict.metadata.get("date_column")
+                latest = dates.get(chosen) if chosen else None
+            else:
+                expected: Expected | None = (
+                    expected_date(rule, settings, source_latest) if rule.date_column else None
+                )
+                verdict = max_date_verdict(rule, count, latest, expected, settings)
             yield _result(key, MAX_DATE_CHECK, rule, verdict)
             if uid in windows:
                 yield _coverage(context, adapter, rule, key, windows[uid], latest, full_refresh)
+
+
+def _warehouse_dates(adapter, rule: ModelRule) -> tuple[str, ...]:
+    """Undocumented columns: the relation's own, as the warehouse lists them."""
+    credentials = adapter.config.credentials
+    relation = adapter.Relation.create(
+        database=rule.relation.database or getattr(credentials, "database", None),
+        schema=rule.relation.schema,
+        identifier=rule.relation.identifier,
+    )
+    columns = adapter.get_columns_in_relation(relation)
+    return columns_looking_like_dates([(c.name, str(c.dtype)) for c in columns])
 
 
 def _coverage(context, adapter, rule, key, window, latest, full_refresh):

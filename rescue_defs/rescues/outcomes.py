@@ -76,7 +76,9 @@ class ModelOutcome:
 
     @property
     def failed(self) -> list[CheckOutcome]:
-        return [c for c in self.checks.values() if not c.passed]
+        """Checks that measured something and failed ("not configured" measured nothing: a
+        warning in the UI, never validated, but nothing a rebuild would change)."""
+        return [c for c in self.checks.values() if not c.passed and c.status != "not configured"]
 
     @property
     def blocked(self) -> bool:
