@@ -65,6 +65,25 @@ def _manifest(args: argparse.Namespace):
     return DbtManifest.load(path, project_dir)
 
 
+def _warehouse(args: argparse.Namespace):
+    """The project's warehouse, read through dbt's adapter while planning (none for a bare
+    --manifest)."""
+    if getattr(args, "manifest", None):
+        return None
+    from rescue_defs.project import BUNDLED_PROJECT_DIR, configured_target
+    from rescue_defs.warehouse_reader import WarehouseTarget
+
+    project_dir = (
+        args.project_dir or os.environ.get("RESCUE_DBT_PROJECT_DIR") or BUNDLED_PROJECT_DIR
+    )
+    profiles = args.profiles_dir or os.environ.get("RESCUE_DBT_PROFILES_DIR")
+    return WarehouseTarget(
+        str(Path(project_dir).resolve()),
+        str(Path(profiles).resolve()) if profiles else None,
+        configured_target(),
+    )
+
+
 def _request(args: argparse.Namespace):
     from rescue_defs.planning.plan import PlanRequest
     from rescue_defs.project import business_today
@@ -142,6 +161,7 @@ def _launch(args: argparse.Namespace) -> int:
         keys,
         previous=previous,
         schedules=rescues.next_ticks([daily_pipeline_schedule], now),
+        warehouse=_warehouse(args),
     )
     print(render_text(plan))
     try:

@@ -269,3 +269,28 @@ def test_a_full_refresh_of_every_incremental_model_is_one_dbt_invocation(shop_ma
         for p in shop_manifest.model_graph.predecessors(m)
         if p in models
     )
+
+
+def test_the_warehouse_s_own_load_is_an_item_of_the_checklist(shop_planner):
+    from rescue_defs.planning.checklist import WarehouseLoad
+
+    now = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
+
+    def item(load):
+        env = Environment(now=now, known=True, warehouse_load=load)
+        plan = shop_planner.plan(PlanRequest("fct_orders"), env=env)
+        return next(i for i in plan.checklist if i.key == "warehouse_load")
+
+    quiet = item(WarehouseLoad(sessions=((7, "psql", 2.0, "select 1"),)))
+    assert quiet.status == "ok" and "1 other active session(s)" in quiet.reason
+    busy = item(WarehouseLoad(sessions=((7, "Metabase", 640.0, "select * from big"),)))
+    assert busy.status == "warn" and "PID 7 (Metabase) running for 640 s" in busy.reason
+    reader = item(WarehouseLoad(locks=((8, "", "analytics.fct_orders", "AccessShareLock"),)))
+    assert reader.status == "warn" and "AccessShareLock on analytics.fct_orders" in reader.reason
+    writer = item(WarehouseLoad(locks=((9, "etl", "analytics.fct_orders", "RowExclusiveLock"),)))
+    assert writer.status == "block" and "another session writes" in writer.reason
+    assert item(WarehouseLoad(unavailable="connection refused")).status == "block"
+    other = item(WarehouseLoad(note="not measured on the snowflake adapter"))
+    assert other.status == "warn" and "not measured on the snowflake adapter" in other.reason
+    offline = shop_planner.plan(PlanRequest("fct_orders"))  # no instance, no warehouse
+    assert not [i for i in offline.checklist if i.key == "warehouse_load"]

@@ -122,3 +122,48 @@ def test_a_rescue_on_postgres_storage_and_warehouse_builds_validates_and_reports
     assert rescues.rescue_ids(pg_instance) == [rescue_id]
     report = pg_instance.get_latest_materialization_event(rescues.REPORT_ASSET)
     assert "2/2 rebuilt, 2 validated" in report.asset_materialization.metadata["report"].value
+
+
+def test_the_checklist_sees_the_warehouse_a_session_writing_a_rescued_table_and_a_dead_one(
+    pg_project_dir, databases, pg_instance, tmp_path
+):
+    from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+    from rescue_defs.planning.plan import Planner, PlanRequest
+    from rescue_defs.warehouse_reader import WarehouseTarget
+
+    warehouse_db, _ = databases
+    project = load_dbt_project(str(pg_project_dir))
+    materialize_all(build_definitions(project), pg_instance, raise_on_error=False)
+    manifest = load_manifest(str(project.manifest_path), str(project.project_dir))
+    keys = model_asset_keys(manifest)
+    ours = WarehouseTarget.of(project)
+
+    def item(where=ours):
+        plan = rescues.plan_for(
+            Planner(manifest), pg_instance, PlanRequest("orders+"), keys, warehouse=where
+        )
+        return next(i for i in plan.checklist if i.key == "warehouse_load")
+
+    assert item().status == "ok"
+    # an analyst's session in the middle of a write to a table the rescue rebuilds
+    writer = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=warehouse_db)
+    writer.set_session(autocommit=False)
+    with writer.cursor() as cur:
+        cur.execute("delete from analytics.orders where order_id = %s", [1])
+    try:
+        held = item()
+        assert held.status == "block", held.reason
+        assert "holds RowExclusiveLock on analytics.orders" in held.reason
+    finally:
+        writer.rollback()
+        writer.close()
+    assert item().status == "ok"
+
+    # a warehouse that does not answer: the plan is blocked, saying why
+    gone = tmp_path / "profiles"
+    gone.mkdir()
+    text = (pg_project_dir / "profiles.yml").read_text()
+    (gone / "profiles.yml").write_text(text.replace(warehouse_db, "rescue_no_such_database"))
+    dead = item(WarehouseTarget(str(pg_project_dir), str(gone)))
+    assert dead.status == "block" and "the warehouse does not answer" in dead.reason
+    assert "rescue_no_such_database" in dead.reason

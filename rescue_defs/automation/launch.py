@@ -17,6 +17,7 @@ from rescue_defs.checks.proof import proof_settings
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import Plan, Planner, PlanRequest
 from rescue_defs.project import clock_now
+from rescue_defs.warehouse_reader import WarehouseTarget
 
 TAG_INCIDENT = "rescue/incident"
 TAG_MANIFEST = "rescue/manifest"
@@ -71,6 +72,7 @@ def launch(
         keys,
         previous=previous,
         schedules=rescues.next_ticks(schedule_defs, clock_now().replace(tzinfo=UTC)),
+        warehouse=WarehouseTarget.of(project),
     )
     warning = fit_warning(plan, schedule_defs)
     record = rescues.register(

@@ -343,16 +343,22 @@ def _query_and_judge(
                 yield _coverage(context, adapter, rule, key, windows[uid], latest, full_refresh)
 
 
+# DB-API drivers name types differently: psycopg gives type OIDs, DuckDB type names
+_TYPE_OIDS = {1082: "date", 1114: "timestamp", 1184: "timestamptz"}
+
+
 def _warehouse_dates(adapter, rule: ModelRule) -> tuple[str, ...]:
-    """Undocumented columns: the relation's own, as the warehouse lists them."""
-    credentials = adapter.config.credentials
-    relation = adapter.Relation.create(
-        database=rule.relation.database or getattr(credentials, "database", None),
-        schema=rule.relation.schema,
-        identifier=rule.relation.identifier,
+    """Undocumented columns: the relation's own, from the driver's cursor description of an
+    empty select (any DB-API driver has one; no catalog macro, no extra connection)."""
+    _, cursor = adapter.connections.add_query(
+        f"select * from {rule.relation.sql()} where 1 = 0", auto_begin=False
     )
-    columns = adapter.get_columns_in_relation(relation)
-    return columns_looking_like_dates([(c.name, str(c.dtype)) for c in columns])
+    cursor.fetchall()
+    columns = [
+        (d[0], _TYPE_OIDS.get(d[1], str(d[1])) if d[1] is not None else "")
+        for d in cursor.description or ()
+    ]
+    return columns_looking_like_dates(columns)
 
 
 def _coverage(context, adapter, rule, key, window, latest, full_refresh):

@@ -9,6 +9,7 @@ from rescue_defs.checks.proof import ProofSettingError, proof_settings
 from rescue_defs.planning.plan import Planner, PlanRequest
 from rescue_defs.planning.selection import SelectionError
 from rescue_defs.rescues import kickoff
+from rescue_defs.warehouse_reader import WarehouseTarget
 
 
 def build_rescue_step_job(dbt_assets: dg.AssetsDefinition, excluded_checks=()):
@@ -85,7 +86,12 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
         )
         try:
             plan = rescues.plan_for(
-                planner, context.instance, request, keys, schedules=rescues.next_ticks(schedules)
+                planner,
+                context.instance,
+                request,
+                keys,
+                schedules=rescues.next_ticks(schedules),
+                warehouse=WarehouseTarget.of(project),
             )
             record = rescues.register(
                 context.instance,

@@ -31,6 +31,29 @@ class UpcomingRun:
 
 
 @dataclass(frozen=True)
+class WarehouseLoad:
+    """What the warehouse itself says (rescue_defs.warehouse_reader): other sessions at work
+    (pid, application, seconds running, query), locks on the rescue's relations (pid,
+    application, relation, mode); `note` says why nothing was measured."""
+
+    sessions: tuple[tuple[int, str, float, str], ...] = ()
+    locks: tuple[tuple[int, str, str, str], ...] = ()
+    note: str = ""
+    long_seconds: float = 60
+    unavailable: str = ""
+    """The warehouse did not answer (why): every dbt run would fail."""
+
+
+WRITE_LOCKS = {
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+}
+
+
+@dataclass(frozen=True)
 class Environment:
     now: datetime | None = None
     """Aware datetime; None: the checklist items that need the clock say so."""
@@ -44,6 +67,8 @@ class Environment:
     """True when the Dagster side filled this in; False for a plan made offline."""
     warehouse_holder: str = ""
     """A process outside the pipeline holding the warehouse (DuckDB: one writer), described."""
+    warehouse_load: WarehouseLoad | None = None
+    """None: not asked (an offline plan)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +152,9 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
             "first connection; close that connection (or launch with force: each run then "
             "waits for it, and fails naming it)",
         )
+
+    # 1c. the warehouse's own load
+    _warehouse_load(facts, env, add)
 
     # 2. heavy
     q = "Is the target model heavy (large volume, complex joins, deep lineage)?"
@@ -308,3 +336,53 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
 
 def _at_peak(env: Environment) -> bool:
     return env.now is not None and at_peak(env.now, env.timezone, env.peak_hours)
+
+
+def _warehouse_load(facts: PlanFacts, env: Environment, add) -> None:
+    """The playbook's queue and overlap questions as the warehouse answers them."""
+    q = "Is the warehouse itself busy, or is another session on the rescue's tables?"
+    load = env.warehouse_load
+    if load is None:
+        if env.known:
+            add("warehouse_load", q, WARN, "not measured: no warehouse connection was made")
+        return
+    if load.unavailable:
+        add(
+            "warehouse_load",
+            q,
+            BLOCK,
+            f"the warehouse does not answer ({load.unavailable}): every dbt run would fail",
+        )
+        return
+    if load.note:
+        add("warehouse_load", q, WARN, load.note)
+        return
+
+    def who(pid: int, app: str) -> str:
+        return f"PID {pid}" + (f" ({app})" if app else "")
+
+    writers = [lock for lock in load.locks if lock[3] in WRITE_LOCKS]
+    if writers:
+        add(
+            "warehouse_load",
+            q,
+            BLOCK,
+            "; ".join(f"{who(p, a)} holds {m} on {r}" for p, a, r, m in writers[:3])
+            + ": another session writes the rescue's tables, both would contend for their locks",
+        )
+        return
+    long = [s for s in load.sessions if s[2] >= load.long_seconds]
+    if load.locks or long:
+        parts = [f"{who(p, a)} holds {m} on {r}" for p, a, r, m in load.locks[:3]]
+        parts += [
+            f"{who(p, a)} running for {sec:.0f} s: {text[:60]}" for p, a, sec, text in long[:3]
+        ]
+        add("warehouse_load", q, WARN, "; ".join(parts) + " (the rescue may wait for them)")
+        return
+    add(
+        "warehouse_load",
+        q,
+        OK,
+        f"{len(load.sessions)} other active session(s), none running over "
+        f"{load.long_seconds:.0f} s; no lock on the rescue's tables",
+    )

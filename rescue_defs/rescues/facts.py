@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun
+from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun, WarehouseLoad
 from rescue_defs.planning.cost import FULL_REFRESH_KEY, History
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import Plan, Planner, PlanRequest
@@ -68,6 +68,17 @@ def environment(
         max_concurrent_runs=limit if isinstance(limit, int) and limit >= 0 else None,
         known=True,
     )
+
+
+def _duckdb_busy(manifest: DbtManifest) -> str:
+    """Any process holding the DuckDB warehouse (a pipeline run too), described; "" else."""
+    from rescue_defs.project import warehouse_path
+    from rescue_defs.warehouse_lock import holder
+
+    if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
+        return ""
+    found = holder(warehouse_path())
+    return found.describe() if found is not None else ""
 
 
 def _warehouse_holder(manifest: DbtManifest) -> str:
@@ -137,19 +148,46 @@ def plan_for(
     keys: Mapping[str, dg.AssetKey],
     previous: DbtManifest | None = None,
     schedules: Iterable[tuple[str, datetime]] = (),
+    warehouse=None,
 ) -> Plan:
-    """A plan with the instance's facts: runs in flight, history, and rows landed late for
-    periods before a windowed model's window (so its advice knows what changed)."""
+    """A plan with the instance's facts: runs in flight, history, and, read through dbt's
+    adapter for `warehouse` (a warehouse_reader.WarehouseTarget; None: not read), rows landed
+    late for periods before a windowed model's window and the warehouse's own load."""
     from rescue_defs.project import business_today
     from rescue_defs.rescues.late import late_rows
+    from rescue_defs.warehouse_reader import (
+        WarehouseUnavailable,
+        open_adapter,
+        relations_of,
+        warehouse_load,
+    )
 
     if request.today is None:
         request = dataclasses.replace(request, today=business_today())
     env = environment(instance, planner.manifest, keys, schedules)
-    late, note = late_rows(instance, planner.manifest, keys, request.today)
     # the history of the models in scope only: one event-log query per model, and a project
     # of thousands of models made every launch (and every automatic rescue) wait seconds
     scope = planner.selector.resolve(request.select, request.exclude).models
+    if warehouse is None:
+        late, note = None, "not measured: no warehouse connection (a bare manifest)"
+    elif busy := _duckdb_busy(planner.manifest):
+        # DuckDB has one writer: even a read-only connection would fail (or make it fail)
+        late, note = None, f"warehouse busy: held by {busy}"
+        env = dataclasses.replace(env, warehouse_load=WarehouseLoad(note=f"not measured: {note}"))
+    else:
+        try:
+            with open_adapter(warehouse) as adapter:
+                late, note = late_rows(
+                    instance, planner.manifest, keys, request.today, adapter=adapter
+                )
+                try:
+                    load = warehouse_load(adapter, relations_of(planner.manifest, scope))
+                except Exception as e:  # a catalog query refused: say so, plan on
+                    load = WarehouseLoad(note=f"not measured: {str(e).strip()[:200]}")
+        except WarehouseUnavailable as e:
+            late, note = None, f"warehouse unavailable: {e}"
+            load = WarehouseLoad(unavailable=str(e))
+        env = dataclasses.replace(env, warehouse_load=load)
     return planner.plan(
         request,
         previous=previous,

@@ -25,33 +25,16 @@ from rescue_defs.planning.manifest import DbtManifest
 FAR_FUTURE = datetime(9999, 12, 31)
 
 
-def _duckdb_reader(manifest: DbtManifest):
-    """A read-only connection to the bundled DuckDB warehouse, or (None, why not)."""
-    import duckdb
-
-    from rescue_defs.project import warehouse_path
-
-    adapter = manifest.raw.get("metadata", {}).get("adapter_type")
-    if adapter != "duckdb":
-        return None, f"not measured on {adapter or 'this'} adapter before launch"
-    path = warehouse_path()
-    if not path.exists():
-        return None, f"warehouse {path} does not exist yet"
-    try:
-        return duckdb.connect(str(path), read_only=True), ""
-    except duckdb.Error as e:
-        # DuckDB names the process holding the file: say who, not just "locked"
-        return None, "warehouse busy: " + str(e).splitlines()[0][:300]
-
-
 def late_rows(
     instance: dg.DagsterInstance,
     manifest: DbtManifest,
     keys: Mapping[str, dg.AssetKey],
     today: date,
     models: frozenset[str] | None = None,
+    adapter=None,
 ) -> tuple[dict[str, Late] | None, str]:
-    """(late rows per windowed model, "") or (None, why they could not be measured)."""
+    """(late rows per windowed model, "") or (None, why they could not be measured), read
+    through `adapter` (an open dbt adapter, rescue_defs.warehouse_reader)."""
     windows = {
         uid: rule
         for uid, rule in window_rules(manifest.raw).items()
@@ -63,9 +46,11 @@ def late_rows(
         uid: previous_metadata(instance, dg.AssetCheckKey(keys[uid], COVERAGE_CHECK))
         for uid in windows
     }
-    conn, why = _duckdb_reader(manifest)
-    if conn is None:
-        return None, why
+    if adapter is None:
+        return None, "not measured: no warehouse connection"
+    from rescue_defs.warehouse_reader import placeholder, query
+
+    mark = placeholder(adapter)
     found: dict[str, Late] = {}
     try:
         for uid, rule in windows.items():
@@ -84,13 +69,11 @@ def late_rows(
                     source, relation=dataclasses.replace(source.relation, database=None)
                 )
                 params = [p for p in (since, FAR_FUTURE, first) if p is not None]
-                row = conn.execute(local.late_sql("?", since is not None), params).fetchone()
-                pending = combine(pending, late_row(tuple(row or ())))
+                rows = query(adapter, local.late_sql(mark, since is not None), params)
+                pending = combine(pending, late_row(tuple(rows[0]) if rows else ()))
             late = combine(Late.from_meta(record), pending)
             if late is not None:
                 found[uid] = late
     except Exception as e:
-        return None, f"query failed: {str(e).splitlines()[0][:300]}"
-    finally:
-        conn.close()
+        return None, f"query failed: {str(e).strip().splitlines()[0][:300]}"
     return found, ""

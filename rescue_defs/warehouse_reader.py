@@ -1,0 +1,130 @@
+"""Reading the warehouse while planning, through dbt's own adapter for the configured target.
+
+Planning asks the warehouse two things before a rescue is registered: rows landed late for
+periods an incremental model's window no longer restates (rescues/late.py), and the playbook's
+"are SQL queues saturated / am I about to overlap" as the warehouse sees it: other sessions at
+work and locks on the rescue's relations (PostgreSQL: `pg_stat_activity`, `pg_locks`; DuckDB:
+the file's lock holder, asked of the OS in warehouse_lock.py; other adapters: "not measured").
+The adapter is the one dagster-dbt builds for a step (read-only on DuckDB), so any adapter dbt
+supports is reached the same way, with the profile's own credentials.
+"""
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rescue_defs.planning.checklist import WarehouseLoad
+
+LONG_SECONDS = 60  # an active session running longer than this counts as load
+
+
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse cannot be reached now; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class WarehouseTarget:
+    """Which warehouse: the dbt project, its profiles folder and target."""
+
+    project_dir: str
+    profiles_dir: str | None = None
+    target: str | None = None
+
+    @classmethod
+    def of(cls, project) -> "WarehouseTarget":
+        """From a dagster-dbt DbtProject."""
+        profiles = getattr(project, "profiles_dir", None)
+        return cls(str(project.project_dir), str(profiles) if profiles else None, project.target)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if ln not in ("Runtime Error", "Database Error")]
+    return (lines[0] if lines else type(error).__name__)[:300]
+
+
+@contextmanager
+def open_adapter(where: WarehouseTarget) -> Iterator:
+    """A dbt adapter with an open connection; raises WarehouseUnavailable."""
+    from rescue_defs.assets.dbt_cli import RescueDbtCliResource
+    from rescue_defs.checks.validation import release_adapter
+
+    resource = RescueDbtCliResource(
+        project_dir=where.project_dir,
+        profiles_dir=where.profiles_dir or where.project_dir,
+        target=where.target,
+    )
+    try:
+        adapter = resource._initialize_dbt_core_adapter([])
+    except Exception as e:  # a profile that does not load: say so, in one line
+        raise WarehouseUnavailable(f"the dbt profile does not load: {_first_line(e)}") from None
+    try:
+        with adapter.connection_named("rescue_planning"):
+            try:
+                adapter.execute("select 1", auto_begin=False, fetch=True)
+            except Exception as e:
+                raise WarehouseUnavailable(_first_line(e)) from None
+            yield adapter
+    finally:
+        release_adapter(adapter)
+
+
+def placeholder(adapter) -> str:
+    """Bound parameters in the adapter's own style (psycopg `%s`, DuckDB `?`)."""
+    return "%s" if adapter.type() in ("postgres", "redshift") else "?"
+
+
+def query(adapter, sql: str, params: list | None = None) -> list[tuple]:
+    _, cursor = adapter.connections.add_query(sql, auto_begin=False, bindings=params or None)
+    return [tuple(row) for row in cursor.fetchall()]
+
+
+SESSIONS_SQL = """
+select pid, coalesce(application_name, ''), state,
+       extract(epoch from (now() - query_start)), left(query, 120)
+from pg_stat_activity
+where datname = current_database() and pid <> pg_backend_pid()
+  and state is not null and state <> 'idle' and backend_type = 'client backend'
+order by query_start
+"""
+
+
+def warehouse_load(adapter, relations: Iterable[tuple[str, str]]) -> WarehouseLoad:
+    """Other sessions at work and locks on `relations` ((schema, identifier) pairs)."""
+    kind = adapter.type()
+    if kind != "postgres":
+        return WarehouseLoad(note=f"not measured on the {kind} adapter")
+    sessions = tuple(
+        (int(pid), app, float(seconds or 0), " ".join(str(text or "").split()))
+        for pid, app, _, seconds, text in query(adapter, SESSIONS_SQL)
+    )
+    pairs = sorted(set(relations))
+    locks: tuple = ()
+    if pairs:
+        where = " or ".join("(n.nspname = %s and c.relname = %s)" for _ in pairs)
+        rows = query(
+            adapter,
+            "select distinct l.pid, coalesce(a.application_name, ''), n.nspname, c.relname, "
+            "l.mode from pg_locks l join pg_class c on c.oid = l.relation "
+            "join pg_namespace n on n.oid = c.relnamespace "
+            "left join pg_stat_activity a on a.pid = l.pid "
+            f"where l.pid <> pg_backend_pid() and ({where}) order by 3, 4, 1",
+            [part for pair in pairs for part in pair],
+        )
+        locks = tuple((int(pid), app, f"{s}.{t}", mode) for pid, app, s, t, mode in rows)
+    return WarehouseLoad(sessions=sessions, locks=locks, long_seconds=LONG_SECONDS)
+
+
+def relations_of(manifest, models: Iterable[str]) -> list[tuple[str, str]]:
+    out = []
+    for uid in models:
+        node = manifest.models.get(uid)
+        if node is not None and uid not in manifest.ephemeral:
+            out.append((node["schema"], node.get("alias") or node["name"]))
+    return out
+
+
+def is_project(path: str | Path) -> bool:
+    return (Path(path) / "dbt_project.yml").exists()
