@@ -468,7 +468,41 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("rescue_id")
     _project_args(cancel)
     cancel.set_defaults(func=_cancel)
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="parse the project for the configured target where the product reads it (at build "
+        "time in a deployment, like dagster-dbt's prepare-and-package)",
+    )
+    prepare.add_argument("--project-dir")
+    prepare.add_argument("--profiles-dir")
+    prepare.set_defaults(func=_prepare)
     return p
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from rescue_defs import parsing
+    from rescue_defs.project import (
+        ProjectNotReady,
+        configured_target,
+        load_dbt_project,
+        manifest_is_current,
+    )
+
+    where = _warehouse(args)
+    try:
+        project = load_dbt_project(where.project_dir, where.profiles_dir, where.target)
+        if not manifest_is_current(
+            project.project_dir, project.profiles_dir, project.manifest_path
+        ):
+            parsing.parse(project)
+    except ProjectNotReady as e:
+        raise CliError(str(e)) from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise CliError(f"dbt parse failed in {where.project_dir}: {first}") from None
+    print(f"manifest for target {configured_target() or 'default'}: {project.manifest_path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ Environment:
 """
 
 import functools
+import logging
 import os
 import re
 from datetime import UTC, date, datetime
@@ -83,9 +84,22 @@ def load_dbt_project(
     # the profile needs the warehouse path to parse
     configure_warehouse_env()
     # under `dagster dev` dagster-dbt parses in every process that loads the code (the code
-    # server and each run worker: 4-8 s per run); parse only when the project changed
-    if not manifest_is_current(project.project_dir, project.profiles_dir, project.manifest_path):
-        project.prepare_if_dev()
+    # server and each run worker: 4-8 s per run); parse only when the project changed, and
+    # never longer than RESCUE_PARSE_WAIT_SECONDS with a manifest to go on with (parsing.py)
+    stale = not manifest_is_current(
+        project.project_dir, project.profiles_dir, project.manifest_path
+    )
+    if stale and project.manifest_path.exists() and project.preparer.using_dagster_dev():
+        from rescue_defs import parsing
+
+        try:
+            note = parsing.refresh(project, parsing.parse_wait_seconds())
+        except ValueError as e:
+            raise ProjectNotReady(str(e)) from None
+        except Exception as e:
+            raise _not_ready(project, e) from None
+        if note:
+            logging.getLogger(__name__).warning(note)
     if not project.manifest_path.exists():
         # elsewhere (dagster-webserver, the daemon, a run worker, tests): parse once, as
         # dagster-dbt's own preparer does, instead of failing on a project fresh from git
@@ -137,23 +151,31 @@ class ProjectNotReady(RuntimeError):
     """The dbt project could not be parsed; the message names the command to see why."""
 
 
-def _prepare_once(project: DbtProject) -> None:
-    command = (
+def _command(project: DbtProject) -> str:
+    return (
         f"dbt parse --project-dir {project.project_dir} --profiles-dir {project.profiles_dir}"
         + (f" --target {project.target}" if project.target else "")
         + f" --target-path {project.target_path}"
     )
+
+
+def _not_ready(project: DbtProject, error: BaseException) -> ProjectNotReady:
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return ProjectNotReady(
+        f"dbt project {project.project_dir} could not be parsed ({type(error).__name__}: "
+        f"{first[:300]}); run `{_command(project)}` to see why"
+    )
+
+
+def _prepare_once(project: DbtProject) -> None:
+    from rescue_defs import parsing
+
     try:
-        project.preparer.prepare(project)
+        parsing.parse(project)
     except Exception as e:
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
-        raise ProjectNotReady(
-            f"dbt project {project.project_dir} has no {project.target_path}/manifest.json and "
-            "parsing it "
-            f"failed ({type(e).__name__}: {first[:300]}); run `{command}` to see why"
-        ) from None
+        raise _not_ready(project, e) from None
     if not project.manifest_path.exists():
-        raise ProjectNotReady(f"`{command}` wrote no {project.manifest_path}")
+        raise ProjectNotReady(f"`{_command(project)}` wrote no {project.manifest_path}")
 
 
 def dbt_project() -> DbtProject:

@@ -157,6 +157,7 @@ def test_under_dagster_dev_the_project_is_parsed_again_only_when_it_changed(
     project_dir = tmp_path / "dev_project"
     shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
     monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    monkeypatch.setenv("RESCUE_PARSE_WAIT_SECONDS", "600")  # wait for it, however loaded
     manifest = project_dir / "target" / "rescue" / "default" / "manifest.json"
 
     def load():
@@ -214,3 +215,54 @@ def test_run_folders_coming_and_going_in_target_do_not_break_the_project_check(t
     later = (kept / "manifest.json").stat().st_mtime + 5
     os.utime(tmp_path / "models" / "a.sql", (later, later))
     assert not manifest_is_current(tmp_path)
+
+
+def test_a_slow_parse_never_holds_a_reload_the_manifest_before_serves_meanwhile(
+    tmp_path, monkeypatch, warehouse
+):
+    """A reload waits RESCUE_PARSE_WAIT_SECONDS at most for dbt parse (the webserver gives up
+    on a reload after 60 s; a big project parses for minutes): past that it loads with the
+    manifest parsed before, and the parse goes on and swaps the new one in whole."""
+    import os
+    import shutil
+
+    from rescue_defs import parsing
+    from tests.conftest import FIXTURES
+
+    project_dir = tmp_path / "dev_project"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")
+    load_dbt_project.cache_clear()
+    manifest = load_dbt_project(str(project_dir)).manifest_path
+    first = manifest.stat().st_mtime_ns
+
+    model = project_dir / "models" / "customers.sql"
+    model.write_text(model.read_text() + "\n-- edited in a merge\n")
+    later = first / 1e9 + 5
+    os.utime(model, (later, later))
+    monkeypatch.setenv("RESCUE_PARSE_WAIT_SECONDS", "0")  # a parse slower than the wait
+    load_dbt_project.cache_clear()
+    assert load_dbt_project(str(project_dir)).manifest_path == manifest
+    assert manifest.stat().st_mtime_ns == first, "the load went on with the manifest before"
+
+    parsing._RUNNING[str(manifest)].join(300)  # the parse, still going on in the background
+    assert manifest.stat().st_mtime_ns > first
+    assert "edited in a merge" in manifest.read_text()
+    assert not list(manifest.parent.parent.glob(".parse-*")), "its work folder is gone"
+
+
+def test_rescue_prepare_parses_where_the_product_reads(tmp_path, warehouse, capsys):
+    import shutil
+
+    from rescue_defs.cli import main
+    from tests.conftest import FIXTURES
+
+    project_dir = tmp_path / "built_image"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    assert main(["prepare", "--project-dir", str(project_dir)]) == 0
+    kept = project_dir / "target" / "rescue" / "default" / "manifest.json"
+    assert kept.exists() and str(kept) in capsys.readouterr().out
+    (project_dir / "models" / "broken.sql").write_text("select * from {{ ref('no_such') }}")
+    assert main(["prepare", "--project-dir", str(project_dir)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("rescue: error: ") and "dbt parse" in line

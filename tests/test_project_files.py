@@ -67,6 +67,7 @@ def test_an_edit_inside_a_local_package_is_parsed_again_and_rescued_as_a_merge(
 ):
     root, profiles = install_packages(tmp_path, "duckdb", str(warehouse))
     monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")  # `dagster dev`: parse when the code changed
+    monkeypatch.setenv("RESCUE_PARSE_WAIT_SECONDS", "600")  # however loaded the machine
     project = _load(root, profiles)
     link = root / "ticket_analytics" / "dbt_packages" / "tickets_source"
     assert link.is_symlink(), "dbt deps installs a local package as a link"
