@@ -137,6 +137,8 @@ MODULE_SECONDS = {
     "test_soak.py": 245,
     "test_outage_loop_postgres.py": 200,
     "test_outage_loop.py": 180,
+    "test_fivetran_style_outage.py": 300,
+    "test_project_files.py": 140,
     "test_incidents.py": 220,
     "test_validation.py": 215,
     "test_demo.py": 190,

@@ -138,3 +138,55 @@ def checks_of(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.Ass
             data = event.asset_check_evaluation_data
             found[(data.asset_key.to_user_string(), data.check_name)] = data
     return found
+
+
+def create_postgres_database(prefix: str) -> str:
+    """A fresh database on the local PostgreSQL server; the test skips when there is none."""
+    import uuid
+
+    import pytest
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    except psycopg2.OperationalError:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    admin.autocommit = True
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    admin.close()
+    return name
+
+
+def drop_postgres_database(name: str) -> None:
+    import psycopg2
+
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'drop database if exists "{name}" with (force)')
+    admin.close()
+
+
+def outage_ticker(defs: dg.Definitions, instance: dg.DagsterInstance):
+    """tick(): one source_outage_sensor tick as the daemon runs it, the freshness run it
+    queued, another tick to read its result; returns the sensor's open incidents."""
+    import json
+
+    sensor = defs.resolve_sensor_def("source_outage_sensor")
+    cursor: list = [None]
+
+    def tick() -> list[dict]:
+        for measure in (True, False):
+            with dg.build_sensor_context(
+                instance=instance, definitions=defs, cursor=cursor[0]
+            ) as context:
+                result = sensor.evaluate_tick(context)
+            cursor[0] = result.cursor
+            for request in result.run_requests if measure else ():
+                assert request.job_name == "source_freshness_job"
+                execute_request(defs, instance, request)
+        return json.loads(cursor[0])["state"]["open"]
+
+    return tick

@@ -15,12 +15,10 @@ them again.
 import json
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pytest
 
@@ -28,7 +26,13 @@ from rescue_defs import rescues
 from rescue_defs.definitions import build_definitions
 from rescue_defs.project import load_dbt_project
 from tests.conftest import FIXTURES
-from tests.helpers import drive_rescue, execute_request, materialize_all
+from tests.helpers import (
+    create_postgres_database,
+    drive_rescue,
+    drop_postgres_database,
+    materialize_all,
+    outage_ticker,
+)
 
 RAW = "tickets_raw"
 BUILD_TIME = {"seconds_open", "_run_started_at"}  # now() in SQL; declared in meta
@@ -160,17 +164,8 @@ def install_packages(tmp_path: Path, kind: str, where: str) -> tuple[Path, Path]
 def tickets(request, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[dict]:
     """The two packages copied as a user has them, profiles for this test's own warehouse."""
     kind = request.param
-    admin = None
     if kind == "postgres":
-        psycopg2 = pytest.importorskip("psycopg2")
-        try:
-            admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
-        except psycopg2.OperationalError:
-            pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
-        admin.autocommit = True
-        where = f"rescue_tickets_{uuid.uuid4().hex[:8]}"
-        with admin.cursor() as cur:
-            cur.execute(f'create database "{where}"')
+        where = create_postgres_database("rescue_tickets")
     else:
         warehouse.parent.mkdir(parents=True, exist_ok=True)
         where = str(warehouse)
@@ -197,10 +192,8 @@ def tickets(request, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[d
             "landing": landing,
         }
     finally:
-        if admin is not None:
-            with admin.cursor() as cur:
-                cur.execute(f'drop database if exists "{where}" with (force)')
-            admin.close()
+        if kind == "postgres":
+            drop_postgres_database(where)
 
 
 def _sync(day: date) -> datetime:
@@ -214,19 +207,7 @@ def test_an_outage_backlog_a_lookback_misses_is_rebuilt_and_proven_on_any_wareho
     project = load_dbt_project(str(tickets["project"]), str(tickets["profiles"]))
     assert (tickets["project"] / "dbt_packages" / "tickets_source").exists(), "dbt deps ran"
     defs = build_definitions(project)
-    sensor = defs.resolve_sensor_def("source_outage_sensor")
-    cursor: list = [None]
-
-    def tick() -> list[dict]:
-        for measure in (True, False):
-            with dg.build_sensor_context(
-                instance=instance, definitions=defs, cursor=cursor[0]
-            ) as context:
-                result = sensor.evaluate_tick(context)
-            cursor[0] = result.cursor
-            for request in result.run_requests if measure else ():
-                execute_request(defs, instance, request)
-        return json.loads(cursor[0])["state"]["open"]
+    tick = outage_ticker(defs, instance)
 
     # five normal days, then the nightly pipeline's incremental run of the sixth
     first = date(2026, 2, 1)

@@ -4,7 +4,6 @@ Fivetran or COPY job would; no loader asset, no materialization of the source). 
 measured in the warehouse by `dbt source freshness` in queued runs; source_outage_sensor sees
 the outage, then the recovery, and its rescue rebuilds what reads the source."""
 
-import json
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from rescue_defs.checks.freshness import FRESHNESS_CHECK
 from rescue_defs.definitions import build_definitions
 from rescue_defs.project import load_dbt_project
 from tests.conftest import FIXTURES, prepare
-from tests.helpers import drive_rescue, execute_request, materialize_all, query
+from tests.helpers import drive_rescue, materialize_all, outage_ticker, query
 
 SOURCES_YML = """\
 version: 2
@@ -89,22 +88,7 @@ def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
     defs = build_definitions(load_dbt_project(str(visits_project)))
     source = dg.AssetKey(["landing", "web_visits"])
     assert source in defs.resolve_asset_graph().get_all_asset_keys()
-    sensor = defs.resolve_sensor_def("source_outage_sensor")
-    cursor = [None]
-
-    def tick() -> list[dict]:
-        """One daemon tick, the measurement run it queued, another tick to read its result:
-        the sensor's open incidents (its cursor, as the daemon saves it)."""
-        for measure in (True, False):
-            with dg.build_sensor_context(
-                instance=instance, definitions=defs, cursor=cursor[0]
-            ) as context:
-                result = sensor.evaluate_tick(context)
-            cursor[0] = result.cursor
-            for request in result.run_requests if measure else ():
-                assert request.job_name == "source_freshness_job"
-                execute_request(defs, instance, request)
-        return json.loads(cursor[0])["state"]["open"]
+    tick = outage_ticker(defs, instance)
 
     monkeypatch.setenv("RESCUE_NOW", "2026-03-01T06:00:00")
     land(warehouse, "2026-03-01", 20, "2026-03-01T05:00:00")
