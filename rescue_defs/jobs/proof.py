@@ -14,7 +14,7 @@ from dagster_dbt import DbtCliResource, DbtProject
 
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys, rules_for
 from rescue_defs.assets.dbt_build import WARN_ERROR_ARGS, remove_run_folders
-from rescue_defs.assets.dbt_cli import RescueDbtCliResource
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource, keep_parse_state
 from rescue_defs.checks.build_time import clock_columns, declared
 from rescue_defs.checks.equality import compare_relations, verdict_text
 from rescue_defs.checks.proof import PROOF_CHECK
@@ -148,6 +148,8 @@ def _prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, k
         parse = runner.cli(["parse"], target_path=work / "parse", manifest=project.manifest_path)
         invocations.append(parse)
         parse.wait()
+        # what it parsed seeds the run and the clean-up (else each parses the project in full)
+        keep_parse_state(parse.target_path)
         scratch = parse.get_artifact("manifest.json")
         problems = collisions(manifest.raw, scratch, ordered)
         if problems:
