@@ -158,36 +158,35 @@ def _prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, k
         state = _state_manifest(manifest.raw, scratch, work / "state")
         args = ["run", "--full-refresh", "--select", group_selection(manifest, tuple(ordered))]
         args += ["--defer", "--state", str(state), "--favor-state", *WARN_ERROR_ARGS]
-        run = runner.cli(args, target_path=work / "run", manifest=project.manifest_path)
-        invocations.append(run)
-        run.wait()
-        built = run.get_artifact("manifest.json")
         try:
+            run = runner.cli(args, target_path=work / "run", manifest=project.manifest_path)
+            invocations.append(run)
+            run.wait()
+            built = run.get_artifact("manifest.json")
             yield from _compare(
                 context, run.adapter, manifest, rules, scratch, built, keys, ordered, rid
             )
-        finally:
-            # dbt's own macro, in a dbt invocation of the scratch profile: any adapter, and the
-            # comparison's adapter is read-only on DuckDB
-            own = default_database(scratch)
-            for database, schema in scratch_schemas(manifest.raw, scratch, ordered):
-                if database != own:  # drop_schema_named drops in the target's database
-                    continue
-                drop = runner.cli(
-                    [
-                        "run-operation",
-                        "drop_schema_named",
-                        "--args",
-                        json.dumps({"schema_name": schema}),
-                    ],
-                    target_path=work / "drop",
-                    manifest=project.manifest_path,
-                )
-                invocations.append(drop)
-                drop.wait()
+        finally:  # also when the scratch build failed half way: nothing of it stays
+            _drop_scratch(runner, project, manifest, scratch, ordered, work, invocations)
     finally:
         remove_run_folders(invocations, project_dir)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _drop_scratch(runner, project, manifest, scratch, ordered, work: Path, invocations) -> None:
+    """dbt's own macro, in a dbt invocation of the scratch profile: any adapter (and the
+    comparison's adapter is read-only on DuckDB). Only schemas no prod relation uses."""
+    own = default_database(scratch)
+    for database, schema in scratch_schemas(manifest.raw, scratch, ordered):
+        if database != own:  # drop_schema_named drops in the target's database
+            continue
+        drop = runner.cli(
+            ["run-operation", "drop_schema_named", "--args", json.dumps({"schema_name": schema})],
+            target_path=work / "drop",
+            manifest=project.manifest_path,
+        )
+        invocations.append(drop)
+        drop.wait()
 
 
 def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, rescue_id):

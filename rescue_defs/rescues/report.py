@@ -172,6 +172,11 @@ def proof_lines(record: Mapping[str, Any]) -> list[str]:
     if status == "skipped":
         lines.append(f"- {proof.get('reason', '')}: nothing proves the incremental models right")
     elif proof.get("verdicts"):
+        lines.append(
+            "- how: each model rebuilt with --full-refresh in a scratch schema of the same "
+            "warehouse (`<schema>__rescue_proof`), over the same upstream tables, and compared "
+            "with the rescued table row for row through the dbt adapter (EXCEPT ALL both ways)"
+        )
         lines += [f"- {text}" for text in proof["verdicts"].values()]
     else:
         lines.append(
