@@ -71,14 +71,19 @@ def environment(
 
 
 def _duckdb_busy(manifest: DbtManifest) -> str:
-    """Any process holding the DuckDB warehouse (a pipeline run too), described; "" else."""
+    """Why a DuckDB warehouse is not to be opened now, "" when it may be: a process holding it
+    (a pipeline run too: even a read-only connection would fail, or make it fail), or no file
+    yet (dbt creates it with the first run: nothing to measure, nothing wrong)."""
     from rescue_defs.project import warehouse_path
     from rescue_defs.warehouse_lock import holder
 
     if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
         return ""
-    found = holder(warehouse_path())
-    return found.describe() if found is not None else ""
+    path = warehouse_path()
+    if not path.exists():
+        return f"no warehouse file {path} yet (dbt creates it with the first run)"
+    found = holder(path)
+    return f"held by {found.describe()}" if found is not None else ""
 
 
 def _warehouse_holder(manifest: DbtManifest) -> str:
@@ -171,8 +176,7 @@ def plan_for(
     if warehouse is None:
         late, note = None, "not measured: no warehouse connection (a bare manifest)"
     elif busy := _duckdb_busy(planner.manifest):
-        # DuckDB has one writer: even a read-only connection would fail (or make it fail)
-        late, note = None, f"warehouse busy: held by {busy}"
+        late, note = None, f"warehouse not read: {busy}"
         env = dataclasses.replace(env, warehouse_load=WarehouseLoad(note=f"not measured: {note}"))
     else:
         try:
