@@ -23,7 +23,7 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 
 log = logging.getLogger(__name__)
-DEFAULT_WAIT_SECONDS = 4.0  # a reload answers within ~10 s on 2 cores (README)
+DEFAULT_WAIT_SECONDS = 4.0  # plus the code load itself: aims at a reload within ~10 s (to measure)
 _RUNNING: dict[str, threading.Thread] = {}
 _ERRORS: dict[str, BaseException] = {}
 
