@@ -62,6 +62,11 @@ def parse(project: DbtProject) -> None:
     _remove_orphans(final.parent)
     work = final.parent / f".parse-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
+        # seeded with the state of the last parse here: dbt then re-parses what changed only
+        # (dagster-dbt seeds from target/ alone, which the user's own dbt commands own)
+        if (final / "partial_parse.msgpack").exists():
+            work.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(final / "partial_parse.msgpack", work / "partial_parse.msgpack")
         dbt.cli(["parse", "--quiet"], target_path=work).wait()
         final.mkdir(parents=True, exist_ok=True)
         for name in ("partial_parse.msgpack", "manifest.json"):  # the manifest last
