@@ -12,7 +12,6 @@ supports is reached the same way, with the profile's own credentials.
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from rescue_defs.planning.checklist import WarehouseLoad
 
@@ -124,7 +123,3 @@ def relations_of(manifest, models: Iterable[str]) -> list[tuple[str, str]]:
         if node is not None and uid not in manifest.ephemeral:
             out.append((node["schema"], node.get("alias") or node["name"]))
     return out
-
-
-def is_project(path: str | Path) -> bool:
-    return (Path(path) / "dbt_project.yml").exists()

@@ -23,7 +23,7 @@ class ProofSettingError(ValueError):
     """RESCUE_PROOF or RESCUE_PROOF_MAX_SECONDS holds a value that is not allowed."""
 
 
-def proof_settings(adapter: str | None = None, bundled: bool = True) -> dict[str, Any]:
+def proof_settings() -> dict[str, Any]:
     """{"on", "max_seconds", "why_off"}: RESCUE_PROOF=on|off (default on, for any project and
     any adapter: the proof runs through dbt), RESCUE_PROOF_MAX_SECONDS (default 600)."""
     setting = os.environ.get("RESCUE_PROOF", "").strip().lower()

@@ -363,7 +363,9 @@ def _warehouse_dates(adapter, rule: ModelRule) -> tuple[str, ...]:
 
 def _coverage(context, adapter, rule, key, window, latest, full_refresh):
     # bound parameters in the adapter's own style (DuckDB `?`, psycopg `%s`)
-    placeholder = "%s" if adapter.type() in ("postgres", "redshift") else "?"
+    from rescue_defs.warehouse_reader import placeholder as bound
+
+    placeholder = bound(adapter)
 
     def query(sql: str, params: list) -> tuple:
         _, cursor = adapter.connections.add_query(sql, auto_begin=False, bindings=params or None)

@@ -70,16 +70,24 @@ def environment(
     )
 
 
+def _duckdb_file(manifest: DbtManifest):
+    """The DuckDB warehouse file the project writes, None on another adapter."""
+    from rescue_defs.project import warehouse_path
+
+    if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
+        return None
+    return warehouse_path()
+
+
 def _duckdb_busy(manifest: DbtManifest) -> str:
     """Why a DuckDB warehouse is not to be opened now, "" when it may be: a process holding it
     (a pipeline run too: even a read-only connection would fail, or make it fail), or no file
     yet (dbt creates it with the first run: nothing to measure, nothing wrong)."""
-    from rescue_defs.project import warehouse_path
     from rescue_defs.warehouse_lock import holder
 
-    if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
+    path = _duckdb_file(manifest)
+    if path is None:
         return ""
-    path = warehouse_path()
     if not path.exists():
         return f"no warehouse file {path} yet (dbt creates it with the first run)"
     found = holder(path)
@@ -87,12 +95,11 @@ def _duckdb_busy(manifest: DbtManifest) -> str:
 
 
 def _warehouse_holder(manifest: DbtManifest) -> str:
-    from rescue_defs.project import warehouse_path
+    """A process outside the pipeline holding the DuckDB warehouse, described."""
     from rescue_defs.warehouse_lock import holder
 
-    if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
-        return ""
-    found = holder(warehouse_path())
+    path = _duckdb_file(manifest)
+    found = holder(path) if path is not None else None
     return found.describe() if found is not None and not found.is_pipeline else ""
 
 
