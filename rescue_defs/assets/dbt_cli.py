@@ -119,7 +119,8 @@ class RescueDbtCliResource(DbtCliResource):
     def _cli_version(self) -> version.Version:
         return executable_version(self.dbt_executable)
 
-    def _state_key(self, args: Sequence[str]) -> str:
+    def state_key(self, args: Sequence[str]) -> str:
+        """Names what dbt parsed for these settings (see parse_state_key)."""
         settings = (self._cli_version, self.profile, self.target, self.global_config_flags)
         project_dir = Path(self.project_dir).resolve()
         return parse_state_key(project_dir, self._profiles_dir(), settings, list(args))
@@ -129,7 +130,7 @@ class RescueDbtCliResource(DbtCliResource):
         # adapter's packages in process (~0.7-1.5 s here); the steps of a run (its stages,
         # refresh layers) and a process's runs with the same settings can share one. Only
         # the validation queries use it, and they release its connections after each step.
-        key = self._state_key(args)
+        key = self.state_key(args)
         adapter = _ADAPTERS.pop(key, None)
         if adapter is None:
             adapter = super()._initialize_dbt_core_adapter(args)
@@ -153,7 +154,7 @@ class RescueDbtCliResource(DbtCliResource):
             # absolute, so that the seed is where dbt looks even when dagster-dbt runs a big
             # selection in a temp copy of the project
             target_path = project_dir / target_path
-        key = self._state_key(args)
+        key = self.state_key(args)
         cache = project_dir / dbt_target_path() / PARSE_CACHE / f"{key}.msgpack"
         seed = target_path / PARSE_STATE
         target_path.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ the same relations in both, else the scratch build would read something else.
 """
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -168,3 +169,22 @@ def scratch_schemas(
         if (database, schema) not in out:
             out.append((database, schema))
     return out
+
+
+def state_manifest(prod: Mapping[str, Any], scratch: Mapping[str, Any], folder: Path) -> Path:
+    """prod's manifest as dbt's --state for --defer, its own catalog renamed to the scratch
+    parse's: a DuckDB catalog is named after the file parsed with, which need not be the file
+    the proof connects to (the same database name on any other adapter: nothing changes)."""
+    old, new = default_database(prod), default_database(scratch)
+    state = json.loads(json.dumps(prod))
+    if old and new and old != new:
+        for node in state["nodes"].values():
+            if node.get("database") == old:
+                node["database"] = new
+                if node.get("relation_name"):
+                    node["relation_name"] = node["relation_name"].replace(
+                        f'"{old}".', f'"{new}".', 1
+                    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps(state))
+    return folder

@@ -2,12 +2,13 @@
 the same warehouse and compared with the rescued tables through the dbt adapter (see
 checks/proof.py). rescue_sensor launches it after the stages."""
 
+import hashlib
 import json
+import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
@@ -23,13 +24,16 @@ from rescue_defs.checks.scratch import (
     ScratchError,
     collisions,
     scratch_schemas,
+    state_manifest,
     write_scratch_profiles,
 )
 from rescue_defs.checks.validation import release_adapter
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.stages import group_selection
+from rescue_defs.project import manifest_is_current
 
 PROOF_JOB = "rescue_proof_job"
+KEEP_PARSES = 4  # scratch parses kept per generated profile (one per prod manifest)
 
 
 class ProofConfig(dg.Config):
@@ -93,25 +97,6 @@ def build_proof_job(checks: dg.AssetChecksDefinition):
     )
 
 
-def _state_manifest(prod: Mapping[str, Any], scratch: Mapping[str, Any], folder: Path) -> Path:
-    """prod's manifest as dbt's --state for --defer, its own catalog renamed to the scratch
-    parse's: a DuckDB catalog is named after the file parsed with, which need not be the file
-    the proof connects to (the same database name on any other adapter: nothing changes)."""
-    old, new = default_database(prod), default_database(scratch)
-    state = json.loads(json.dumps(prod))
-    if old and new and old != new:
-        for node in state["nodes"].values():
-            if node.get("database") == old:
-                node["database"] = new
-                if node.get("relation_name"):
-                    node["relation_name"] = node["relation_name"].replace(
-                        f'"{old}".', f'"{new}".', 1
-                    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").write_text(json.dumps(state))
-    return folder
-
-
 def _refused(keys, wanted, rescue_id: str, why: str) -> Iterator[dg.AssetCheckResult]:
     for uid in wanted:
         yield dg.AssetCheckResult(
@@ -145,19 +130,15 @@ def _prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, k
     invocations = []
     ordered = manifest.topological(wanted)
     try:
-        parse = runner.cli(["parse"], target_path=work / "parse", manifest=project.manifest_path)
-        invocations.append(parse)
-        parse.wait()
-        # what it parsed seeds the run and the clean-up (else each parses the project in full)
-        keep_parse_state(parse.target_path)
-        scratch = parse.get_artifact("manifest.json")
+        scratch = _scratch_parse(runner, project, profiles, work, invocations)
         problems = collisions(manifest.raw, scratch, ordered)
         if problems:
             yield from _refused(keys, wanted, rid, "; ".join(problems))
             return
-        state = _state_manifest(manifest.raw, scratch, work / "state")
+        state = state_manifest(manifest.raw, scratch, work / "state")
         args = ["run", "--full-refresh", "--select", group_selection(manifest, tuple(ordered))]
         args += ["--defer", "--state", str(state), "--favor-state", *WARN_ERROR_ARGS]
+        run = None
         try:
             run = runner.cli(args, target_path=work / "run", manifest=project.manifest_path)
             invocations.append(run)
@@ -167,19 +148,68 @@ def _prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, k
                 context, run.adapter, manifest, rules, scratch, built, keys, ordered, rid
             )
         finally:  # also when the scratch build failed half way: nothing of it stays
-            _drop_scratch(runner, project, manifest, scratch, ordered, work, invocations)
+            own = default_database(scratch)  # a schema is dropped in the target's database
+            schemas = [s for s in scratch_schemas(manifest.raw, scratch, ordered) if s[0] == own]
+            adapter = run.adapter if run is not None else None
+            if not _dropped_with(adapter, schemas):
+                _drop_scratch(runner, project, schemas, work, invocations)
     finally:
         remove_run_folders(invocations, project_dir)
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _drop_scratch(runner, project, manifest, scratch, ordered, work: Path, invocations) -> None:
+def _scratch_parse(runner, project: DbtProject, profiles: Path, work: Path, invocations) -> dict:
+    """The project as the scratch profile parses it, kept beside the generated profile for the
+    next proof: a dbt invocation saved per rescue. The copy is used only while no file dbt
+    parses is newer than it and prod's manifest is the one it was made beside (a cache: when
+    it is gone or stale, dbt parses again)."""
+    prod = Path(project.manifest_path).stat()
+    stamp = json.dumps([runner.state_key([]), str(project.manifest_path), prod.st_mtime_ns])
+    kept = profiles / f"parse-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}.json"
+    if manifest_is_current(Path(project.project_dir), profiles, kept):
+        try:
+            return json.loads(kept.read_text())
+        except (OSError, ValueError):
+            pass  # half written by a process that died, or pruned meanwhile: parse
+    parse = runner.cli(["parse"], target_path=work / "parse", manifest=project.manifest_path)
+    invocations.append(parse)
+    parse.wait()
+    # what it parsed seeds the run and the clean-up (else each parses the project in full)
+    keep_parse_state(parse.target_path)
+    scratch = parse.get_artifact("manifest.json")
+    try:
+        partial = kept.with_name(f".{kept.name}.{os.getpid()}")
+        partial.write_text(json.dumps(scratch))
+        os.replace(partial, kept)  # a concurrent proof reads the old copy or this one
+        for stale in sorted(profiles.glob("parse-*.json"), key=os.path.getmtime)[:-KEEP_PARSES]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return scratch
+
+
+def _dropped_with(adapter, schemas: list[tuple[str, str]]) -> bool:
+    """The scratch schemas dropped through the run's own adapter (dbt's drop_schema macro):
+    no dbt process to start. Not on DuckDB, whose adapter here is read-only; False when it
+    could not, and the caller drops them through dbt."""
+    if adapter is None or adapter.type() == "duckdb":
+        return False
+    try:
+        with adapter.connection_named("rescue_proof_drop"):
+            for database, schema in schemas:
+                adapter.drop_schema(adapter.Relation.create(database=database, schema=schema))
+            adapter.commit_if_has_connection()
+        return True
+    except Exception:  # the caller's dbt invocation drops them, and fails loudly if it cannot
+        return False
+    finally:
+        release_adapter(adapter)
+
+
+def _drop_scratch(runner, project, schemas, work: Path, invocations) -> None:
     """dbt's own macro, in a dbt invocation of the scratch profile: any adapter (and the
     comparison's adapter is read-only on DuckDB). Only schemas no prod relation uses."""
-    own = default_database(scratch)
-    for database, schema in scratch_schemas(manifest.raw, scratch, ordered):
-        if database != own:  # drop_schema_named drops in the target's database
-            continue
+    for _, schema in schemas:
         drop = runner.cli(
             ["run-operation", "drop_schema_named", "--args", json.dumps({"schema_name": schema})],
             target_path=work / "drop",
