@@ -50,19 +50,26 @@ def _day(value: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
+def _where(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The dbt project folder and profiles folder the command names (flags, then the
+    environment, then the bundled project), absolute."""
+    from rescue_defs.project import BUNDLED_PROJECT_DIR
+
+    project_dir = args.project_dir or os.environ.get("RESCUE_DBT_PROJECT_DIR")
+    profiles = args.profiles_dir or os.environ.get("RESCUE_DBT_PROFILES_DIR")
+    return (
+        Path(project_dir or BUNDLED_PROJECT_DIR).resolve(),
+        Path(profiles).resolve() if profiles else None,
+    )
+
+
 def _manifest(args: argparse.Namespace):
     from rescue_defs.planning.manifest import DbtManifest
 
     if getattr(args, "manifest", None):
         return DbtManifest.load(args.manifest)
-    from rescue_defs.project import BUNDLED_PROJECT_DIR
-
-    project_dir = Path(
-        args.project_dir or os.environ.get("RESCUE_DBT_PROJECT_DIR") or BUNDLED_PROJECT_DIR
-    ).resolve()
-    profiles = args.profiles_dir or os.environ.get("RESCUE_DBT_PROFILES_DIR")
-    path = _project_manifest(project_dir, Path(profiles).resolve() if profiles else None)
-    return DbtManifest.load(path, project_dir)
+    project_dir, profiles_dir = _where(args)
+    return DbtManifest.load(_project_manifest(project_dir, profiles_dir), project_dir)
 
 
 def _warehouse(args: argparse.Namespace):
@@ -70,17 +77,12 @@ def _warehouse(args: argparse.Namespace):
     --manifest)."""
     if getattr(args, "manifest", None):
         return None
-    from rescue_defs.project import BUNDLED_PROJECT_DIR, configured_target
+    from rescue_defs.project import configured_target
     from rescue_defs.warehouse_reader import WarehouseTarget
 
-    project_dir = (
-        args.project_dir or os.environ.get("RESCUE_DBT_PROJECT_DIR") or BUNDLED_PROJECT_DIR
-    )
-    profiles = args.profiles_dir or os.environ.get("RESCUE_DBT_PROFILES_DIR")
+    project_dir, profiles_dir = _where(args)
     return WarehouseTarget(
-        str(Path(project_dir).resolve()),
-        str(Path(profiles).resolve()) if profiles else None,
-        configured_target(),
+        str(project_dir), str(profiles_dir) if profiles_dir else None, configured_target()
     )
 
 

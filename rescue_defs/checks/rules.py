@@ -158,12 +158,19 @@ def default_database(manifest: Mapping[str, Any]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
-def _relation(node: Mapping[str, Any], default_db: str | None) -> Relation:
+def relation_of(node: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(database, schema, identifier) where a manifest node (model, seed, snapshot, source)
+    lives: a source's table is its identifier, a built node's its alias."""
     identifier = node.get("identifier") or node.get("alias") or node["name"]
-    if node["resource_type"] == "model":
+    if node.get("resource_type") == "model":
         identifier = node.get("alias") or node["name"]
-    database = node.get("database")
-    return Relation(None if database == default_db else database, node["schema"], identifier)
+    return (str(node.get("database") or ""), str(node["schema"]), str(identifier))
+
+
+def _relation(node: Mapping[str, Any], default_db: str | None) -> Relation:
+    database, schema, identifier = relation_of(node)
+    own = not database or database == default_db
+    return Relation(None if own else database, schema, identifier)
 
 
 def _meta(node: Mapping[str, Any]) -> dict[str, Any]:

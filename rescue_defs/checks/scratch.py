@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from rescue_defs.checks.rules import default_database
+from rescue_defs.checks.rules import default_database, relation_of
 
 SUFFIX = "__rescue_proof"
 
@@ -93,11 +93,6 @@ def write_scratch_profiles(
     return folder
 
 
-def _relation(node: Mapping[str, Any]) -> tuple[str, str, str]:
-    identifier = node.get("alias") or node.get("identifier") or node["name"]
-    return (str(node.get("database") or ""), str(node["schema"]), str(identifier))
-
-
 def _folded(relation: tuple[str, ...], own: str | None = None) -> tuple[str, ...]:
     """Case-folded, and without the database when it is the target's own (`own`): a DuckDB
     catalog is named after the file a manifest was parsed with, not a different place."""
@@ -117,7 +112,7 @@ def relations(manifest: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
         if node.get("resource_type") in ("model", "seed", "snapshot"):
             if (node.get("config") or {}).get("materialized") == "ephemeral":
                 continue
-            found[uid] = _relation(node)
+            found[uid] = relation_of(node)
     return found
 
 
@@ -141,11 +136,11 @@ def collisions(
             )
     for uid, source in prod.get("sources", {}).items():
         other = scratch.get("sources", {}).get(uid)
-        if other is not None and _folded(_relation(other), b) != _folded(_relation(source), a):
+        if other is not None and _folded(relation_of(other), b) != _folded(relation_of(source), a):
             problems.append(
                 f"source {source['source_name']}.{source['name']} resolves to "
-                f"{'.'.join(_relation(other)[1:])} under the scratch schema, not "
-                f"{'.'.join(_relation(source)[1:])} (it is derived from the target)"
+                f"{'.'.join(relation_of(other)[1:])} under the scratch schema, not "
+                f"{'.'.join(relation_of(source)[1:])} (it is derived from the target)"
             )
     return problems
 
@@ -157,7 +152,7 @@ def scratch_schemas(
     what the proof may drop when it is done."""
     a, b = _own(prod), _own(scratch)
     used = {_folded(r[:2], a) for r in relations(prod).values()}
-    used |= {_folded(_relation(s)[:2], a) for s in prod.get("sources", {}).values()}
+    used |= {_folded(relation_of(s)[:2], a) for s in prod.get("sources", {}).values()}
     mine = relations(scratch)
     out: list[tuple[str, str]] = []
     for uid in models:
