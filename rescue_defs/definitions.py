@@ -1,5 +1,11 @@
 """The one Definitions of the code location."""
 
+from rescue_defs import parsing
+
+# A reload of a project edited since its last parse: dbt parses it on the other core while
+# this process spends 2-3 s importing Dagster below (parsing.py; only under `dagster dev`)
+parsing.start_for_environment()
+
 import os
 
 import dagster as dg

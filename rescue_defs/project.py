@@ -12,14 +12,18 @@ Environment:
   prod still resolve).
 """
 
+from __future__ import annotations
+
 import functools
 import logging
 import os
 import re
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dagster_dbt import DbtProject
+if TYPE_CHECKING:  # imported where a DbtProject is made: this module is read before Dagster
+    from dagster_dbt import DbtProject
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 BUNDLED_PROJECT_DIR = REPO_DIR / "dbt_project"
@@ -75,6 +79,8 @@ def load_dbt_project(
     project_path = Path(project_dir).expanduser().resolve() if project_dir else BUNDLED_PROJECT_DIR
     if not (project_path / "dbt_project.yml").exists():
         raise FileNotFoundError(f"no dbt_project.yml in {project_path} (RESCUE_DBT_PROJECT_DIR)")
+    from dagster_dbt import DbtProject
+
     project = DbtProject(
         project_dir=project_path,
         profiles_dir=Path(profiles_dir).expanduser().resolve() if profiles_dir else project_path,

@@ -273,3 +273,48 @@ def test_rescue_prepare_parses_where_the_product_reads(tmp_path, warehouse, caps
     assert main(["prepare", "--project-dir", str(project_dir)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("rescue: error: ") and "dbt parse" in line
+
+
+def test_under_dagster_dev_a_stale_project_is_parsed_while_dagster_is_still_being_imported(
+    tmp_path, warehouse
+):
+    """A reload spends 2-3 s importing Dagster: the code location's module starts the parse
+    of an edited project first, so the two run side by side (bench/reload_bench.py)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from rescue_defs.project import manifest_is_current
+    from tests.conftest import FIXTURES
+
+    project_dir = tmp_path / "dev_project"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    load_dbt_project.cache_clear()
+    manifest = load_dbt_project(str(project_dir)).manifest_path
+    model = project_dir / "models" / "customers.sql"
+    model.write_text(model.read_text() + "\n-- edited in a merge\n")
+    later = manifest.stat().st_mtime + 5
+    os.utime(model, (later, later))
+    assert not manifest_is_current(project_dir, project_dir, manifest)
+
+    code_server = """
+import sys
+from rescue_defs import parsing
+started_with = []
+def start(where, _start=parsing.start):
+    started_with.append(sorted(m for m in sys.modules if m.split(".")[0] == "dagster"))
+    return _start(where)
+parsing.start = start
+import rescue_defs.definitions  # what `dagster dev` imports on a reload
+print("dagster already imported:", started_with)
+for thread in parsing._RUNNING.values():
+    thread.join(300)
+"""
+    env = {**os.environ, "DAGSTER_IS_DEV_CLI": "1", "RESCUE_DBT_PROJECT_DIR": str(project_dir)}
+    out = subprocess.run(
+        [sys.executable, "-c", code_server], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "dagster already imported: [[]]" in out, out
+    assert manifest_is_current(project_dir, project_dir, manifest), "the parse ended"
+    assert "edited in a merge" in manifest.read_text()
