@@ -2,6 +2,7 @@
 the same warehouse and compared with the rescued tables through the dbt adapter (see
 checks/proof.py). rescue_sensor launches it after the stages."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -190,12 +191,11 @@ def _scratch_parse(runner, project: DbtProject, profiles: Path, work: Path, invo
 
 def _dropped_with(adapter, schemas: list[tuple[str, str]]) -> bool:
     """The scratch schemas dropped through the run's own adapter (dbt's drop_schema macro):
-    no dbt process to start. Not on DuckDB, whose adapter here is read-only; False when it
-    could not, and the caller drops them through dbt."""
-    if adapter is None or adapter.type() == "duckdb":
+    no dbt process to start. False when it could not: the caller drops them through dbt."""
+    if adapter is None:
         return False
     try:
-        with adapter.connection_named("rescue_proof_drop"):
+        with _writable(adapter), adapter.connection_named("rescue_proof_drop"):
             for database, schema in schemas:
                 adapter.drop_schema(adapter.Relation.create(database=database, schema=schema))
             adapter.commit_if_has_connection()
@@ -206,9 +206,29 @@ def _dropped_with(adapter, schemas: list[tuple[str, str]]) -> bool:
         release_adapter(adapter)
 
 
+@contextlib.contextmanager
+def _writable(adapter) -> Iterator[None]:
+    """dagster-dbt opens a DuckDB warehouse read-only (a dbt run may be writing it); the drop
+    comes after the scratch build ended, and writes. dbt-duckdb reads the access mode when it
+    opens the file: the connection the comparison left is closed first, and once the drop's is
+    closed the adapter is read-only again for whatever uses it next in this process."""
+    options = getattr(adapter.config.credentials, "config_options", None)
+    if adapter.type() != "duckdb" or not isinstance(options, dict):
+        yield
+        return
+    before = options.pop("access_mode", None)
+    release_adapter(adapter)
+    try:
+        yield
+    finally:
+        release_adapter(adapter)
+        if before is not None:
+            options["access_mode"] = before
+
+
 def _drop_scratch(runner, project, schemas, work: Path, invocations) -> None:
-    """dbt's own macro, in a dbt invocation of the scratch profile: any adapter (and the
-    comparison's adapter is read-only on DuckDB). Only schemas no prod relation uses."""
+    """dbt's own macro, in a dbt invocation of the scratch profile (when the adapter could
+    not drop them). Only schemas no prod relation uses."""
     for _, schema in schemas:
         drop = runner.cli(
             ["run-operation", "drop_schema_named", "--args", json.dumps({"schema_name": schema})],
