@@ -54,6 +54,40 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture(scope="session")
+def shop_builds(tmp_path_factory: pytest.TempPathFactory, shop_project: DbtProject):
+    """`build(through)`: a folder holding the bundled warehouse (`warehouse/`) and a Dagster home
+    (`home/`) after the daily pipeline loaded and built everything through that day; built
+    once per day asked for (per test worker), so tests start from copies of it."""
+    from tests.helpers import materialize_all, raw_config
+
+    made: dict[str, Path] = {}
+
+    def build(through: str) -> Path:
+        if through not in made:
+            root = tmp_path_factory.mktemp(f"built-{through}")
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("RESCUE_DUCKDB_PATH", str(root / "warehouse" / "warehouse.duckdb"))
+                env.delenv("RESCUE_SANDBOX_DUCKDB_PATH", raising=False)  # set by the build
+                env.setenv("RESCUE_PEAK_HOURS", "none")
+                defs = build_definitions(shop_project)
+                (root / "home").mkdir()
+                with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
+                    assert materialize_all(defs, instance, raw_config(through)).success
+            made[through] = root
+        return made[through]
+
+    return build
+
+
+def copy_of_build(template: Path, warehouse: Path, home: Path) -> None:
+    """A test's own warehouse file and Dagster home, copied from a `shop_builds` folder (the
+    same file name keeps DuckDB's catalog name, which the views name)."""
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template / "warehouse" / "warehouse.duckdb", warehouse)
+    shutil.copytree(template / "home", home)
+
+
+@pytest.fixture(scope="session")
 def jaffle_project_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny jaffle-shop style project, parsed once."""
     path = tmp_path_factory.mktemp("external") / "jaffle_shop"

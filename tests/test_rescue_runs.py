@@ -15,12 +15,12 @@ from dagster._core.test_utils import create_run_for_test
 
 from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from tests.conftest import copy_of_build
 from tests.helpers import (
     dbt_commands,
     drive_rescue,
     evaluate_rescue_sensor,
     execute_request,
-    materialize_all,
     query,
     raw_config,
     rescue_id_of,
@@ -30,9 +30,22 @@ from tests.helpers import (
 
 
 @pytest.fixture
-def built(shop_defs, instance, warehouse):
-    """The bundled warehouse loaded and built once, as after a night of the daily pipeline."""
-    assert materialize_all(shop_defs, instance, raw_config("2026-01-12")).success
+def instance(request, tmp_path, warehouse, shop_builds):
+    """The test's own Dagster home; for a test that asks for `built`, a copy of the home and
+    the warehouse as after a night of the daily pipeline (built once, copied per test)."""
+    home = tmp_path / "dagster_home"
+    if "built" in request.fixturenames:
+        copy_of_build(shop_builds("2026-01-12"), warehouse, home)
+    else:
+        home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield instance
+
+
+@pytest.fixture
+def built(shop_defs, instance):
+    """The bundled warehouse loaded and built, as after a night of the daily pipeline, with
+    that night's runs in the Dagster home (the history rescues plan from)."""
     return shop_defs
 
 
