@@ -1,3 +1,4 @@
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,18 @@ from rescue_defs.definitions import build_definitions
 from rescue_defs.project import BUNDLED_PROJECT_DIR, load_dbt_project
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests' folders (warehouse files, Dagster homes, dbt targets) in RAM where the machine has
+    # some: SQLite and DuckDB commit, and flush to disk, on every stored event, and those
+    # flushes were ~20% of a scenario test's time (the same files, the same code, no disk
+    # wait). pytest keeps its last three runs' folders there, as under /tmp.
+    shm = Path("/dev/shm")
+    if "PYTEST_DEBUG_TEMPROOT" not in os.environ and shm.is_dir() and os.access(shm, os.W_OK):
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = str(shm)
+
+
 SHARED_MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "manifests"
 
 

@@ -294,8 +294,8 @@ def test_under_dagster_dev_a_stale_project_is_parsed_while_dagster_is_still_bein
     manifest = load_dbt_project(str(project_dir)).manifest_path
     model = project_dir / "models" / "customers.sql"
     model.write_text(model.read_text() + "\n-- edited in a merge\n")
-    later = manifest.stat().st_mtime + 5
-    os.utime(model, (later, later))
+    parsed = model.stat().st_mtime - 10  # the manifest before the edit
+    os.utime(manifest, (parsed, parsed))
     assert not manifest_is_current(project_dir, project_dir, manifest)
 
     code_server = """
