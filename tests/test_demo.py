@@ -67,9 +67,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            pass
+            # seen after this module's runs, not on a fresh demo (which exits in ~2 s): issue
+            # #25's "dagster dev ignored SIGTERM"; the group is killed below either way
+            print(f"dagster dev still running 20 s after SIGTERM; log: {log}")
         # code servers dagster dev started must not outlive the test
         try:
             os.killpg(proc.pid, signal.SIGKILL)

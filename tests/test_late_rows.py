@@ -15,6 +15,7 @@ from rescue_defs.checks.coverage import COVERAGE_CHECK
 from tests.helpers import (
     checks_of,
     drive_rescue,
+    execute_request,
     materialize_all,
     query,
     raw_config,
@@ -120,7 +121,16 @@ def test_a_rescued_table_that_differs_from_a_clean_build_is_rebuilt_by_the_rescu
             "analytics.fct_orders where order_date = date '2026-01-03' order by 1 limit 3)"
         )
     rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="fct_orders"))
-    record = drive_rescue(shop_defs, instance, rescue_id)
+    while_escalated: list[str] = []
+
+    def run(defs, instance, request):
+        # what an engineer opening the report sees while the rescue rebuilds and proves again
+        now = rescues.load(instance, rescue_id)
+        if now.get("proof_history") and now["status"] == rescues.ACTIVE:
+            while_escalated.append(rescues.report_markdown(instance, now, _keys(shop_project)))
+        execute_request(defs, instance, request)
+
+    record = drive_rescue(shop_defs, instance, rescue_id, on_request=run)
     # the first proof saw the difference; the rescue rebuilt it with --full-refresh and proved
     # it again, without anyone typing `rescue resume`
     assert record["status"] == rescues.SUCCEEDED, record["message"]
@@ -134,6 +144,11 @@ def test_a_rescued_table_that_differs_from_a_clean_build_is_rebuilt_by_the_rescu
     report = rescues.report_markdown(instance, record, _keys(shop_project))
     assert "proof 1: differs" in report and "proof 2: equal" in report
     assert "rebuilt with --full-refresh by the rescue itself" in report
+    # meanwhile the first proof's verdicts were shown as that proof's, never as the current one
+    assert while_escalated
+    for shown in while_escalated:
+        assert "- proof 2: pending" in shown or "- proof 2: running" in shown, shown
+        assert "\n- fct_orders: differs" not in shown, shown
     # nothing of the proof's scratch schema is left behind
     schemas = query(warehouse, "select distinct schema_name from information_schema.schemata")
     assert not [s for (s,) in schemas if "rescue_proof" in s]

@@ -214,7 +214,8 @@ def escalate(
         }
     )
     record["proof_escalations"] = record.get("proof_escalations", 0) + 1
-    proof.update(status="pending", attempt=proof.get("attempt", 0) + 1, differing=[])
+    # the next proof starts with no verdicts: the first one's are kept in proof_history
+    proof.update(status="pending", attempt=proof.get("attempt", 0) + 1, differing=[], verdicts={})
     record["status"] = ACTIVE
     shown = ", ".join(record["names"].get(m, m) for m in differing)
     record["message"] = (
