@@ -173,28 +173,30 @@ def gitlab_planner(gitlab_manifest):
 
 # Longest modules first: with `--dist loadfile` each module runs whole on one worker, and
 # starting the long ones first keeps both workers busy to the end (the suite's wall time is
-# the slower worker's). Seconds measured on 2 cores; unknown modules come after these. xdist
-# reorders modules by their number of tests unless told not to (`--no-loadscope-reorder` in
-# pyproject.toml): without it this order was ignored, and a 42-minute run ended with one
-# worker idle for its last 14 minutes behind the soak tests.
+# the slower worker's). Seconds measured on 2 cores (2026-12-03: 24 min in all); unknown
+# modules come after these. xdist reorders modules by their number of tests unless told not
+# to (`--no-loadscope-reorder` in pyproject.toml): without it this order was ignored, and a
+# 42-minute run ended with one worker idle for its last 14 minutes behind the soak tests.
 MODULE_SECONDS = {
-    "test_rescue_runs.py": 350,
-    "test_late_rows.py": 260,
-    "test_soak_postgres.py": 255,
-    "test_soak.py": 245,
-    "test_outage_loop_postgres.py": 200,
-    "test_outage_loop.py": 180,
-    "test_fivetran_style_outage.py": 300,
-    "test_project_files.py": 140,
-    "test_incidents.py": 220,
-    "test_validation.py": 215,
-    "test_demo.py": 190,
-    "test_warehouse.py": 185,
-    "test_heavy_windows.py": 90,
-    "test_outage_external.py": 90,
-    "test_merge_sensor.py": 85,
-    "test_scale.py": 80,
-    "test_killed_worker.py": 80,
+    "test_rescue_runs.py": 330,
+    "test_demo.py": 260,
+    "test_outage_loop_postgres.py": 240,
+    "test_incidents.py": 210,
+    "test_outage_loop.py": 210,
+    "test_validation.py": 210,
+    "test_late_rows.py": 180,
+    "test_fivetran_style_outage.py": 160,
+    "test_soak.py": 150,
+    "test_soak_postgres.py": 140,
+    "test_merge_sensor.py": 130,
+    "test_warehouse.py": 130,
+    "test_scale.py": 70,
+    "test_definitions.py": 70,
+    "test_killed_worker.py": 65,
+    "test_dbt_cli.py": 45,
+    "test_outage_external.py": 40,
+    "test_heavy_windows.py": 35,
+    "test_project_files.py": 70,
 }
 
 
