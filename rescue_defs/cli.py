@@ -7,6 +7,7 @@ import re
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 EXIT_USAGE = 2
 
@@ -183,12 +184,19 @@ def _launch(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     rescue_id = record["id"]
     print(f"\nrescue {rescue_id}: {record['status']}")
-    if args.dry_run:
-        return 0
     ui = _ui_url(args)
+    if args.dry_run:  # its plan is on its report partition
+        print(f"report: {report_url(ui, rescue_id)}")
+        return 0
     print(f"runs: {ui}/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{rescue_id}")
-    print(f"report: {ui}/assets/rescue_report?partition={rescue_id}")
+    print(f"report: {report_url(ui, rescue_id)}")
     return _start_and_follow(args, instance, rescue_id, keys, manifest, ui)
+
+
+def report_url(ui: str, rescue_id: str) -> str:
+    """The rescue's partition of rescue_report in the UI (without `view=partitions` the asset
+    page ignores the partition and shows the latest one)."""
+    return f"{ui}/assets/rescue_report?view=partitions&partition={quote(rescue_id)}"
 
 
 def _start_and_follow(args, instance, rescue_id: str, keys, manifest, ui: str) -> int:

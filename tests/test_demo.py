@@ -201,7 +201,7 @@ def test_a_rescue_launched_from_the_launchpad_runs_its_stages_and_reports(
         report_page = browser.new_page(viewport={"width": 1600, "height": 1000})
 
         def report_shown():
-            report_page.goto(f"{base}/assets/rescue_report?partition={rescue_id}")
+            report_page.goto(f"{base}/assets/rescue_report?view=partitions&partition={rescue_id}")
             report_page.wait_for_load_state("networkidle")
             return rescue_id in report_page.content() and "succeeded" in report_page.content()
 
@@ -418,3 +418,33 @@ def _launch_then_cancel(client, log, env, rescue) -> None:
         [*rescue, "status", rescue_id], env=env, capture_output=True, text=True, timeout=120
     )
     assert f"rescue {rescue_id}: canceled" in status.stdout, status.stdout + status.stderr
+
+
+def test_the_report_link_the_cli_prints_opens_that_rescue_not_the_latest(demo, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    client, log, port, env = demo
+    rescue = [str(REPO / ".venv" / "bin" / "rescue"), "launch", "--dry-run", "--select"]
+    links = {}
+    for select in ("stg_customers", "stg_products"):  # two plans, the second one the latest
+        out = subprocess.run(
+            [*rescue, select], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        rescue_id = re.search(r"^rescue (\S+): dry_run$", out, re.M).group(1)
+        links[rescue_id] = re.search(r"^report: (\S+)$", out, re.M).group(1)
+    (first, link), latest = next(iter(links.items())), list(links)[-1]
+    assert link.startswith(f"http://127.0.0.1:{port}/")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            page.goto(link)
+            _dismiss_welcome(page)
+            # the materialization shown: its metadata row naming the rescue
+            shown = page.locator("tr", has_text="rescue_id").first
+            shown.wait_for(timeout=60_000)
+            text = shown.inner_text()
+            assert first in text and latest not in text, text
+        finally:
+            page.screenshot(path=str(tmp_path / "report-link.png"))
+            browser.close()

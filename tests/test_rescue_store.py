@@ -119,7 +119,7 @@ def test_cli_links_point_at_the_ui_the_demo_serves(dagster_home, shop_project, c
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "runs: http://127.0.0.1:4123/runs?q%5B0%5D=tag%3Arescue%2Fid%3D" in out
-    assert "report: http://127.0.0.1:4123/assets/rescue_report?partition=" in out
+    assert "report: http://127.0.0.1:4123/assets/rescue_report?view=partitions&partition=" in out
     assert cli.main([*args, "--ui", "http://ui.internal:80/"]) == 0
     assert "runs: http://ui.internal:80/runs?" in capsys.readouterr().out
 
