@@ -275,3 +275,20 @@ def test_a_run_the_sensor_requested_is_not_launched_again_by_the_cli_meanwhile(
         marker = rescues.load(instance, rescue["id"])["launching"]
         assert marker["by"] == "rescue_sensor"
         assert [tuple(pair) for pair in marker["steps"]] == rescues.covered_steps(request)
+
+
+def test_a_resumed_rescue_says_it_is_running_not_how_long_its_last_attempt_took(
+    dagster_home, shop_planner
+):
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        plan = shop_planner.plan(PlanRequest("stg_orders+", reason="outage"))
+        record = rescues.register(instance, plan, keys)
+        record.update(status=rescues.FAILED, message="a run failed")
+        rescues.finish(instance, record, keys)
+        assert "took" in rescues.status_lines(instance, record["id"], keys)[1]
+        resumed = rescues.resume(instance, record["id"], keys)
+        assert resumed["status"] == rescues.ACTIVE
+        # `rescue resume --wait` printed a frozen "took 103 s" eleven times while it ran
+        line = rescues.status_lines(instance, record["id"], keys)[1]
+        assert "running for" in line and "took" not in line, line

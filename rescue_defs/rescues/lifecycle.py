@@ -166,6 +166,8 @@ def resume(
     if prove and proof["status"] != "pending":
         proof.update(status="pending", attempt=proof.get("attempt", 0) + 1)
     record["status"] = ACTIVE if left or prove else SUCCEEDED
+    if record["status"] == ACTIVE:
+        record.pop("ended_at", None)  # running again: its status says so, not the last end
     record["message"] = f"resumed: {left} model(s) left to rebuild" + (
         ", then the proof" if prove else ""
     )
@@ -217,6 +219,7 @@ def escalate(
     # the next proof starts with no verdicts: the first one's are kept in proof_history
     proof.update(status="pending", attempt=proof.get("attempt", 0) + 1, differing=[], verdicts={})
     record["status"] = ACTIVE
+    record.pop("ended_at", None)
     shown = ", ".join(record["names"].get(m, m) for m in differing)
     record["message"] = (
         f"the proof found {shown} different from a from-scratch build: rebuilding "
