@@ -140,7 +140,12 @@ def test_checklist_blocks_a_rescue_that_overlaps_a_running_pipeline(shop_planner
     )
     plan = shop_planner.plan(PlanRequest("+fct_orders+"), env=env)
     assert status(plan, "overlap") == "block"
-    assert "a1b2c3d4" in next(i.reason for i in plan.checklist if i.key == "overlap")
+    reason = next(i.reason for i in plan.checklist if i.key == "overlap")
+    assert "a1b2c3d4" in reason
+    # what happens, in the words of what is seen: refused, or waiting only when forced
+    assert reason.endswith(
+        ": launching is refused; forced (`--force`, `force: true`), the rescue waits for it"
+    ), reason
     assert plan.blocks
 
     quiet = shop_planner.plan(PlanRequest("+fct_orders+"), env=Environment(now=now, known=True))

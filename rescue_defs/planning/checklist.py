@@ -283,7 +283,7 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
                 f"{_names(facts, r.models & facts.models, 3)}"
                 for r in writing
             )
-            + ": the rescue waits until it ends",
+            + ": launching is refused; forced (`--force`, `force: true`), the rescue waits for it",
         )
     elif upcoming:
         add(
