@@ -12,10 +12,10 @@ import dagster as dg
 from dagster_dbt import DbtProject
 from dagster_duckdb import DuckDBResource
 
-from rescue_defs import rescues
 from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 from rescue_defs.assets.raw import raw_sources
+from rescue_defs.assets.report import REPORT_SPEC, rescue_status_job, rescue_succeeded
 from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.freshness import (
     build_freshness_checks,
@@ -32,21 +32,14 @@ from rescue_defs.jobs.rescue import (
 from rescue_defs.project import configure_warehouse_env, dbt_project, is_bundled
 from rescue_defs.sensors.merge import build_merge_sensor
 from rescue_defs.sensors.outage import build_source_outage_sensor
+from rescue_defs.sensors.report import build_rescue_report_sensor
 from rescue_defs.sensors.rescue import build_rescue_sensor
 
 
 def build_definitions(project: DbtProject) -> dg.Definitions:
     warehouse = configure_warehouse_env()
     dbt_models = build_dbt_models(project)
-    report = dg.AssetSpec(
-        rescues.REPORT_ASSET,
-        group_name="rescue",
-        partitions_def=rescues.REPORT_PARTITIONS,
-        description="One partition per rescue (its id), materialized when the rescue is "
-        "registered (the plan) and again when it ends: the report (plan, runs, per-model "
-        "rebuilt / validated / failed, failed checks with their numbers, what is left). "
-        "`rescue status <id>` prints the same.",
-    )
+    report = REPORT_SPEC
     assets: list = [dbt_models, report]
     bundled = is_bundled(project)
     if bundled:
@@ -72,9 +65,10 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
     extra_checks = [c for c in (proof_checks, freshness_checks) if c is not None]
     return dg.Definitions(
         assets=assets,
-        asset_checks=extra_checks,
+        asset_checks=[*extra_checks, rescue_succeeded],
         jobs=[
             build_daily_pipeline_job(extra_checks),
+            rescue_status_job,
             *freshness_jobs,
             step_job,
             *proof_jobs,
@@ -90,6 +84,7 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
                 else []
             ),
             build_merge_sensor(project, [daily_pipeline_schedule]),
+            build_rescue_report_sensor(rescue_status_job),
         ],
         resources={
             "dbt": RescueDbtCliResource(project_dir=project),

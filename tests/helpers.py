@@ -28,9 +28,13 @@ def materialize_all(
     run_config: dict | None = None,
     raise_on_error: bool = True,
 ) -> dg.ExecuteInProcessResult:
+    """What "Materialize all" launches: every materializable asset and its checks."""
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
-        instance=instance, run_config=run_config or {}, raise_on_error=raise_on_error
+        instance=instance,
+        run_config=run_config or {},
+        raise_on_error=raise_on_error,
+        asset_selection=list(defs.resolve_asset_graph().materializable_asset_keys),
     )
 
 
@@ -79,11 +83,30 @@ def evaluate_rescue_sensor(defs: dg.Definitions, instance: dg.DagsterInstance):
     return result
 
 
+def evaluate_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, name: str):
+    """One tick of a sensor as the daemon evaluates it: with the instance that knows the dynamic
+    partitions its run requests name, and applying its partition requests."""
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
+    sensor = defs.resolve_sensor_def(name)
+    with partition_loading_context(dynamic_partitions_store=instance):
+        with dg.build_sensor_context(instance=instance, definitions=defs) as context:
+            result = sensor.evaluate_tick(context)
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.DeleteDynamicPartitionsRequest):
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+        else:
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+    return result
+
+
 def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def(request.job_name)
     if request.asset_selection is None:  # the whole job (e.g. source_freshness_job)
         return job.execute_in_process(
             instance=instance,
+            partition_key=request.partition_key,
             tags=request.tags,
             run_config=request.run_config or {},
             raise_on_error=False,

@@ -79,15 +79,41 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
             pass
 
 
+MATERIALIZABLE = """
+{ assetNodes { assetKey { path } isMaterializable repository { name location { name } } } }
+"""
+
+LAUNCH = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
 @pytest.fixture(scope="module")
 def materialized(demo) -> str:
-    """What "Materialize all" in the UI launches (the implicit asset job over every asset),
-    once per demo: each test of this module can then run alone."""
+    """What "Materialize all" in the UI launches (the implicit asset job over every asset that
+    can be materialized, with their checks), once per demo: each test of this module can then
+    run alone."""
     client, log, _, _ = demo
-    run_id = client.submit_job_execution(
-        "__ASSET_JOB",
-        run_config={"ops": {"raw_sources": {"config": {"through_date": "2026-01-12"}}}},
-    )
+    nodes = [n for n in client._execute(MATERIALIZABLE)["assetNodes"] if n["isMaterializable"]]
+    repository = nodes[0]["repository"]
+    params = {
+        "selector": {
+            "repositoryLocationName": repository["location"]["name"],
+            "repositoryName": repository["name"],
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": n["assetKey"]["path"]} for n in nodes],
+        },
+        "runConfigData": {"ops": {"raw_sources": {"config": {"through_date": "2026-01-12"}}}},
+    }
+    launched = client._execute(LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
     return _wait_for(
         lambda: (
             (s := client.get_run_status(run_id).value) in ("SUCCESS", "FAILURE", "CANCELED") and s
@@ -447,4 +473,65 @@ def test_the_report_link_the_cli_prints_opens_that_rescue_not_the_latest(demo, t
             assert first in text and latest not in text, text
         finally:
             page.screenshot(path=str(tmp_path / "report-link.png"))
+            browser.close()
+
+
+def _screenshot(page, name: str) -> None:
+    """Kept for people (CI keeps the folder as an artifact); never committed."""
+    folder = Path(os.environ.get("RESCUE_TEST_ARTIFACTS", REPO / "test-artifacts")) / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def test_succeeded_and_canceled_rescues_are_told_apart_in_the_check_partitions(demo, materialized):
+    from playwright.sync_api import sync_playwright
+
+    client, log, port, env = demo
+    assert materialized == "SUCCESS"
+    rescue = [str(REPO / ".venv" / "bin" / "rescue")]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*rescue, *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    succeeded = re.search(
+        r"^rescue (\S+): succeeded",
+        run("launch", "--select", "stg_customers", "--now", "--wait"),
+        re.M,
+    ).group(1)
+    canceled = re.search(
+        r"^rescue (\S+): active$", run("launch", "--select", "stg_products", "--force"), re.M
+    ).group(1)
+    run("cancel", canceled)
+    evaluated = """
+    query ($name: String!) {
+      assetCheckExecutions(assetKey: {path: ["rescue_report"]}, checkName: $name, limit: 50) {
+        status evaluation { partition }
+      }
+    }
+    """
+
+    def both_evaluated():
+        found = client._execute(evaluated, {"name": "rescue_succeeded"})["assetCheckExecutions"]
+        status = {e["evaluation"]["partition"]: e["status"] for e in found if e["evaluation"]}
+        return {succeeded, canceled} <= set(status) and status
+
+    status = _wait_for(both_evaluated, 120, "rescue_report_sensor's evaluations", log)
+    assert (status[succeeded], status[canceled]) == ("SUCCEEDED", "FAILED")
+    base = f"http://127.0.0.1:{port}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            page.goto(f"{base}/assets/rescue_report?view=checks&checkDetail=rescue_succeeded")
+            _dismiss_welcome(page)
+            page.get_by_role("tab", name="Partitions").last.click()
+            # the list's own status filters count them apart, without opening one
+            page.get_by_text("Passed (").first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            assert re.search(r"Failed\s*\(([1-9]\d*)\)", body), body
+            assert re.search(r"Passed\s*\(([1-9]\d*)\)", body), body
+            _screenshot(page, "rescue-succeeded-partitions")
+        finally:
             browser.close()

@@ -11,7 +11,7 @@ import pytest
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import model_asset_keys
 from rescue_defs.planning.plan import PlanRequest
-from tests.helpers import evaluate_rescue_sensor
+from tests.helpers import evaluate_rescue_sensor, evaluate_sensor, execute_request
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -292,3 +292,47 @@ def test_a_resumed_rescue_says_it_is_running_not_how_long_its_last_attempt_took(
         # `rescue resume --wait` printed a frozen "took 103 s" eleven times while it ran
         line = rescues.status_lines(instance, record["id"], keys)[1]
         assert "running for" in line and "took" not in line, line
+
+
+def test_succeeded_failed_and_canceled_rescues_are_told_apart_by_their_check_partitions(
+    dagster_home, shop_planner, shop_defs
+):
+    from rescue_defs.assets.report import RESCUE_SUCCEEDED
+    from rescue_defs.rescues.store import TAG_REPORT_OF
+
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        canceled = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders")), keys)
+        failed = rescues.register(instance, shop_planner.plan(PlanRequest("+fct_orders")), keys)
+        active = rescues.register(instance, shop_planner.plan(PlanRequest("stg_payments")), keys)
+        rescues.cancel(instance, canceled["id"], keys)
+        record = rescues.load(instance, failed["id"])
+        record["steps"][0]["remaining"] = ["model.shop.renamed_away"]  # cannot advance: fails
+        rescues.save(instance, record)
+        evaluate_rescue_sensor(shop_defs, instance)
+        assert rescues.load(instance, failed["id"])["status"] == rescues.FAILED
+        # ids read as labels where Dagster shows only them
+        assert "-fct_orders-" in failed["id"] and "-stg_orders-" in canceled["id"]
+
+        requests = evaluate_sensor(shop_defs, instance, "rescue_report_sensor").run_requests
+        assert sorted(r.tags[TAG_REPORT_OF] for r in requests) == sorted(
+            [canceled["id"], failed["id"]]
+        )
+        for request in requests:
+            assert execute_request(shop_defs, instance, request).success
+        check = dg.AssetCheckKey(rescues.REPORT_ASSET, RESCUE_SUCCEEDED)
+        latest = {
+            info.partition_key: info
+            for info in instance.event_log_storage.get_asset_check_partition_info([check])
+        }
+        assert set(latest) == {canceled["id"], failed["id"]}  # the active one: not evaluated
+        for rescue_id in (canceled["id"], failed["id"]):
+            info = latest[rescue_id]
+            assert info.latest_execution_status.value == "FAILED"
+            # current: evaluated against the report the rescue's end published
+            assert info.latest_target_materialization_storage_id == (
+                info.latest_materialization_storage_id
+            )
+        # the next tick has nothing left to evaluate
+        assert not evaluate_sensor(shop_defs, instance, "rescue_report_sensor").run_requests
+        assert active["id"] not in latest

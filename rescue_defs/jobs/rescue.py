@@ -79,7 +79,7 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
             reason=config.reason or "manual",
         )
         keys = model_asset_keys(manifest)
-        rescue_id = rescues.new_rescue_id()
+        rescue_id = rescues.new_rescue_id(request.select)
         # the starting run carries the rescue's id, so the rescue's runs filter shows it too
         context.instance.add_run_tags(
             context.run_id, {rescues.TAG_ID: rescue_id, rescues.TAG_REASON: request.reason}

@@ -1,5 +1,6 @@
 """A rescue's life outside the sensor: register its plan, resume it, cancel it."""
 
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -28,8 +29,13 @@ from rescue_defs.rescues.store import (
 )
 
 
-def new_rescue_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+def new_rescue_id(select: str = "") -> str:
+    """`<UTC time>-<what it rescues>-<random>`: sorts by creation, and reads as a label where
+    Dagster shows only the id (the rescue_report partitions, run tags)."""
+    first = select.split()[0] if select.split() else ""
+    label = re.sub(r"[^A-Za-z0-9_]+", "_", first.split(".")[-1]).strip("_")[:32]
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-")
+    return stamp + (f"{label}-" if label else "") + uuid.uuid4().hex[:6]
 
 
 def register(
@@ -65,7 +71,7 @@ def register(
         except SandboxError as e:
             raise RescueError(str(e)) from None
     record = {
-        "id": rescue_id or new_rescue_id(),
+        "id": rescue_id or new_rescue_id(plan.request.select),
         "version": 0,
         "sandbox": sandbox,
         "max_runtime": max_runtime,

@@ -23,6 +23,7 @@ from rescue_defs.rescues.store import (
     TAG_ID,
     TAG_KIND,
     TAG_STAGE,
+    UNREPORTED_ENDS,
     load,
     save,
 )
@@ -241,29 +242,36 @@ def left_to_do(record: Mapping[str, Any], outcomes) -> list[str]:
 
 def publish(instance: dg.DagsterInstance, record: Mapping[str, Any], keys) -> None:
     """Materialize the rescue's partition of `rescue_report` with its report as it stands."""
-    report = report_markdown(instance, record, keys)
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key=REPORT_ASSET,
             partition=record["id"],
             description=f"rescue {record['id']}: {record['status']}",
-            metadata={
-                "rescue_id": record["id"],
-                "status": record["status"],
-                "reason": record["reason"],
-                "runs": dg.MetadataValue.url(f"/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{record['id']}"),
-                "report": dg.MetadataValue.md(report),
-            },
+            metadata=report_metadata(record, report_markdown(instance, record, keys)),
             tags={TAG_ID: record["id"]},
         )
     )
 
 
+def report_metadata(record: Mapping[str, Any], report: str) -> dict[str, Any]:
+    return {
+        "rescue_id": record["id"],
+        "status": record["status"],
+        "reason": record["reason"],
+        "selection": record["plan"].get("select", "")
+        + (f" --exclude {record['plan']['exclude']}" if record["plan"].get("exclude") else ""),
+        "runs": dg.MetadataValue.url(f"/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{record['id']}"),
+        "report": dg.MetadataValue.md(report),
+    }
+
+
 def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
-    """Save a rescue that reached an end state and publish its report."""
+    """Save a rescue that reached an end state and publish its report; rescue_report_sensor
+    then evaluates its rescue_succeeded check."""
     record["ended_at"] = datetime.now(UTC).isoformat()
     save(instance, record)
     publish(instance, record, keys)
+    instance.add_dynamic_partitions(UNREPORTED_ENDS, [record["id"]])
 
 
 def _elapsed(record: Mapping[str, Any]) -> str:

@@ -19,6 +19,9 @@ import dagster as dg
 
 ALL_RESCUES = "rescues"
 ACTIVE_RESCUES = "rescues_active"
+# rescues that ended since rescue_report_sensor last looked: it evaluates their rescue_succeeded
+# check, in a run (assets/report.py says why)
+UNREPORTED_ENDS = "rescues_unreported_ends"
 
 TAG_ID, TAG_STAGE, TAG_GROUP, TAG_REASON, TAG_STEP, TAG_ATTEMPT = (
     "rescue/id",
@@ -32,6 +35,8 @@ TAG_SANDBOX = "rescue/sandbox"
 # a run that builds several steps of a rescue, stage after stage: "index:attempt,..."
 TAG_STEPS = "rescue/steps"
 TAG_KIND = "rescue/kind"
+# the run that evaluates an ended rescue's rescue_succeeded check; not one of its own runs
+TAG_REPORT_OF = "rescue/report_of"
 ACTIVE, SUCCEEDED, FAILED, DRY_RUN, CANCELED = (
     "active",
     "succeeded",
