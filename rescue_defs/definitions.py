@@ -14,6 +14,7 @@ from dagster_duckdb import DuckDBResource
 
 from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
+from rescue_defs.assets.incidents import incident_is_resolved, incident_spec
 from rescue_defs.assets.raw import raw_sources
 from rescue_defs.assets.report import REPORT_SPEC, rescue_status_job, rescue_succeeded
 from rescue_defs.checks.validation import ValidationResource
@@ -63,9 +64,13 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
     freshness_checks = build_freshness_checks(project, bundled)
     freshness_jobs = [build_freshness_job(freshness_checks)] if freshness_checks is not None else []
     extra_checks = [c for c in (proof_checks, freshness_checks) if c is not None]
+    record_checks = [rescue_succeeded]
+    if freshness_checks is not None:  # sources with a freshness rule: incidents to show
+        assets.append(incident_spec(source_keys(project).values()))
+        record_checks.append(incident_is_resolved)
     return dg.Definitions(
         assets=assets,
-        asset_checks=[*extra_checks, rescue_succeeded],
+        asset_checks=[*extra_checks, *record_checks],
         jobs=[
             build_daily_pipeline_job(extra_checks),
             rescue_status_job,
@@ -79,7 +84,11 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
         sensors=[
             build_rescue_sensor(project, step_job, dbt_models, proof_jobs),
             *(
-                [build_source_outage_sensor(project, freshness_jobs[0], [daily_pipeline_schedule])]
+                [
+                    build_source_outage_sensor(
+                        project, freshness_jobs[0], [daily_pipeline_schedule], rescue_status_job
+                    )
+                ]
                 if freshness_jobs
                 else []
             ),

@@ -207,9 +207,17 @@ def outage_ticker(defs: dg.Definitions, instance: dg.DagsterInstance):
             ) as context:
                 result = sensor.evaluate_tick(context)
             cursor[0] = result.cursor
-            for request in result.run_requests if measure else ():
-                assert request.job_name == "source_freshness_job"
-                execute_request(defs, instance, request)
+            # as the daemon: the incidents' events and partitions, then the runs
+            for event in result.asset_events:
+                instance.report_runless_asset_event(event)
+            for request in result.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+            for request in result.run_requests:
+                if request.job_name == "rescue_status_job":  # incident_is_resolved
+                    assert execute_request(defs, instance, request).success
+                elif measure:
+                    assert request.job_name == "source_freshness_job"
+                    execute_request(defs, instance, request)
         return json.loads(cursor[0])["state"]["open"]
 
     return tick

@@ -13,12 +13,24 @@ import duckdb
 import pytest
 
 from rescue_defs import rescues
+from rescue_defs.assets.incidents import (
+    INCIDENT_ASSET,
+    INCIDENT_IS_RESOLVED,
+    incident_url,
+)
 from rescue_defs.automation.launch import TAG_INCIDENT
 from rescue_defs.checks.freshness import FRESHNESS_CHECK
 from rescue_defs.definitions import build_definitions
 from rescue_defs.project import load_dbt_project
 from tests.conftest import FIXTURES, prepare
-from tests.helpers import drive_rescue, materialize_all, outage_ticker, query
+from tests.helpers import (
+    drive_rescue,
+    evaluate_sensor,
+    execute_request,
+    materialize_all,
+    outage_ticker,
+    query,
+)
 
 SOURCES_YML = """\
 version: 2
@@ -53,6 +65,24 @@ def visits_project(tmp_path_factory) -> Path:
     (root / "models" / "customer_visits.sql").write_text(CUSTOMER_VISITS)
     prepare(root, root.parent / "parse.duckdb")
     return root
+
+
+def incident_shown(instance: dg.DagsterInstance, incident_id: str) -> tuple[str, str]:
+    """(status of its source_incidents partition, its incident_is_resolved check's)."""
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=INCIDENT_ASSET, asset_partitions=[incident_id]), limit=1
+    ).records[0]
+    check = dg.AssetCheckKey(INCIDENT_ASSET, INCIDENT_IS_RESOLVED)
+    (info,) = [
+        i
+        for i in instance.event_log_storage.get_asset_check_partition_info([check])
+        if i.partition_key == incident_id
+    ]
+    current = info.latest_target_materialization_storage_id == latest.storage_id
+    return (
+        latest.asset_materialization.metadata["status"].value,
+        info.latest_execution_status.value if current else "not current",
+    )
 
 
 def land(warehouse: Path, day: str, visits: int, loaded_at: str) -> None:
@@ -108,6 +138,11 @@ def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
     assert list(incident["sources"]) == ["landing.web_visits"]
     assert incident["sources"]["landing.web_visits"]["down_since"] == "2026-03-01T05:00:00"
     assert rescues.rescue_ids(instance) == [], "nothing is launched while the source is down"
+    # on call, it is in the UI: a partition of source_incidents, its check failing, and a link
+    # to it on the source's page
+    assert incident_shown(instance, incident["id"]) == ("down", "FAILED")
+    observed = instance.fetch_observations(source, limit=1).records[0].asset_observation
+    assert observed.metadata["incident"].value == incident_url(incident["id"])
 
     # it recovers with the backlog: fresh again, one rescue of what reads it
     land(warehouse, "2026-03-02", 15, "2026-03-03T04:30:00")
@@ -124,8 +159,13 @@ def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
         "customer_visits",
     }
     assert record["tags"][TAG_INCIDENT] == record["trigger"]["incident"]
+    assert incident_shown(instance, incident["id"]) == ("rescuing", "FAILED")
     ended = drive_rescue(defs, instance, rescue_id)
     assert ended["status"] == rescues.SUCCEEDED, ended["message"]
+    # the rescue's end resolves the incident (rescue_report_sensor's run)
+    for request in evaluate_sensor(defs, instance, "rescue_report_sensor").run_requests:
+        assert execute_request(defs, instance, request).success
+    assert incident_shown(instance, incident["id"]) == ("resolved", "SUCCEEDED")
     assert query(warehouse, "select sum(visits) from main.customer_visits") == [(40,)]
     # the incident is closed: more ticks register nothing more
     tick()

@@ -17,6 +17,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from rescue_defs import rescues
+from rescue_defs.assets import incidents
 
 RESCUE_SUCCEEDED = "rescue_succeeded"
 STATUS_JOB = "rescue_status_job"
@@ -84,21 +85,37 @@ def rescue_succeeded(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckRes
 
 
 class RescueStatusConfig(dg.Config):
-    rescue_id: str
+    rescue_id: str = ""
     """The rescue (partition of rescue_report) whose check to evaluate."""
+    incident_id: str = ""
+    """An incident (partition of source_incidents) whose check to evaluate."""
 
 
 @dg.op(name="evaluate_rescue_succeeded")
 def evaluate_rescue_succeeded(context: dg.OpExecutionContext, config: RescueStatusConfig) -> None:
-    """Records the rescue_succeeded check of one rescue, from its stored record."""
-    record = rescues.load(context.instance, config.rescue_id)
-    context.log_event(rescue_evaluation(context.instance, record))
+    """Records the rescue_succeeded check of one rescue, from its stored record; for an outage
+    rescue, publishes its incident again and records incident_is_resolved."""
+    instance = context.instance
+    incident_id = config.incident_id
+    if config.rescue_id:
+        record = rescues.load(instance, config.rescue_id)
+        context.log_event(rescue_evaluation(instance, record))
+        trigger = record.get("trigger") or {}
+        if trigger.get("kind") == "outage":
+            incident_id = trigger["incident"]
+            again = incidents.after_rescue(instance, incident_id, record["id"], record["status"])
+            if again is not None:
+                context.log_event(again)
+    found = incidents.evaluation(instance, incident_id) if incident_id else None
+    if found is not None:
+        context.log_event(found)
 
 
 @dg.job(
     name=STATUS_JOB,
-    description="Evaluates rescue_succeeded for one rescue; rescue_report_sensor runs it when a "
-    "rescue ends.",
+    description="Evaluates rescue_succeeded for one rescue (rescue_report_sensor runs it when a "
+    "rescue ends) and incident_is_resolved for its incident (source_outage_sensor runs it when "
+    "an incident opens).",
     tags={rescues.TAG_KIND: "status"},
     executor_def=dg.in_process_executor,
 )

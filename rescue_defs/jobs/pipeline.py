@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from rescue_defs.assets.incidents import INCIDENT_ASSET
 from rescue_defs.rescues.report import REPORT_ASSET
 
 DAILY_PIPELINE_JOB = "daily_pipeline_job"
@@ -12,7 +13,7 @@ def build_daily_pipeline_job(excluded_checks=()):
     # schema, run by rescue_proof_job after a rescue, never nightly), source freshness
     # (measured by its own queued runs, which source_outage_sensor requests); the rescues' own
     # records are external assets, in no run of the pipeline
-    selection = dg.AssetSelection.all() - dg.AssetSelection.assets(REPORT_ASSET)
+    selection = dg.AssetSelection.all() - dg.AssetSelection.assets(REPORT_ASSET, INCIDENT_ASSET)
     for checks in excluded_checks:
         selection = selection - dg.AssetSelection.checks(checks)
     return dg.define_asset_job(

@@ -120,7 +120,8 @@ def trigger_lines(record: Mapping[str, Any]) -> list[str]:
     lines = []
     if trigger.get("kind") == "outage":
         lines.append(
-            f"- launched by source_outage_sensor: incident {trigger['incident']} "
+            f"- launched by source_outage_sensor: incident [{trigger['incident']}]"
+            f"(/assets/source_incidents?view=partitions&partition={trigger['incident']}) "
             f"({', '.join(trigger['sources'])} down since {trigger['down_since'][:19]}, "
             f"seen down at {trigger['opened_at'][:19]}, fresh again at "
             f"{trigger['recovered_at'][:19]})"

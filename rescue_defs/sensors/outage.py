@@ -7,6 +7,7 @@ their check results from the event log. Its state (open incidents, the last meas
 is its cursor, saved only after a good tick; rescues get ids derived from the incident and the
 recovery, so a replayed tick registers nothing twice."""
 
+import hashlib
 import json
 import os
 import time
@@ -16,6 +17,7 @@ import networkx as nx
 from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
+from rescue_defs.assets import incidents as incident_asset
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.automation import incidents
 from rescue_defs.automation.launch import TAG_INCIDENT, launch
@@ -84,13 +86,13 @@ def rescue_scope(
 
 
 def build_source_outage_sensor(
-    project: DbtProject, freshness_job, schedule_defs=()
+    project: DbtProject, freshness_job, schedule_defs=(), status_job=None
 ) -> dg.SensorDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
 
     @dg.sensor(
         name="source_outage_sensor",
-        jobs=[freshness_job],
+        jobs=[freshness_job, *([status_job] if status_job is not None else [])],
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Measures source freshness in queued runs (after each load, and at least "
@@ -122,6 +124,7 @@ def build_source_outage_sensor(
                     return record.timestamp
             return None
 
+        before = {i["id"]: incident_asset.fingerprint(i) for i in state.get("open", [])}
         # 1. fold in the measurement runs that finished since the last tick, oldest first
         after = cursor.get("after", 0)
         latest_now = ""
@@ -135,6 +138,7 @@ def build_source_outage_sensor(
             messages += incidents.apply(state, found, landed)
             latest_now = max([latest_now, *(o.measured_at for o in found)])
             after = record.storage_id
+        current = {i["id"]: i for i in state.get("open", [])}  # kept once rescued (step 2)
         # 2. recovered incidents: one rescue each
         now = latest_now or cursor.get("measured_at", "")
         group = _seconds("RESCUE_RECOVERY_GROUP_SECONDS", 3600)
@@ -157,11 +161,63 @@ def build_source_outage_sensor(
             if open_
             else "no open incident" + (f"; never loaded yet: {', '.join(never)}" if never else "")
         )
-        if requests:
-            return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
-        return dg.SensorResult(skip_reason=summary, cursor=json.dumps(cursor))
+        changed = [
+            i for iid, i in current.items() if incident_asset.fingerprint(i) != before.get(iid)
+        ]
+        events, evaluate = _published(instance, changed, before, {v: k for k, v in labels.items()})
+        new = [i["id"] for i in changed if i["id"] not in before]
+        requests += [
+            dg.RunRequest(
+                run_key=run_key,
+                job_name=status_job.name,
+                run_config={
+                    "ops": {"evaluate_rescue_succeeded": {"config": {"incident_id": incident_id}}}
+                },
+                tags={TAG_INCIDENT: incident_id},
+            )
+            for incident_id, run_key in evaluate
+            if status_job is not None
+        ]
+        partitions = (
+            [dg.AddDynamicPartitionsRequest(incident_asset.INCIDENT_PARTITIONS.name, new)]
+            if new
+            else []
+        )
+        return dg.SensorResult(
+            run_requests=requests,
+            skip_reason=None if requests else summary,
+            cursor=json.dumps(cursor),
+            asset_events=events,
+            dynamic_partitions_requests=partitions,
+        )
 
     return source_outage_sensor
+
+
+def _published(instance, changed, before, keys_by_label):
+    """(events, [(incident, run key)] whose check to evaluate now) for incidents that changed:
+    their partition of source_incidents, an observation on each of their sources. The check is
+    evaluated at each change of status (a new materialization leaves an older verdict stale)."""
+    rescue_ids = [
+        e["rescue_id"]
+        for i in changed
+        for e in i["sources"].values()
+        if e["rescue_id"] not in (None, "none")
+    ]
+    states = {r["id"]: r["status"] for r in rescues.store.records(instance, rescue_ids)}
+    events, evaluate = [], []
+    for incident in changed:
+        status = incident_asset.status_of(incident, states)
+        previous = before.get(incident["id"])
+        if previous is not None and incident_asset.shown(json.loads(previous)) == (
+            incident_asset.shown(incident)
+        ):
+            continue  # e.g. a source measured down again: nothing new to show
+        events.append(incident_asset.materialization(incident, states))
+        events += incident_asset.source_observations(incident, keys_by_label, status)
+        digest = hashlib.sha1(incident_asset.shown(incident).encode()).hexdigest()[:12]
+        evaluate.append((incident["id"], f"incident:{incident['id']}:{digest}"))
+    return events, evaluate
 
 
 def _rescue(instance, project, manifest, recovery, uid_of, schedule_defs, state) -> str:
