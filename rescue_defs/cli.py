@@ -293,9 +293,8 @@ def _status(args: argparse.Namespace) -> int:
         keys = model_asset_keys(_manifest(args))
         print("\n".join(rescues.status_lines(instance, args.rescue_id, keys)))
         record = rescues.load(instance, args.rescue_id)
-        report = rescues.report_markdown(instance, record, keys, with_plan=False)
-        # the runs table is already above; models, failed checks and what is left follow
-        print(report[report.index("\n## Models") :])
+        # the report as the rescue_report partition shows it (without the plan)
+        print("\n" + rescues.report_markdown(instance, record, keys, with_plan=False))
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
     return 0

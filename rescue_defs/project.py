@@ -28,6 +28,11 @@ if TYPE_CHECKING:  # imported where a DbtProject is made: this module is read be
 REPO_DIR = Path(__file__).resolve().parent.parent
 BUNDLED_PROJECT_DIR = REPO_DIR / "dbt_project"
 DEFAULT_DATA_DIR = REPO_DIR / "data"
+# Dagster's concurrency pool of every step that opens the warehouse (dbt, loaders, freshness,
+# proof). With `pools: {granularity: run}` in dagster.yaml a run holding such a step waits in
+# the queue while another one runs, and runs that only plan, cancel or record (rescue_job,
+# cancel_rescue_job, rescue_status_job) never wait behind them.
+WAREHOUSE_POOL = "warehouse"
 
 
 def warehouse_path() -> Path:

@@ -305,7 +305,7 @@ def test_the_launchpad_form_starts_the_first_run_itself_without_a_sensor_tick(de
             return runs and runs[0]["status"] in ("SUCCESS", "FAILURE") and runs[0]
 
         start = _wait_for(started, 180, "rescue_job's run", log)
-        assert start["status"] == "SUCCESS"
+        assert start["status"] == "SUCCESS", _failure_messages(client, start_id)
         rescue_id = {t["key"]: t["value"] for t in start["tags"]}["rescue/id"]
 
         def stage_run():
@@ -375,7 +375,9 @@ def _launch_with_the_sensor_off(client, port, env) -> None:
     assert "equal a from-scratch build, row for row" in out
 
 
-def test_canceling_a_rescue_from_the_cli_terminates_its_running_run(demo, materialized):
+def test_while_a_rescue_runs_a_typo_is_refused_at_once_and_cancel_terminates_its_run(
+    demo, materialized
+):
     client, log, _, env = demo
     assert materialized == "SUCCESS"
     rescue = [str(REPO / ".venv" / "bin" / "rescue")]
@@ -395,6 +397,54 @@ def test_canceling_a_rescue_from_the_cli_terminates_its_running_run(demo, materi
     finally:
         notebook.kill()
         notebook.wait()
+
+
+FAILURE_MESSAGES = """
+query ($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run {
+      eventConnection {
+        events { __typename ... on ExecutionStepFailureEvent { error { message } } }
+      }
+    }
+  }
+}
+"""
+
+
+def _failure_messages(client, run_id: str) -> list[str]:
+    events = client._execute(FAILURE_MESSAGES, {"runId": run_id})["runOrError"]
+    return [
+        e["error"]["message"]
+        for e in events["eventConnection"]["events"]
+        if e["__typename"] == "ExecutionStepFailureEvent"
+    ]
+
+
+def _a_launchpad_typo_is_refused_at_once(client, log, rescue_run_id: str) -> None:
+    """While a rescue's run holds the warehouse: the launchpad's form with a typo."""
+    submitted = time.monotonic()
+    run_id = client.submit_job_execution(
+        "rescue_job",
+        run_config={"ops": {"start_rescue": {"config": {"select": "int_order_enriched+"}}}},
+    )
+
+    def ended():
+        status = client.get_run_status(run_id).value
+        return status in ("SUCCESS", "FAILURE", "CANCELED") and status
+
+    assert _wait_for(ended, 120, "the typo's run to end", log) == "FAILURE"
+    took = time.monotonic() - submitted
+    (message,) = _failure_messages(client, run_id)
+    assert "did you mean `int_orders_enriched+`?" in message, message
+    assert len(message.strip().splitlines()) == 1, message
+    print(f"launchpad typo refused {took:.1f} s after submission, beside a running rescue")
+    # not a wait in the queue behind the running rescue (it holds the warehouse for minutes)
+    assert took < 60, took
+    tags = {
+        t["key"] for r in _runs(client, "rescue_job") if r["runId"] == run_id for t in r["tags"]
+    }
+    assert "rescue/id" not in tags, "no rescue was registered: no id to tag"
 
 
 def _launch_then_cancel(client, log, env, rescue) -> None:
@@ -429,6 +479,7 @@ def _launch_then_cancel(client, log, env, rescue) -> None:
         return runs and runs[0]["status"] == "STARTED" and runs[0]
 
     run = _wait_for(running, 300, "the rescue's run to start", log)
+    _a_launchpad_typo_is_refused_at_once(client, log, run["runId"])
     canceled = subprocess.run(
         [*rescue, "cancel", rescue_id], env=env, capture_output=True, text=True, timeout=120
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._serdes import serialize_value
 
-from rescue_defs import rescues
+from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from tests.helpers import (
     drive_rescue,
@@ -109,7 +109,9 @@ def test_models_built_by_a_killed_worker_are_not_validated_and_resume_checks_the
         assert all(outcomes[m].validated for m in planned)
 
 
-def test_a_second_dead_run_stops_the_rescue_for_a_human(shop_defs, instance):
+def test_a_second_dead_run_stops_the_rescue_for_a_human_whose_resume_the_status_tells(
+    shop_defs, shop_project, instance, capsys
+):
     assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
     rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="stg_orders", reason="t"))
 
@@ -125,3 +127,30 @@ def test_a_second_dead_run_stops_the_rescue_for_a_human(shop_defs, instance):
     assert record["status"] == rescues.FAILED
     assert record["auto_resumes"] == 1
     assert "rescue resume" in record["message"]
+
+    # a human resumes it: it succeeds, and `rescue status` tells the whole story, as the report
+    keys = model_asset_keys(
+        load_manifest(str(shop_project.manifest_path), str(shop_project.project_dir))
+    )
+    rescues.resume(instance, rescue_id, keys)
+    record = drive_rescue(shop_defs, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert cli.main(["status", rescue_id, "--project-dir", str(shop_project.project_dir)]) == 0
+    printed = capsys.readouterr().out
+    report = rescues.report_markdown(instance, rescues.load(instance, rescue_id), keys, False)
+    assert report in printed
+    history = report[report.index("## History") :]
+    step_runs = [r for r in rescues.step_runs(instance, rescue_id) if rescues.TAG_STEP in r.tags]
+    assert len(step_runs) == 3  # died, resumed automatically and died, resumed by hand
+    for run in step_runs:
+        assert run.run_id[:8] in report  # every attempt in the runs table
+    order = [
+        "resumed automatically",
+        "stopped",
+        "resumed: ",
+        "succeeded: ",
+    ]
+    at = 0
+    for text in order:  # in this order
+        at = history.find(text, at)
+        assert at != -1, (text, history)

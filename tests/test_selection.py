@@ -160,3 +160,20 @@ def test_targets_are_the_models_the_terms_name(shop_manifest):
         "int_orders_enriched",
         "fct_sessions",
     }
+
+
+@pytest.mark.parametrize(
+    ("select", "exclude", "suggestion"),
+    [
+        ("int_order_enriched", "", "did you mean `int_orders_enriched`?"),
+        ("+int_orders_enrichd+", "", "did you mean `+int_orders_enriched+`?"),
+        ("fct_orders+", "fct_order", "did you mean `fct_orders`?"),
+    ],
+)
+def test_a_typo_in_a_model_name_is_refused_with_the_close_match(
+    shop_manifest, select, exclude, suggestion
+):
+    with pytest.raises(SelectionError) as raised:
+        Selector(shop_manifest).resolve(select, exclude)
+    assert str(raised.value).endswith(suggestion)
+    assert len(str(raised.value).splitlines()) == 1

@@ -31,7 +31,7 @@ from rescue_defs.checks.validation import (
 )
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
-from rescue_defs.project import sandbox_warehouse_path, warehouse_path
+from rescue_defs.project import WAREHOUSE_POOL, sandbox_warehouse_path, warehouse_path
 from rescue_defs.warehouse_lock import WarehouseHeld, require_free
 
 DBT_ASSETS_NAME = "dbt_models"
@@ -137,6 +137,7 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
         # what @dbt_assets tags its op with: dbt.cli(context=...) reads the selection here
         op_tags={DAGSTER_DBT_SELECT_METADATA_KEY: DBT_DEFAULT_SELECT},
         allow_arbitrary_check_specs=True,
+        pool=WAREHOUSE_POOL,
     )
     def dbt_models(
         context: dg.AssetExecutionContext,

@@ -8,7 +8,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from rescue_defs.assets import generator
-from rescue_defs.project import business_today
+from rescue_defs.project import WAREHOUSE_POOL, business_today
 
 if TYPE_CHECKING:  # imported where a load needs it (~0.4 s at every code load otherwise)
     import pandas as pd
@@ -129,6 +129,7 @@ def load_late_returns(conn, source: str, through: date, count: int, loaded_at: d
         for source in generator.SOURCES
     ],
     can_subset=True,
+    pool=WAREHOUSE_POOL,
 )
 def raw_sources(
     context: dg.AssetExecutionContext, config: RawLoadConfig, warehouse: DuckDBResource

@@ -25,6 +25,7 @@ from rescue_defs.checks.freshness import (
     freshness_rules,
     verdict,
 )
+from rescue_defs.project import WAREHOUSE_POOL
 from rescue_defs.rescues.store import TAG_KIND
 
 FRESHNESS_JOB = "source_freshness_job"
@@ -104,6 +105,7 @@ def build_freshness_checks(project: DbtProject, bundled: bool) -> dg.AssetChecks
             for uid, rule in rules.items()
         ],
         can_subset=True,
+        pool=WAREHOUSE_POOL,
     )
     def source_freshness(context: dg.AssetCheckExecutionContext, dbt: DbtCliResource):
         """Runs `dbt source freshness` on the selected sources and judges each with dbt's

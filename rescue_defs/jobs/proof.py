@@ -31,7 +31,7 @@ from rescue_defs.checks.scratch import (
 from rescue_defs.checks.validation import release_adapter
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.stages import group_selection
-from rescue_defs.project import manifest_is_current
+from rescue_defs.project import WAREHOUSE_POOL, manifest_is_current
 
 PROOF_JOB = "rescue_proof_job"
 KEEP_PARSES = 4  # scratch parses kept per generated profile (one per prod manifest)
@@ -65,6 +65,7 @@ def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
             for key in keys.values()
         ],
         can_subset=True,
+        pool=WAREHOUSE_POOL,
     )
     def rescue_proof(
         context: dg.AssetCheckExecutionContext, dbt: DbtCliResource, config: ProofConfig

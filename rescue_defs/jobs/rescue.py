@@ -80,10 +80,6 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
         )
         keys = model_asset_keys(manifest)
         rescue_id = rescues.new_rescue_id(request.select)
-        # the starting run carries the rescue's id, so the rescue's runs filter shows it too
-        context.instance.add_run_tags(
-            context.run_id, {rescues.TAG_ID: rescue_id, rescues.TAG_REASON: request.reason}
-        )
         try:
             plan = rescues.plan_for(
                 planner,
@@ -108,6 +104,11 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
             )
         except (SelectionError, rescues.RescueError, ProofSettingError) as e:
             raise dg.Failure(description=str(e)) from None
+        # the starting run carries the rescue's id (once there is one), so the rescue's runs
+        # filter shows it too
+        context.instance.add_run_tags(
+            context.run_id, {rescues.TAG_ID: rescue_id, rescues.TAG_REASON: request.reason}
+        )
         context.log.info(
             f"rescue {record['id']}: {len(plan.models)} models in "
             f"{len(plan.steps)} run(s); {record['status']}"

@@ -5,6 +5,8 @@ rescue must never do nothing silently, nor fall back to everything: every term o
 `exclude` must match, and something must be left.
 """
 
+import difflib
+import re
 from argparse import Namespace
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -119,14 +121,16 @@ class Selector:
         for term in terms:
             selected, named = self._match(term)
             if not selected & models:
-                raise SelectionError(term, "matches no model in the project")
+                raise SelectionError(term, "matches no model in the project" + self._hint(term))
             matched[term] = frozenset(selected & models)
             targets |= named & selected & models
         chosen = set().union(*matched.values())
         for term in exclude.split():
             selected, _ = self._match(term, named=False)
             if not selected:
-                raise SelectionError(term, "--exclude term matches nothing in the project")
+                raise SelectionError(
+                    term, "--exclude term matches nothing in the project" + self._hint(term)
+                )
             chosen -= selected
         if not chosen:
             raise SelectionError(exclude, "--exclude removes every selected model")
@@ -137,6 +141,16 @@ class Selector:
             targets=frozenset(targets & chosen),
             terms=matched,
         )
+
+    def _hint(self, term: str) -> str:
+        """`; did you mean ...?` for a model name with a typo (graph operators kept)."""
+        found = re.fullmatch(r"(@|\d*\+)?([A-Za-z0-9_]+)(\+\d*)?", term)
+        if not found:
+            return ""
+        close = difflib.get_close_matches(found.group(2), list(self.manifest.by_name), n=1)
+        if not close:
+            return ""
+        return f"; did you mean `{found.group(1) or ''}{close[0]}{found.group(3) or ''}`?"
 
 
 def _first_line(error: Exception) -> str:

@@ -25,8 +25,9 @@ def run_models(
     run: dg.DagsterRun, by_key: Mapping[dg.AssetKey, str], everything: frozenset[str]
 ) -> frozenset[str]:
     """The models a run writes (unique_ids)."""
-    if run.tags.get(TAG_KIND) in ("start", "cancel", "freshness"):
-        # rescue_job / cancel_rescue_job only record; source_freshness_job only reads
+    if run.tags.get(TAG_KIND) in ("start", "cancel", "freshness", "status"):
+        # rescue_job / cancel_rescue_job / rescue_status_job only record; source_freshness_job
+        # only reads
         return frozenset()
     if run.asset_selection is None:
         # a run of a whole job writes whatever the job builds: assume all of it

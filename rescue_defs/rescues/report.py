@@ -109,9 +109,25 @@ def report_markdown(
     lines += proof_lines(record)
     lines += ["", "## Left to do", ""]
     lines += left_to_do(record, outcomes)
+    lines += history_lines(record)
     if with_plan:
         lines += ["", "## Plan", "", record.get("plan_markdown", "")]
     return "\n".join(lines)
+
+
+def history_lines(record: Mapping[str, Any]) -> list[str]:
+    """Every state the rescue went through, oldest first (times in UTC)."""
+    history = record.get("history") or []
+    if not history:
+        return []
+    lines = ["", "## History", ""]
+    for entry in history:
+        lines.append(
+            f"- {entry['at'][:19].replace('T', ' ')} {entry['status']}: {entry['message']}"
+        )
+    if record.get("auto_resumes"):
+        lines.append(f"- resumed automatically {record['auto_resumes']} time(s) in all")
+    return lines
 
 
 def trigger_lines(record: Mapping[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ loaded (the sensor and a CLI `cancel` writing at once), and the loser retries on
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -74,6 +75,7 @@ def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
             f"rescue {rescue_id} changed meanwhile (version {stored_version}, "
             f"not {record.get('version', 0)}): load it again"
         )
+    _remember(record, current)
     active = record["status"] == ACTIVE
     if current is None:
         instance.add_dynamic_partitions(ALL_RESCUES, [rescue_id])
@@ -86,6 +88,22 @@ def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
     instance.run_storage.set_cursor_values({_key(rescue_id): json.dumps(record)})
     if not active:
         instance.delete_dynamic_partition(ACTIVE_RESCUES, rescue_id)
+
+
+HISTORY_KEPT = 200
+
+
+def _remember(record: dict[str, Any], current: Mapping[str, Any] | None) -> None:
+    """Every change of status or message, in order, with its time: a killed run, the
+    automatic resume, a resume by hand, a cancel, the end (the report's History)."""
+    said = (record["status"], record.get("message", ""))
+    if current is not None and (current["status"], current.get("message", "")) == said:
+        return
+    history = record.setdefault("history", [])
+    if history and (history[-1]["status"], history[-1]["message"]) == said:
+        return
+    history.append({"at": datetime.now(UTC).isoformat(), "status": said[0], "message": said[1]})
+    del history[:-HISTORY_KEPT]
 
 
 def load(instance: dg.DagsterInstance, rescue_id: str) -> dict[str, Any]:
