@@ -165,3 +165,29 @@ def test_an_incremental_filter_the_planner_cannot_see_is_never_called_safe(shop_
     # once it is fully refreshed, neither the advice nor the checklist has anything to doubt
     forced = shop_planner.plan(PlanRequest("fct_orders", full_refresh=True))
     assert next(i for i in forced.checklist if i.key == "incremental").status == "ok"
+
+
+def test_the_bundled_shop_is_advised_on_its_own_clock_not_the_wall_clock(
+    shop_defs, shop_project, instance, monkeypatch
+):
+    """The demo replays past days: its monthly window is the last load's month (as its
+    freshness checks judge), not the machine's."""
+    from rescue_defs import rescues
+    from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+    from tests.helpers import raw_config
+
+    monkeypatch.delenv("RESCUE_TODAY", raising=False)
+    job = shop_defs.resolve_implicit_global_asset_job_def()
+    keys = shop_defs.resolve_asset_graph().materializable_asset_keys
+    raw = [k for k in keys if k.path[0] == "raw"]
+    assert job.execute_in_process(
+        instance=instance, run_config=raw_config("2026-03-04"), asset_selection=raw
+    ).success
+    manifest = load_manifest(str(shop_project.manifest_path), str(shop_project.project_dir))
+    plan = rescues.plan_for(
+        Planner(manifest), instance, PlanRequest("fct_monthly_revenue"), model_asset_keys(manifest)
+    )
+    assert plan.request.today == date(2026, 3, 4)
+    (advice,) = [a for uid, a in plan.advice.items() if uid.endswith(".fct_monthly_revenue")]
+    # its window (this month and the one before) counted from the data's March, not today's
+    assert "monthly window (from 2026-02-01)" in " ".join(advice.reasons), advice

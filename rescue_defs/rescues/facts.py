@@ -35,6 +35,19 @@ def run_models(
     return frozenset(by_key[k] for k in run.asset_selection if k in by_key)
 
 
+def _data_today(instance: dg.DagsterInstance, today):
+    """The day windows are judged by: RESCUE_TODAY / RESCUE_NOW when set, else the bundled
+    shop's simulated clock once it has loaded (as its freshness checks are), else `today`."""
+    from rescue_defs.assets.raw import simulated_now
+    from rescue_defs.project import configured_now
+
+    if configured_now() is not None:
+        return today
+
+    simulated = simulated_now(instance)
+    return simulated.date() if simulated is not None else today
+
+
 def runs_in_flight(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))))
 
@@ -176,7 +189,7 @@ def plan_for(
     )
 
     if request.today is None:
-        request = dataclasses.replace(request, today=business_today())
+        request = dataclasses.replace(request, today=_data_today(instance, business_today()))
     env = environment(instance, planner.manifest, keys, schedules)
     # the history of the models in scope only: one event-log query per model, and a project
     # of thousands of models made every launch (and every automatic rescue) wait seconds
