@@ -86,7 +86,11 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
             *(
                 [
                     build_source_outage_sensor(
-                        project, freshness_jobs[0], [daily_pipeline_schedule], rescue_status_job
+                        project,
+                        freshness_jobs[0],
+                        [daily_pipeline_schedule],
+                        rescue_status_job,
+                        loaded_by_dagster=bundled,
                     )
                 ]
                 if freshness_jobs

@@ -150,3 +150,28 @@ def test_outage_sensor_rescues_a_two_source_outage_to_equal_a_from_scratch_build
 ):
     make_home(tmp_path, monkeypatch, database=None)
     live_the_incident_loop(shop_defs, shop_project, warehouse, tmp_path)
+
+
+def test_a_fresh_deployment_measures_its_sources_after_their_first_load_not_before(
+    shop_defs, instance
+):
+    """Nothing red before anything was loaded: the loaders' tables do not exist yet."""
+    sensor = shop_defs.resolve_sensor_def("source_outage_sensor")
+
+    def tick() -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, definitions=shop_defs) as context:
+            return sensor.evaluate_tick(context)
+
+    before = tick()
+    assert not before.run_requests
+    assert "never loaded yet" in before.skip_message
+    assert not instance.get_runs(filters=dg.RunsFilter(job_name="source_freshness_job"))
+    job = shop_defs.resolve_implicit_global_asset_job_def()
+    raw = [
+        k for k in shop_defs.resolve_asset_graph().materializable_asset_keys if k.path[0] == "raw"
+    ]
+    assert job.execute_in_process(
+        instance=instance, run_config=raw_config("2026-01-10"), asset_selection=raw
+    ).success
+    (request,) = tick().run_requests
+    assert request.job_name == "source_freshness_job"

@@ -86,7 +86,11 @@ def rescue_scope(
 
 
 def build_source_outage_sensor(
-    project: DbtProject, freshness_job, schedule_defs=(), status_job=None
+    project: DbtProject,
+    freshness_job,
+    schedule_defs=(),
+    status_job=None,
+    loaded_by_dagster: bool = False,
 ) -> dg.SensorDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
 
@@ -147,7 +151,7 @@ def build_source_outage_sensor(
                 _rescue(instance, project, manifest, recovery, uid_of, schedule_defs, state)
             )
         # 3. a measurement, when one is due
-        requests = _measurement(instance, keys.values(), runs)
+        requests = _measurement(instance, keys.values(), runs, loaded_by_dagster)
         cursor = {"after": after, "state": state, "measured_at": now}
         for message in messages:
             context.log.info(message)
@@ -262,14 +266,19 @@ def _rescue(instance, project, manifest, recovery, uid_of, schedule_defs, state)
     )
 
 
-def _measurement(instance, source_keys, runs) -> list[dg.RunRequest]:
+def _measurement(instance, source_keys, runs, loaded_by_dagster: bool) -> list[dg.RunRequest]:
     if any(r.dagster_run.status in IN_FLIGHT for r in runs):
         return []
     last = max(runs, key=lambda r: r.storage_id, default=None)
     since = last.create_timestamp.timestamp() if last else 0.0
     marker = ""
     if last is None:
-        marker = "first"
+        # sources Dagster loads are measured after their first load: before it their tables
+        # do not exist, and a fresh deployment would start with every check red
+        loaded = not loaded_by_dagster or any(
+            instance.get_latest_materialization_event(key) is not None for key in source_keys
+        )
+        marker = "first" if loaded else ""
     else:
         newest = 0
         for key in source_keys:
