@@ -26,7 +26,7 @@ def test_plan_prints_stages_advice_and_checklist(shop_project, capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "Run 1 [upstream]" in out and "Run 3 [downstream]" in out
+    assert "Step 1 [upstream]" in out and "Step 3 [downstream]" in out
     assert "fct_orders: incremental" in out
     assert "Pre-run checklist:" in out and "overlap:" in out
 

@@ -64,7 +64,7 @@ def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
     launch.append("--separate-runs")  # one run per stage, as when other runs hold the queue
     assert cli.main([*launch, "--select", "+int_orders_enriched+", "--reason", "test"]) == 0
     out = capsys.readouterr().out
-    assert "Run 3 [downstream]" in out
+    assert "Step 3 [downstream]" in out
     rescue_id = re.search(r"^rescue (\S+): active$", out, re.M).group(1)
     assert f"tag%3Arescue%2Fid%3D{rescue_id}" in out
 
@@ -94,12 +94,12 @@ def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
     assert cli.main(["status", rescue_id]) == 0
     status = capsys.readouterr().out
     assert f"rescue {rescue_id}: succeeded" in status
-    assert "run 3 [downstream] SUCCESS" in status
+    assert "step 3 [downstream] SUCCESS" in status
     for step in record["steps"]:  # each run's line counts what its run rebuilt
         n = len(step["models"])
-        assert f"run {step['index'] + 1} [{step['stage']}] SUCCESS" in status
+        assert f"step {step['index'] + 1} [{step['stage']}] SUCCESS" in status
         assert re.search(
-            rf"run {step['index'] + 1} \[\w+\] SUCCESS \(\S+\): {n}/{n} rebuilt", status
+            rf"step {step['index'] + 1} \[\w+\] SUCCESS \(\S+\): {n}/{n} rebuilt", status
         )
     # the rescue report follows: every planned model rebuilt and validated, nothing left
     assert f"{len(planned)}/{len(planned)} rebuilt, {len(planned)} validated" in status
@@ -164,7 +164,7 @@ def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):
     record = drive_rescue(built, instance, rescue_id)
     assert record["status"] == rescues.FAILED
     # the three stages ran as one run, which stopped after the upstream stage's dbt
-    assert "stopped: run 1 (upstream, one run" in record["message"]
+    assert "stopped: step 1 (upstream, in run" in record["message"]
     runs = rescue_runs(instance, rescue_id)
     assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.FAILURE
     assert len(dbt_commands(instance, runs[0].run_id)) == 1
@@ -204,7 +204,7 @@ def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them
     for step in record["steps"]:
         n = len(step["models"])
         assert (
-            f"run {step['index'] + 1} [{step['stage']}] SUCCESS ({run.run_id}): {n}/{n}" in status
+            f"step {step['index'] + 1} [{step['stage']}] SUCCESS ({run.run_id}): {n}/{n}" in status
         )
     planned = sum(len(step["models"]) for step in record["steps"])
     assert f"{planned}/{planned} rebuilt, {planned} validated" in status

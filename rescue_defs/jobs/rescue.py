@@ -111,7 +111,7 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
         )
         context.log.info(
             f"rescue {record['id']}: {len(plan.models)} models in "
-            f"{len(plan.steps)} run(s); {record['status']}"
+            f"{len(plan.steps)} step(s); {record['status']}"
         )
         if not config.dry_run:
             context.log.info(_start_first_runs(context.instance, record["id"], keys, manifest))

@@ -18,7 +18,7 @@ def _names(plan: Plan, ids, limit: int = 12) -> str:
 
 def _runs(plan: Plan) -> str:
     if plan.runs == len(plan.steps):
-        return f"{plan.runs} run(s)"
+        return f"{plan.runs} step(s), one run each,"
     return f"{len(plan.steps)} steps in {plan.runs} run, stage after stage,"
 
 
@@ -37,9 +37,9 @@ def render_text(plan: Plan) -> str:
         lines.append(f"  ephemeral, compiled into their consumers: {_names(plan, plan.inlined)}")
     lines.append("")
     for step in plan.steps:
-        after = f", after run {', '.join(str(a + 1) for a in step.after)}" if step.after else ""
+        after = f", after step {', '.join(str(a + 1) for a in step.after)}" if step.after else ""
         lines.append(
-            f"Run {step.index + 1} [{step.stage}] {len(step.models)} models, "
+            f"Step {step.index + 1} [{step.stage}] {len(step.models)} models, "
             f"~{_minutes(step.seconds)}{after}"
         )
         lines.append(f"  dbt build --select {step.selection}")
@@ -78,7 +78,7 @@ def render_markdown(plan: Plan) -> str:
             else ""
         ),
         "",
-        "| run | stage | models | selection | full refresh | after | expected |",
+        "| step | stage | models | selection | full refresh | after | expected |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in plan.steps:

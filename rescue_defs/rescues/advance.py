@@ -246,7 +246,7 @@ def advance(
         waits = _waits([step], others, claimed, by_key, everything, names)
         if waits:
             messages.append(
-                f"run {index + 1} ({step['stage']}) of rescue {rescue_id} waits: "
+                f"step {index + 1} ({step['stage']}) of rescue {rescue_id} waits: "
                 + "; ".join(waits)
             )
             continue
@@ -256,7 +256,7 @@ def advance(
         record["message"] = messages[0]
     elif requests:
         numbers = ", ".join(str(int(r.tags[TAG_STEP]) + 1) for r in requests)
-        record["message"] = f"launched run(s) {numbers} of {len(record['steps'])}"
+        record["message"] = f"launched step(s) {numbers} of {len(record['steps'])}"
     if launcher and requests:
         kickoff.mark(record, requests, launcher)
     save(instance, record)  # before the requests leave: a concurrent change drops them
@@ -304,7 +304,7 @@ def _where(instance, record, step, run: dg.DagsterRun, keys, bad: list[dg.AssetC
     """The step a run stopped in. For a several-step run: the first step with a model the run
     did not build or that failed a blocking check (later ones never started)."""
     if len(covered_steps(run)) < 2:
-        return f"run {step['index'] + 1} ({step['stage']})"
+        return f"step {step['index'] + 1} ({step['stage']})"
     built = materialized(instance, [run.run_id])
     covered = {index for index, _ in covered_steps(run)}
     failing = {check.asset_key for check in bad}
@@ -313,7 +313,7 @@ def _where(instance, record, step, run: dg.DagsterRun, keys, bad: list[dg.AssetC
             keys[m] not in built or keys[m] in failing for m in part["remaining"]
         ):
             return (
-                f"run {part['index'] + 1} ({part['stage']}, one run {run.run_id[:8]} with "
+                f"step {part['index'] + 1} ({part['stage']}, in run {run.run_id[:8]} with "
                 f"steps {min(covered) + 1}-{max(covered) + 1})"
             )
     return f"the run of steps {min(covered) + 1}-{max(covered) + 1} ({run.run_id[:8]})"

@@ -59,7 +59,7 @@ def report_markdown(
         "",
         "## Runs",
         "",
-        "| # | stage | attempt | run | status |",
+        "| step | stage | attempt | run | status |",
         "|---|---|---|---|---|",
     ]
     for run in runs:
@@ -325,7 +325,7 @@ def status_lines(instance: dg.DagsterInstance, rescue_id: str, keys) -> list[str
         state = run.status.value if run else ("done" if not step["remaining"] else "waiting")
         left = [names.get(m, m) for m in step["models"] if not outcomes[m].rebuilt]
         lines.append(
-            f"  run {step['index'] + 1} [{step['stage']}] {state}"
+            f"  step {step['index'] + 1} [{step['stage']}] {state}"
             + (f" ({run.run_id})" if run else "")
             + f": {len(done)}/{len(step['models'])} rebuilt"
             + (f"; not rebuilt: {', '.join(left[:10])}" if left and run else "")

@@ -59,7 +59,7 @@ def steps_request(
         "full_refresh": full_refresh,
         "sandbox": bool(record.get("sandbox")),
         "reason": f"rescue {record['id']} ({record['reason']}), "
-        f"run {numbers}/{n} [{', '.join(stage_names)}]",
+        f"step(s) {numbers}/{n} [{', '.join(stage_names)}]",
     }
     tags = {
         TAG_ID: record["id"],
@@ -82,8 +82,8 @@ def steps_request(
     if len(stages) > 1:
         config["stages"] = [models for _, _, models in stages]
         config["stage_names"] = [
-            f"{stage} (run {runs[0]}" + (f"-{runs[-1]})" if len(runs) > 1 else ")")
-            for stage, runs, _ in stages
+            f"{stage} (step {numbers[0]}" + (f"-{numbers[-1]})" if len(numbers) > 1 else ")")
+            for stage, numbers, _ in stages
         ]
     indices = "-".join(str(step["index"]) for step in (steps[0], steps[-1])[: len(steps)])
     attempts = ".".join(str(step["attempt"]) for step in steps)
