@@ -97,7 +97,7 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
                 else []
             ),
             build_merge_sensor(project, [daily_pipeline_schedule]),
-            build_rescue_report_sensor(rescue_status_job),
+            build_rescue_report_sensor(rescue_status_job, project),
         ],
         resources={
             "dbt": RescueDbtCliResource(project_dir=project),

@@ -85,6 +85,13 @@ def incident_shown(instance: dg.DagsterInstance, incident_id: str) -> tuple[str,
     )
 
 
+def latest_report(instance: dg.DagsterInstance, rescue_id: str) -> str:
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=rescues.REPORT_ASSET, asset_partitions=[rescue_id]), limit=1
+    ).records[0]
+    return latest.asset_materialization.metadata["report"].value
+
+
 def land(warehouse: Path, day: str, visits: int, loaded_at: str) -> None:
     """The outside loader: one day's visits, in one transaction, with bound parameters."""
     first = datetime.fromisoformat(day)
@@ -166,6 +173,20 @@ def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
     for request in evaluate_sensor(defs, instance, "rescue_report_sensor").run_requests:
         assert execute_request(defs, instance, request).success
     assert incident_shown(instance, incident["id"]) == ("resolved", "SUCCEEDED")
+    assert "## Next run\n\n- not yet" in latest_report(instance, rescue_id)
+
+    # the next pipeline run builds the rescued models again: the report says it confirmed them
+    assert materialize_all(defs, instance).success
+    again = evaluate_sensor(defs, instance, "rescue_report_sensor").run_requests
+    record = rescues.load(instance, rescue_id)
+    assert record["confirmation"]["verdict"] == "confirmed", record["confirmation"]
+    assert record["confirmation"]["rebuilt"] == 2
+    assert "- confirmed by run " in latest_report(instance, rescue_id)
+    # its check is evaluated again against the new report, still passing
+    assert [r.tags["rescue/report_of"] for r in again] == [rescue_id]
+    for request in again:
+        assert execute_request(defs, instance, request).success
+    assert not evaluate_sensor(defs, instance, "rescue_report_sensor").run_requests
     assert query(warehouse, "select sum(visits) from main.customer_visits") == [(40,)]
     # the incident is closed: more ticks register nothing more
     tick()

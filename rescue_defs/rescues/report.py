@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from rescue_defs.rescues.confirm import UNCONFIRMED, confirmation_lines
 from rescue_defs.rescues.outcomes import (
     covered_steps,
     latest_by_step,
@@ -19,6 +20,7 @@ from rescue_defs.rescues.outcomes import (
 from rescue_defs.rescues.store import (
     ALL_RESCUES,
     DRY_RUN,
+    SUCCEEDED,
     TAG_ATTEMPT,
     TAG_ID,
     TAG_KIND,
@@ -109,6 +111,7 @@ def report_markdown(
     lines += proof_lines(record)
     lines += ["", "## Left to do", ""]
     lines += left_to_do(record, outcomes)
+    lines += confirmation_lines(record)
     lines += history_lines(record)
     if with_plan:
         lines += ["", "## Plan", "", record.get("plan_markdown", "")]
@@ -289,6 +292,8 @@ def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
     save(instance, record)
     publish(instance, record, keys)
     instance.add_dynamic_partitions(UNREPORTED_ENDS, [record["id"]])
+    if record["status"] == SUCCEEDED:
+        instance.add_dynamic_partitions(UNCONFIRMED, [record["id"]])
 
 
 def _elapsed(record: Mapping[str, Any]) -> str:

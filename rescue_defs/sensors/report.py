@@ -1,12 +1,18 @@
-"""rescue_report_sensor: when a rescue ends, its rescue_succeeded check is evaluated in a run."""
+"""rescue_report_sensor: when a rescue ends, its rescue_succeeded check is evaluated in a run;
+once the next run after a succeeded rescue has ended, its verdict is added to the report."""
 
 import dagster as dg
+from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
+from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.rescues.confirm import UNCONFIRMED, next_run_outcome
 from rescue_defs.rescues.store import TAG_REPORT_OF, UNREPORTED_ENDS
 
 
-def build_rescue_report_sensor(status_job) -> dg.SensorDefinition:
+def build_rescue_report_sensor(status_job, project: DbtProject) -> dg.SensorDefinition:
+    manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+
     @dg.sensor(
         name="rescue_report_sensor",
         jobs=[status_job],
@@ -14,16 +20,18 @@ def build_rescue_report_sensor(status_job) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="For each rescue that ended, evaluates its partition of the "
         "rescue_succeeded check (rescue_status_job): succeeded, failed and canceled rescues "
-        "apart at a glance.",
+        "apart at a glance. After a succeeded rescue, adds the verdict of the next run that "
+        "builds its models (the scheduled pipeline) to its report.",
     )
     def rescue_report_sensor(context: dg.SensorEvaluationContext):
         instance = context.instance
+        messages = _confirm(instance, manifest_path, project_dir)
         ids = list(instance.get_dynamic_partitions(UNREPORTED_ENDS))
         if not ids:
-            return dg.SkipReason("no rescue ended since the last tick")
+            return dg.SkipReason("; ".join(messages) or "no rescue ended since the last tick")
         requests = [
             dg.RunRequest(
-                # the version: a rescue resumed and failed again gets a run of its own
+                # the version: a rescue resumed and ended again gets a run of its own
                 run_key=f"report:{record['id']}:{record['version']}",
                 job_name=status_job.name,
                 run_config={
@@ -31,7 +39,7 @@ def build_rescue_report_sensor(status_job) -> dg.SensorDefinition:
                 },
                 tags={
                     TAG_REPORT_OF: record["id"],
-                    rescues.TAG_KIND: "report",
+                    rescues.TAG_KIND: "status",
                     "rescue/status": record["status"],
                 },
             )
@@ -44,3 +52,30 @@ def build_rescue_report_sensor(status_job) -> dg.SensorDefinition:
         )
 
     return rescue_report_sensor
+
+
+def _confirm(instance: dg.DagsterInstance, manifest_path: str, project_dir: str) -> list[str]:
+    """Succeeded rescues whose next run ended: the verdict into the record and the report; the
+    report's new materialization needs the check evaluated again (UNREPORTED_ENDS)."""
+    ids = list(instance.get_dynamic_partitions(UNCONFIRMED))
+    if not ids:
+        return []
+    keys = model_asset_keys(load_manifest(manifest_path, project_dir))
+    messages = []
+    for record in rescues.store.records(instance, ids):
+        if record["status"] != rescues.SUCCEEDED:
+            instance.delete_dynamic_partition(UNCONFIRMED, record["id"])
+            continue
+        found = next_run_outcome(instance, record, keys)
+        if found is None:
+            continue
+        record["confirmation"] = found
+        try:
+            rescues.save(instance, record)
+        except rescues.ConcurrentUpdate:
+            continue  # next tick
+        rescues.publish(instance, record, keys)
+        instance.add_dynamic_partitions(UNREPORTED_ENDS, [record["id"]])
+        instance.delete_dynamic_partition(UNCONFIRMED, record["id"])
+        messages.append(f"rescue {record['id']}: next run {found['verdict']}")
+    return messages
