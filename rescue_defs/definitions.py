@@ -89,7 +89,6 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
                         project,
                         freshness_jobs[0],
                         [daily_pipeline_schedule],
-                        rescue_status_job,
                         loaded_by_dagster=bundled,
                     )
                 ]

@@ -212,12 +212,12 @@ def outage_ticker(defs: dg.Definitions, instance: dg.DagsterInstance):
                 instance.report_runless_asset_event(event)
             for request in result.dynamic_partitions_requests or []:
                 instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-            for request in result.run_requests:
-                if request.job_name == "rescue_status_job":  # incident_is_resolved
-                    assert execute_request(defs, instance, request).success
-                elif measure:
-                    assert request.job_name == "source_freshness_job"
-                    execute_request(defs, instance, request)
+            for request in result.run_requests if measure else ():
+                assert request.job_name == "source_freshness_job"
+                execute_request(defs, instance, request)
+            # incident_is_resolved, as rescue_report_sensor evaluates it
+            for request in evaluate_sensor(defs, instance, "rescue_report_sensor").run_requests:
+                assert execute_request(defs, instance, request).success
         return json.loads(cursor[0])["state"]["open"]
 
     return tick

@@ -114,7 +114,7 @@ def live_the_incident_loop(defs, project, warehouse, tmp_path) -> None:
         assert killed and record.get("auto_resumes") == 1, record["message"]
         loop.assert_claims_hold(instance, record)
         report = rescues.report_markdown(instance, record, loop.keys)
-        assert f"incident {record['trigger']['incident']}" in report
+        assert f"incident [{record['trigger']['incident']}](" in report
         loop.assert_every_model_equals_a_clean_build()
 
         # idempotence: a hundred more ticks of each sensor launch nothing and register nothing

@@ -3,10 +3,11 @@ where they look (the asset catalog, the lineage below the sources, the partition
 
 source_outage_sensor publishes each change of an open incident as a runless materialization of
 its partition (status, sources, down since, recovered at, rescues), an observation on each
-source asset it concerns (a link to the incident), and asks rescue_status_job to evaluate the
-`incident_is_resolved` check when the incident opens; the rescue's end evaluates it again
-(assets/report.py). The check is what colours the partitions: failed while the incident is open
-or its rescue did not succeed, passed once every source is fresh and rescued."""
+source asset it concerns (a link to the incident), and leaves its `incident_is_resolved` check
+to rescue_report_sensor, which evaluates it in a rescue_status_job run; the rescue's end
+publishes and evaluates it again (assets/report.py). The check is what colours the partitions:
+failed while the incident is open or its rescue did not succeed, passed once every source is
+fresh and rescued."""
 
 import json
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ import dagster as dg
 INCIDENT_ASSET = dg.AssetKey("source_incidents")
 INCIDENT_PARTITIONS = dg.DynamicPartitionsDefinition(name="incidents")
 INCIDENT_IS_RESOLVED = "incident_is_resolved"
+# incidents published since rescue_report_sensor last looked: it evaluates their check in a run
+UNEVALUATED = "incidents_unevaluated"
 
 DOWN, RECOVERED, RESCUING, RESOLVED, UNRESOLVED = (
     "down",

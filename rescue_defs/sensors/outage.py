@@ -7,7 +7,6 @@ their check results from the event log. Its state (open incidents, the last meas
 is its cursor, saved only after a good tick; rescues get ids derived from the incident and the
 recovery, so a replayed tick registers nothing twice."""
 
-import hashlib
 import json
 import os
 import time
@@ -86,17 +85,13 @@ def rescue_scope(
 
 
 def build_source_outage_sensor(
-    project: DbtProject,
-    freshness_job,
-    schedule_defs=(),
-    status_job=None,
-    loaded_by_dagster: bool = False,
+    project: DbtProject, freshness_job, schedule_defs=(), loaded_by_dagster: bool = False
 ) -> dg.SensorDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
 
     @dg.sensor(
         name="source_outage_sensor",
-        jobs=[freshness_job, *([status_job] if status_job is not None else [])],
+        jobs=[freshness_job],
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Measures source freshness in queued runs (after each load, and at least "
@@ -168,25 +163,16 @@ def build_source_outage_sensor(
         changed = [
             i for iid, i in current.items() if incident_asset.fingerprint(i) != before.get(iid)
         ]
-        events, evaluate = _published(instance, changed, before, {v: k for k, v in labels.items()})
+        events, published = _published(instance, changed, before, {v: k for k, v in labels.items()})
         new = [i["id"] for i in changed if i["id"] not in before]
-        requests += [
-            dg.RunRequest(
-                run_key=run_key,
-                job_name=status_job.name,
-                run_config={
-                    "ops": {"evaluate_rescue_succeeded": {"config": {"incident_id": incident_id}}}
-                },
-                tags={TAG_INCIDENT: incident_id},
+        partitions = [
+            dg.AddDynamicPartitionsRequest(name, ids)
+            for name, ids in (
+                (incident_asset.INCIDENT_PARTITIONS.name, new),
+                (incident_asset.UNEVALUATED, published),  # rescue_report_sensor's to evaluate
             )
-            for incident_id, run_key in evaluate
-            if status_job is not None
+            if ids
         ]
-        partitions = (
-            [dg.AddDynamicPartitionsRequest(incident_asset.INCIDENT_PARTITIONS.name, new)]
-            if new
-            else []
-        )
         return dg.SensorResult(
             run_requests=requests,
             skip_reason=None if requests else summary,
@@ -199,9 +185,9 @@ def build_source_outage_sensor(
 
 
 def _published(instance, changed, before, keys_by_label):
-    """(events, [(incident, run key)] whose check to evaluate now) for incidents that changed:
-    their partition of source_incidents, an observation on each of their sources. The check is
-    evaluated at each change of status (a new materialization leaves an older verdict stale)."""
+    """(events, ids of the incidents published) for incidents whose shown state changed: their
+    partition of source_incidents, an observation on each of their sources. Their check is
+    evaluated again after each (a new materialization leaves an older verdict stale)."""
     rescue_ids = [
         e["rescue_id"]
         for i in changed
@@ -219,8 +205,7 @@ def _published(instance, changed, before, keys_by_label):
             continue  # e.g. a source measured down again: nothing new to show
         events.append(incident_asset.materialization(incident, states))
         events += incident_asset.source_observations(incident, keys_by_label, status)
-        digest = hashlib.sha1(incident_asset.shown(incident).encode()).hexdigest()[:12]
-        evaluate.append((incident["id"], f"incident:{incident['id']}:{digest}"))
+        evaluate.append(incident["id"])
     return events, evaluate
 
 

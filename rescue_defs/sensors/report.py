@@ -5,7 +5,9 @@ import dagster as dg
 from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
+from rescue_defs.assets import incidents
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.automation.launch import TAG_INCIDENT
 from rescue_defs.rescues.confirm import UNCONFIRMED, next_run_outcome
 from rescue_defs.rescues.store import TAG_REPORT_OF, UNREPORTED_ENDS
 
@@ -27,8 +29,11 @@ def build_rescue_report_sensor(status_job, project: DbtProject) -> dg.SensorDefi
         instance = context.instance
         messages = _confirm(instance, manifest_path, project_dir)
         ids = list(instance.get_dynamic_partitions(UNREPORTED_ENDS))
-        if not ids:
-            return dg.SkipReason("; ".join(messages) or "no rescue ended since the last tick")
+        published = list(instance.get_dynamic_partitions(incidents.UNEVALUATED))
+        if not ids and not published:
+            return dg.SkipReason(
+                "; ".join(messages) or "no rescue ended and no incident changed since the last tick"
+            )
         requests = [
             dg.RunRequest(
                 # the version: a rescue resumed and ended again gets a run of its own
@@ -46,12 +51,33 @@ def build_rescue_report_sensor(status_job, project: DbtProject) -> dg.SensorDefi
             for record in rescues.store.records(instance, ids)
             if record["status"] in rescues.ENDED
         ]
+        requests += [_incident_request(instance, status_job, i) for i in published]
         return dg.SensorResult(
-            run_requests=requests,
-            dynamic_partitions_requests=[dg.DeleteDynamicPartitionsRequest(UNREPORTED_ENDS, ids)],
+            run_requests=[r for r in requests if r is not None],
+            dynamic_partitions_requests=[
+                dg.DeleteDynamicPartitionsRequest(name, keys)
+                for name, keys in ((UNREPORTED_ENDS, ids), (incidents.UNEVALUATED, published))
+                if keys
+            ],
         )
 
     return rescue_report_sensor
+
+
+def _incident_request(instance, status_job, incident_id: str) -> dg.RunRequest | None:
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=incidents.INCIDENT_ASSET, asset_partitions=[incident_id]),
+        limit=1,
+    ).records
+    if not latest:
+        return None
+    return dg.RunRequest(
+        # one evaluation per publication of the incident
+        run_key=f"incident:{incident_id}:{latest[0].storage_id}",
+        job_name=status_job.name,
+        run_config={"ops": {"evaluate_rescue_succeeded": {"config": {"incident_id": incident_id}}}},
+        tags={TAG_INCIDENT: incident_id, rescues.TAG_KIND: "status"},
+    )
 
 
 def _confirm(instance: dg.DagsterInstance, manifest_path: str, project_dir: str) -> list[str]:
