@@ -194,7 +194,7 @@ MODULE_SECONDS = {
     "test_definitions.py": 70,
     "test_killed_worker.py": 65,
     "test_dbt_cli.py": 45,
-    "test_outage_external.py": 40,
+    "test_outage_external.py": 60,
     "test_heavy_windows.py": 35,
     "test_project_files.py": 70,
 }

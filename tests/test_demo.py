@@ -577,6 +577,8 @@ def test_succeeded_and_canceled_rescues_are_told_apart_in_the_check_partitions(d
         try:
             page.goto(f"{base}/assets/rescue_report?view=checks&checkDetail=rescue_succeeded")
             _dismiss_welcome(page)
+            # the check's own tabs, once its detail has loaded (the asset has a Partitions tab too)
+            page.get_by_role("tab", name="Execution history").wait_for(timeout=60_000)
             page.get_by_role("tab", name="Partitions").last.click()
             # the list's own status filters count them apart, without opening one
             page.get_by_text("Passed (").first.wait_for(timeout=60_000)

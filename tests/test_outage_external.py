@@ -4,7 +4,11 @@ Fivetran or COPY job would; no loader asset, no materialization of the source). 
 measured in the warehouse by `dbt source freshness` in queued runs; source_outage_sensor sees
 the outage, then the recovery, and its rescue rebuilds what reads the source."""
 
+import os
 import shutil
+import signal
+import subprocess
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from tests.helpers import (
     outage_ticker,
     query,
 )
+from tests.test_soak import make_home
 
 SOURCES_YML = """\
 version: 2
@@ -85,6 +90,88 @@ def incident_shown(instance: dg.DagsterInstance, incident_id: str) -> tuple[str,
     )
 
 
+@contextmanager
+def served(env):
+    """`./dev demo` (dagster dev) on this test's home, project and warehouse."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    from tests.test_demo import ASSET_GROUPS, REPO, _free_port, _wait_for
+
+    port = _free_port()
+    log = Path(env["DAGSTER_HOME"]) / "dagster-dev.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(REPO / "dev"), "demo"],
+            env={**env, "PORT": str(port)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        _wait_for(lambda: client._execute(ASSET_GROUPS)["assetNodes"], 180, "the UI", log)
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def the_incident_is_one_click_from_its_source_and_its_rescue(
+    base: str, incident_id: str, rescue_id: str
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_demo import _chromium, _dismiss_welcome, _screenshot
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            # the source's events: the observation that links to its incident
+            page.goto(f"{base}/assets/landing/web_visits?view=events")
+            _dismiss_welcome(page)
+            link = page.locator(f"a[href*='partition={incident_id}']").first
+            link.wait_for(timeout=60_000)
+            _screenshot(page, "source-events-incident-link")
+            href = link.get_attribute("href") or ""
+            assert f"/assets/source_incidents?view=partitions&partition={incident_id}" in href
+            page.goto(href if href.startswith("http") else base + href)  # it opens a new tab
+            # its latest materialization's metadata: the status, and the rescue it caused
+            page.locator("tr", has_text="status").filter(has_text="resolved").first.wait_for(
+                timeout=60_000
+            )
+            page.locator(f"a[href*='rescue_report'][href*='{rescue_id}']").first.wait_for(
+                timeout=60_000
+            )
+            _screenshot(page, "incident-partition")
+            # the rescue's report links back to it
+            page.goto(f"{base}/assets/rescue_report?view=partitions&partition={rescue_id}")
+            back = page.locator(f"a[href*='source_incidents'][href*='{incident_id}']").first
+            back.wait_for(timeout=60_000)
+            _screenshot(page, "report-incident-link")
+            # the incidents, told apart by their check
+            page.goto(
+                f"{base}/assets/source_incidents?view=checks&checkDetail=incident_is_resolved"
+            )
+            # the check's own tabs, once its detail has loaded (the asset has a Partitions tab too)
+            page.get_by_role("tab", name="Execution history").wait_for(timeout=60_000)
+            page.get_by_role("tab", name="Partitions").last.click()
+            page.get_by_text("Passed (1)").first.wait_for(timeout=60_000)
+            _screenshot(page, "incident-check-partitions")
+        except Exception:
+            _screenshot(page, "incident-test-failed")
+            raise
+        finally:
+            browser.close()
+
+
 def latest_report(instance: dg.DagsterInstance, rescue_id: str) -> str:
     latest = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=rescues.REPORT_ASSET, asset_partitions=[rescue_id]), limit=1
@@ -115,6 +202,14 @@ def freshness(instance, key: dg.AssetKey) -> dg.AssetCheckEvaluation:
         dg.AssetCheckKey(key, FRESHNESS_CHECK), limit=1
     )[0]
     return record.event.dagster_event.asset_check_evaluation_data
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real Dagster home (the demo's dagster.yaml), so that `dagster dev` can serve it after."""
+    make_home(tmp_path, monkeypatch, None)
+    with dg.DagsterInstance.get() as instance:
+        yield instance
 
 
 def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
@@ -191,3 +286,8 @@ def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
     # the incident is closed: more ticks register nothing more
     tick()
     assert rescues.rescue_ids(instance) == [rescue_id]
+
+    # where on-call people look: the same home in the UI, in a real headless Chromium
+    monkeypatch.delenv("RESCUE_FRESHNESS_INTERVAL_SECONDS")
+    with served(os.environ) as (base, log):
+        the_incident_is_one_click_from_its_source_and_its_rescue(base, incident["id"], rescue_id)

@@ -71,6 +71,8 @@ def status_of(incident: Mapping[str, Any], rescues: Mapping[str, str]) -> str:
 def materialization(
     incident: Mapping[str, Any], rescues: Mapping[str, str]
 ) -> dg.AssetMaterialization:
+    mine = {e["rescue_id"] for e in incident["sources"].values()}
+    rescues = {k: v for k, v in rescues.items() if k in mine}
     status = status_of(incident, rescues)
     lines = []
     for source, e in sorted(incident["sources"].items()):
@@ -118,6 +120,24 @@ def source_observations(
         for source in incident["sources"]
         if source in keys_by_label
     ]
+
+
+def already_shown(
+    instance: dg.DagsterInstance, incident: Mapping[str, Any], rescues: Mapping[str, str]
+) -> bool:
+    """Its partition's latest materialization shows exactly this (the event log is the truth,
+    not the sensor's cursor, which a reset or a replayed tick rewinds)."""
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=INCIDENT_ASSET, asset_partitions=[incident["id"]]), limit=1
+    ).records
+    if not latest:
+        return False
+    meta = latest[0].asset_materialization.metadata
+    if "incident" not in meta or "rescues" not in meta:
+        return False
+    mine = {e["rescue_id"] for e in incident["sources"].values()} - {None, "none"}
+    states = {k: v for k, v in rescues.items() if k in mine}
+    return shown(meta["incident"].value) == shown(incident) and states == meta["rescues"].value
 
 
 def evaluation(instance: dg.DagsterInstance, incident_id: str) -> dg.AssetCheckEvaluation | None:

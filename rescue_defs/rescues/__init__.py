@@ -5,7 +5,8 @@
 - `lifecycle`: register a plan, resume, cancel;
 - `advance`: advance stage by stage (what `rescue_sensor` calls on every tick);
 - `outcomes`: what the rescue's runs did to each model, from the event log;
-- `report`: the Markdown report on `rescue_report` and `rescue status` lines.
+- `report`: the Markdown report on `rescue_report`; `status`: the `rescue status` lines;
+- `confirm`: the next run after a rescue, read and added to its report.
 """
 
 from rescue_defs.rescues.advance import STEP_JOB, Tick, advance, settle, step_request
@@ -24,8 +25,8 @@ from rescue_defs.rescues.report import (
     finish,
     publish,
     report_markdown,
-    status_lines,
 )
+from rescue_defs.rescues.status import status_lines
 from rescue_defs.rescues.store import (
     ACTIVE,
     CANCELED,

@@ -13,20 +13,17 @@ import dagster as dg
 from rescue_defs.rescues.confirm import UNCONFIRMED, confirmation_lines
 from rescue_defs.rescues.outcomes import (
     covered_steps,
-    latest_by_step,
     model_outcomes,
     step_runs,
 )
 from rescue_defs.rescues.store import (
     ALL_RESCUES,
-    DRY_RUN,
     SUCCEEDED,
     TAG_ATTEMPT,
     TAG_ID,
     TAG_KIND,
     TAG_STAGE,
     UNREPORTED_ENDS,
-    load,
     save,
 )
 
@@ -274,7 +271,7 @@ def publish(instance: dg.DagsterInstance, record: Mapping[str, Any], keys) -> No
 
 
 def report_metadata(record: Mapping[str, Any], report: str) -> dict[str, Any]:
-    return {
+    metadata: dict[str, Any] = {
         "rescue_id": record["id"],
         "status": record["status"],
         "reason": record["reason"],
@@ -283,6 +280,12 @@ def report_metadata(record: Mapping[str, Any], report: str) -> dict[str, Any]:
         "runs": dg.MetadataValue.url(f"/runs?q%5B0%5D=tag%3Arescue%2Fid%3D{record['id']}"),
         "report": dg.MetadataValue.md(report),
     }
+    trigger = record.get("trigger") or {}
+    if trigger.get("kind") == "outage":  # the incident it rescues, one click away
+        metadata["incident"] = dg.MetadataValue.url(
+            f"/assets/source_incidents?view=partitions&partition={trigger['incident']}"
+        )
+    return metadata
 
 
 def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
@@ -294,45 +297,3 @@ def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
     instance.add_dynamic_partitions(UNREPORTED_ENDS, [record["id"]])
     if record["status"] == SUCCEEDED:
         instance.add_dynamic_partitions(UNCONFIRMED, [record["id"]])
-
-
-def _elapsed(record: Mapping[str, Any]) -> str:
-    if record["status"] == DRY_RUN:
-        return f"not launched (expected ~{record['plan'].get('expected_seconds', 0):.0f} s)"
-    start = datetime.fromisoformat(record["created_at"])
-    end = datetime.fromisoformat(record["ended_at"]) if record.get("ended_at") else None
-    seconds = ((end or datetime.now(UTC)) - start).total_seconds()
-    expected = record["plan"].get("expected_seconds")
-    took = "took" if end else "running for"
-    return f"{took} {seconds:.0f} s" + (
-        f" (expected ~{expected:.0f} s)" if expected is not None else ""
-    )
-
-
-def status_lines(instance: dg.DagsterInstance, rescue_id: str, keys) -> list[str]:
-    """What `rescue status` prints above the report: one line per run of the plan."""
-    record = load(instance, rescue_id)
-    runs = step_runs(instance, rescue_id)
-    latest = latest_by_step(runs)
-    outcomes = model_outcomes(instance, runs, keys)
-    names = record["names"]
-    planned = _planned(record)
-    rebuilt = sum(1 for m in planned if outcomes[m].rebuilt)
-    validated = sum(1 for m in planned if outcomes[m].validated)
-    lines = [
-        f"rescue {rescue_id}: {record['status']} ({record['reason']}) - {record['message']}",
-        f"  {rebuilt}/{len(planned)} rebuilt, {validated}/{len(planned)} validated; "
-        + _elapsed(record),
-    ]
-    for step in record["steps"]:
-        run = latest.get((step["index"], step["attempt"]))
-        done = [m for m in step["models"] if outcomes[m].rebuilt]
-        state = run.status.value if run else ("done" if not step["remaining"] else "waiting")
-        left = [names.get(m, m) for m in step["models"] if not outcomes[m].rebuilt]
-        lines.append(
-            f"  step {step['index'] + 1} [{step['stage']}] {state}"
-            + (f" ({run.run_id})" if run else "")
-            + f": {len(done)}/{len(step['models'])} rebuilt"
-            + (f"; not rebuilt: {', '.join(left[:10])}" if left and run else "")
-        )
-    return lines

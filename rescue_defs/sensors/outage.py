@@ -19,7 +19,7 @@ from rescue_defs import rescues
 from rescue_defs.assets import incidents as incident_asset
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.automation import incidents
-from rescue_defs.automation.launch import TAG_INCIDENT, launch
+from rescue_defs.automation.launch import TAG_INCIDENT, launch, registered
 from rescue_defs.checks.freshness import FRESHNESS_CHECK, freshness_rules
 from rescue_defs.jobs.freshness import FRESHNESS_JOB, source_asset_key
 from rescue_defs.planning.advice import is_incremental
@@ -203,6 +203,8 @@ def _published(instance, changed, before, keys_by_label):
             incident_asset.shown(incident)
         ):
             continue  # e.g. a source measured down again: nothing new to show
+        if incident_asset.already_shown(instance, incident, states):
+            continue  # a replayed tick (cursor reset): the event log shows this already
         events.append(incident_asset.materialization(incident, states))
         events += incident_asset.source_observations(incident, keys_by_label, status)
         evaluate.append(incident["id"])
@@ -210,9 +212,15 @@ def _published(instance, changed, before, keys_by_label):
 
 
 def _rescue(instance, project, manifest, recovery, uid_of, schedule_defs, state) -> str:
+    where = f"incident {recovery.incident_id} ({', '.join(recovery.sources)})"
+    existing = registered(instance, recovery.rescue_id)
+    if existing is not None:
+        # a replayed measurement (a sensor cursor reset, a tick the daemon did not save): the
+        # rescue of this recovery exists, whatever was rebuilt since
+        incidents.mark_rescued(state, recovery, existing["id"])
+        return f"{where}: recovered; rescue {existing['id']} was already registered"
     sources = [uid_of[s] for s in recovery.sources if s in uid_of]
     rebuild, fresh = rescue_scope(instance, manifest, sources, recovery.since_ts)
-    where = f"incident {recovery.incident_id} ({', '.join(recovery.sources)})"
     if not rebuild:
         incidents.mark_rescued(state, recovery, "none")
         return (
