@@ -268,6 +268,8 @@ def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
     for request in evaluate_sensor(defs, instance, "rescue_report_sensor").run_requests:
         assert execute_request(defs, instance, request).success
     assert incident_shown(instance, incident["id"]) == ("resolved", "SUCCEEDED")
+    observed = instance.fetch_observations(source, limit=1).records[0].asset_observation
+    assert observed.metadata["incident_status"].value == "resolved"  # not the stale "rescuing"
     assert "## Next run\n\n- not yet" in latest_report(instance, rescue_id)
 
     # the next pipeline run builds the rescued models again: the report says it confirmed them

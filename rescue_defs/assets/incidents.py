@@ -69,7 +69,9 @@ def status_of(incident: Mapping[str, Any], rescues: Mapping[str, str]) -> str:
 
 
 def materialization(
-    incident: Mapping[str, Any], rescues: Mapping[str, str]
+    incident: Mapping[str, Any],
+    rescues: Mapping[str, str],
+    keys_by_label: Mapping[str, dg.AssetKey],
 ) -> dg.AssetMaterialization:
     mine = {e["rescue_id"] for e in incident["sources"].values()}
     rescues = {k: v for k, v in rescues.items() if k in mine}
@@ -100,6 +102,9 @@ def materialization(
             # what the rescue's end needs to publish the incident again (assets/report.py)
             "incident": dg.MetadataValue.json(dict(incident)),
             "rescues": dg.MetadataValue.json(dict(rescues)),
+            "source_assets": dg.MetadataValue.json(
+                {s: list(keys_by_label[s].path) for s in incident["sources"] if s in keys_by_label}
+            ),
         },
     )
 
@@ -167,17 +172,24 @@ def evaluation(instance: dg.DagsterInstance, incident_id: str) -> dg.AssetCheckE
 
 def after_rescue(
     instance: dg.DagsterInstance, incident_id: str, rescue_id: str, rescue_status: str
-) -> dg.AssetMaterialization | None:
-    """The incident's partition again, now that one of its rescues has this status."""
+) -> list[dg.AssetMaterialization | dg.AssetObservation]:
+    """The incident's partition again, now that one of its rescues has this status, and an
+    observation on each of its sources saying so."""
     latest = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=INCIDENT_ASSET, asset_partitions=[incident_id]), limit=1
     ).records
     if not latest:
-        return None
+        return []
     meta = latest[0].asset_materialization.metadata
     incident = meta["incident"].value
     rescues = {**meta["rescues"].value, rescue_id: rescue_status}
-    return materialization(incident, rescues)
+    stored = meta["source_assets"].value if "source_assets" in meta else {}
+    keys_by_label = {label: dg.AssetKey(path) for label, path in stored.items()}
+    status = status_of(incident, rescues)
+    return [
+        materialization(incident, rescues, keys_by_label),
+        *source_observations(incident, keys_by_label, status),
+    ]
 
 
 @dg.asset_check(

@@ -103,9 +103,10 @@ def evaluate_rescue_succeeded(context: dg.OpExecutionContext, config: RescueStat
         trigger = record.get("trigger") or {}
         if trigger.get("kind") == "outage":
             incident_id = trigger["incident"]
-            again = incidents.after_rescue(instance, incident_id, record["id"], record["status"])
-            if again is not None:
-                context.log_event(again)
+            for event in incidents.after_rescue(
+                instance, incident_id, record["id"], record["status"]
+            ):
+                context.log_event(event)
     found = incidents.evaluation(instance, incident_id) if incident_id else None
     if found is not None:
         context.log_event(found)

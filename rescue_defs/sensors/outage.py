@@ -205,7 +205,7 @@ def _published(instance, changed, before, keys_by_label):
             continue  # e.g. a source measured down again: nothing new to show
         if incident_asset.already_shown(instance, incident, states):
             continue  # a replayed tick (cursor reset): the event log shows this already
-        events.append(incident_asset.materialization(incident, states))
+        events.append(incident_asset.materialization(incident, states, keys_by_label))
         events += incident_asset.source_observations(incident, keys_by_label, status)
         evaluate.append(incident["id"])
     return events, evaluate
