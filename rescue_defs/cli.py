@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -45,19 +46,78 @@ def _project_manifest(project_dir: Path, profiles_dir: Path | None) -> Path:
 
 
 def _day(value: str) -> date:
+    from rescue_defs.settings import FIRST_DAY, LAST_DAY, in_range
+
     try:
-        return date.fromisoformat(value)
+        return in_range(date.fromisoformat(value))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not a date YYYY-MM-DD from {FIRST_DAY} to {LAST_DAY}: {_shown(value)}"
+        ) from None
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= 7 * 24 * 3600):
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds over 0, at most a week: {_shown(value)}"
+        )
+    return seconds
+
+
+def _whole_seconds(value: str) -> int:
+    if not re.fullmatch(r"\d{1,7}", value.strip()) or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds over 0: {_shown(value)}")
+    return int(value)
+
+
+# what rescue ids are made of (lifecycle.new_rescue_id, the sensors' outage-/merge- ids)
+RESCUE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,199}")
+
+
+def _rescue_id(value: str) -> str:
+    if not RESCUE_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"not a rescue id (letters, digits, _.:+-, at most 200): {_shown(value)}; "
+            "`rescue status` lists the recent ones"
+        )
+    return value
+
+
+def _shown(value: str) -> str:
+    """A bad value as the refusal echoes it: a pasted wall of text is named by its start."""
+    return repr(value) if len(value) <= 80 else f"{value[:80]!r}... ({len(value)} characters)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line (the usage is one `--help` away), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Once(argparse.Action):
+    """A flag given twice would silently replace the first value: refuse it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(
+                self, f'given twice: put every term in one {option_string} "a b"'
+            )
+        setattr(namespace, self.dest, values)
 
 
 def _where(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """The dbt project folder and profiles folder the command names (flags, then the
     environment, then the bundled project), absolute."""
+    from rescue_defs import settings
     from rescue_defs.project import BUNDLED_PROJECT_DIR
 
-    project_dir = args.project_dir or os.environ.get("RESCUE_DBT_PROJECT_DIR")
-    profiles = args.profiles_dir or os.environ.get("RESCUE_DBT_PROFILES_DIR")
+    project_dir = args.project_dir or settings.get("RESCUE_DBT_PROJECT_DIR")
+    profiles = args.profiles_dir or settings.get("RESCUE_DBT_PROFILES_DIR")
     return (
         Path(project_dir or BUNDLED_PROJECT_DIR).resolve(),
         Path(profiles).resolve() if profiles else None,
@@ -359,8 +419,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _selection_args(plan: argparse.ArgumentParser) -> None:
-    plan.add_argument("--select", "-s", required=True, help='dbt selection, e.g. "int_a+ +mart_b+"')
-    plan.add_argument("--exclude", help="dbt selection to leave out")
+    plan.add_argument(
+        "--select", "-s", required=True, action=_Once, help='dbt selection, e.g. "int_a+ +mart_b+"'
+    )
+    plan.add_argument("--exclude", action=_Once, help="dbt selection to leave out")
     fr = plan.add_mutually_exclusive_group()
     fr.add_argument(
         "--full-refresh",
@@ -404,7 +466,7 @@ def _project_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--profiles-dir")
     p.add_argument("--wait", action="store_true", help="follow the rescue until it ends")
-    p.add_argument("--wait-timeout", type=float, default=3600.0)
+    p.add_argument("--wait-timeout", type=_seconds, default=3600.0, metavar="SECONDS")
     p.add_argument(
         "--ui",
         help="Dagster UI address, where runs are launched and shown (default: RESCUE_UI_URL, "
@@ -413,7 +475,7 @@ def _project_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rescue", description=__doc__)
+    p = _Parser(prog="rescue", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="resolve a dbt selection and print the rescue plan")
     _selection_args(plan)
@@ -444,7 +506,7 @@ def parser() -> argparse.ArgumentParser:
     )
     launch.add_argument(
         "--max-runtime",
-        type=int,
+        type=_whole_seconds,
         metavar="SECONDS",
         help="fail a stage run that takes longer (run monitoring); resume continues",
     )
@@ -459,12 +521,12 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser(
         "status", help="stages, runs, what was rebuilt, what is left (no id: recent rescues)"
     )
-    status.add_argument("rescue_id", nargs="?")
+    status.add_argument("rescue_id", nargs="?", type=_rescue_id)
     _project_args(status)
     status.set_defaults(func=_status)
 
     resume = sub.add_parser("resume", help="rebuild planned minus materialized, same flags")
-    resume.add_argument("rescue_id")
+    resume.add_argument("rescue_id", type=_rescue_id)
     _project_args(resume)
     resume.add_argument(
         "--force", action="store_true", help="resume a dry run whose plan was blocked"
@@ -474,7 +536,7 @@ def parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser(
         "cancel", help="stop a rescue: terminate its runs in flight, report what is left"
     )
-    cancel.add_argument("rescue_id")
+    cancel.add_argument("rescue_id", type=_rescue_id)
     _project_args(cancel)
     cancel.set_defaults(func=_cancel)
 
@@ -516,18 +578,19 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from rescue_defs.checks.proof import ProofSettingError
     from rescue_defs.planning.manifest import ManifestError
     from rescue_defs.planning.selection import SelectionError
+    from rescue_defs.settings import SettingError, check
 
     try:
+        check()  # every RESCUE_* variable, before anything is planned or launched
         return args.func(args)
     except (
         CliError,
         SelectionError,
         ManifestError,
         FileNotFoundError,
-        ProofSettingError,
+        SettingError,
     ) as e:  # one line, exit 2
         print(f"rescue: error: {e}", file=sys.stderr)
         return EXIT_USAGE

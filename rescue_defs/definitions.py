@@ -6,12 +6,12 @@ from rescue_defs import parsing
 # this process spends 2-3 s importing Dagster below (parsing.py; only under `dagster dev`)
 parsing.start_for_environment()
 
-import os
 
 import dagster as dg
 from dagster_dbt import DbtProject
 from dagster_duckdb import DuckDBResource
 
+from rescue_defs import settings
 from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 from rescue_defs.assets.incidents import incident_is_resolved, incident_spec
@@ -102,9 +102,9 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
             "dbt": RescueDbtCliResource(project_dir=project),
             "warehouse": DuckDBResource(database=str(warehouse)),
             "validation": ValidationResource(
-                business_timezone=os.environ.get("RESCUE_BUSINESS_TIMEZONE", "UTC"),
-                warehouse_timezone=os.environ.get("RESCUE_WAREHOUSE_TIMEZONE", "UTC"),
-                today=os.environ.get("RESCUE_TODAY", ""),
+                business_timezone=settings.get("RESCUE_BUSINESS_TIMEZONE"),
+                warehouse_timezone=settings.get("RESCUE_WAREHOUSE_TIMEZONE"),
+                today=settings.raw("RESCUE_TODAY"),
             ),
         },
         # One dbt step does the work of a run; separate processes per step only add start-up
@@ -115,4 +115,7 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    # every RESCUE_* value checked before anything is built: one line naming each bad one
+    # (`dagster definitions validate` fails on it), never a stack trace from deep inside
+    settings.check()
     return build_definitions(dbt_project())

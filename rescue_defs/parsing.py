@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-DEFAULT_WAIT_SECONDS = 4.0  # from the parse's start: a stale reload within ~10 s (bench B6)
 _RUNNING: dict[str, threading.Thread] = {}
 _STARTED: dict[str, float] = {}
 _ERRORS: dict[str, BaseException] = {}
@@ -62,16 +61,9 @@ class Where:
 
 
 def parse_wait_seconds() -> float:
-    raw = os.environ.get("RESCUE_PARSE_WAIT_SECONDS", "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_WAIT_SECONDS
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ValueError(
-            f"RESCUE_PARSE_WAIT_SECONDS={raw!r} is not allowed: a number of seconds, 0 or more"
-        )
-    return value
+    from rescue_defs import settings
+
+    return settings.get("RESCUE_PARSE_WAIT_SECONDS")
 
 
 def deps_needed(project_dir: Path) -> bool:

@@ -22,6 +22,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rescue_defs import settings
+
 if TYPE_CHECKING:  # imported where a DbtProject is made: this module is read before Dagster
     from dagster_dbt import DbtProject
 
@@ -37,13 +39,13 @@ WAREHOUSE_POOL = "warehouse"
 
 def warehouse_path() -> Path:
     """The DuckDB file of the bundled warehouse, absolute, outside the dbt project folder."""
-    configured = os.environ.get("RESCUE_DUCKDB_PATH")
+    configured = settings.get("RESCUE_DUCKDB_PATH")
     path = Path(configured) if configured else DEFAULT_DATA_DIR / "warehouse.duckdb"
     return path.expanduser().resolve()
 
 
 def sandbox_warehouse_path() -> Path:
-    configured = os.environ.get("RESCUE_SANDBOX_DUCKDB_PATH")
+    configured = settings.get("RESCUE_SANDBOX_DUCKDB_PATH")
     if configured:
         return Path(configured).expanduser().resolve()
     prod = warehouse_path()
@@ -74,7 +76,7 @@ def rescue_target_path(target: str | None) -> Path:
 
 
 def configured_target() -> str | None:
-    return os.environ.get("RESCUE_DBT_TARGET") or None
+    return settings.get("RESCUE_DBT_TARGET")
 
 
 @functools.cache
@@ -192,8 +194,8 @@ def _prepare_once(project: DbtProject) -> None:
 def dbt_project() -> DbtProject:
     """The DbtProject the environment points at."""
     return load_dbt_project(
-        os.environ.get("RESCUE_DBT_PROJECT_DIR") or None,
-        os.environ.get("RESCUE_DBT_PROFILES_DIR") or None,
+        settings.get("RESCUE_DBT_PROJECT_DIR"),
+        settings.get("RESCUE_DBT_PROFILES_DIR"),
         configured_target(),
     )
 
@@ -201,22 +203,18 @@ def dbt_project() -> DbtProject:
 def business_today() -> date:
     """The business date: RESCUE_TODAY (replays, tests, the simulated shop), the date of
     RESCUE_NOW, or the UTC date."""
-    configured = os.environ.get("RESCUE_TODAY", "")
-    if configured:
-        return date.fromisoformat(configured)
-    return clock_now().date()
+    return settings.get("RESCUE_TODAY") or clock_now().date()
 
 
 def configured_now() -> datetime | None:
     """The injected clock, naive UTC: RESCUE_NOW (an ISO time), else RESCUE_TODAY at the real
     clock's time of day; None when neither is set (the real clock rules)."""
-    now = os.environ.get("RESCUE_NOW", "")
-    if now:
-        value = datetime.fromisoformat(now)
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    today = os.environ.get("RESCUE_TODAY", "")
-    if today:
-        return datetime.combine(date.fromisoformat(today), datetime.now(UTC).time())
+    now = settings.get("RESCUE_NOW")
+    if now is not None:
+        return now
+    today = settings.get("RESCUE_TODAY")
+    if today is not None:
+        return datetime.combine(today, datetime.now(UTC).time())
     return None
 
 
@@ -226,19 +224,10 @@ def clock_now() -> datetime:
 
 
 def business_timezone() -> str:
-    return os.environ.get("RESCUE_BUSINESS_TIMEZONE", "UTC")
+    return settings.get("RESCUE_BUSINESS_TIMEZONE")
 
 
 def peak_hours() -> tuple[int, int] | None:
     """RESCUE_PEAK_HOURS "8-18" (default; local hours [start, end) on weekdays, in
     RESCUE_BUSINESS_TIMEZONE) when heavy rescues must not start; "none": no peak hours."""
-    value = os.environ.get("RESCUE_PEAK_HOURS", "8-18").strip().lower()
-    if value in ("", "none", "off"):
-        return None
-    try:
-        start, end = (int(part) for part in value.split("-"))
-    except ValueError:
-        raise ValueError(f"RESCUE_PEAK_HOURS must look like 8-18 or none, not {value!r}") from None
-    if not (0 <= start < end <= 24):
-        raise ValueError(f"RESCUE_PEAK_HOURS {value!r}: need 0 <= start < end <= 24")
-    return start, end
+    return settings.get("RESCUE_PEAK_HOURS")

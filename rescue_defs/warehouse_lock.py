@@ -86,7 +86,9 @@ class WarehouseHeld(Exception):
 def require_free(path: Path, then: str, log=None) -> None:
     """Wait RESCUE_LOCK_WAIT_SECONDS (60) for a holder outside the pipeline to let go, then
     raise naming it; `then` says what was not done."""
-    seconds = float(os.environ.get("RESCUE_LOCK_WAIT_SECONDS", "60"))
+    from rescue_defs import settings
+
+    seconds = settings.get("RESCUE_LOCK_WAIT_SECONDS")
     held = wait_until_free(path, seconds, log)
     if held is not None:
         raise WarehouseHeld(

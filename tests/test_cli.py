@@ -142,3 +142,56 @@ def test_a_project_that_does_not_parse_says_why_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("rescue: error: dbt parse failed in")
     assert not err.endswith("Runtime Error") and len(err) > len("rescue: error: dbt parse")
+
+
+def _said(argv: list[str], capsys) -> tuple[int, str]:
+    """Exit code and what stderr said (argparse's refusals exit through SystemExit)."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.strip()
+
+
+REFUSED = {
+    "an absolute path selector": (["--select", "path:/etc"], "relative to the project folder"),
+    "state: without a comparison": (["--select", "state:modified+"], "previous manifest"),
+    "result: selector": (["--select", "result:error+"], "run_results.json"),
+    "source_status: selector": (["--select", "source_status:fresher+"], "freshness results"),
+    "--select twice": (["--select", "stg_orders", "--select", "fct_orders"], "given twice"),
+    "--exclude twice": (["--select", "a", "--exclude", "b", "--exclude", "c"], "given twice"),
+    "a date out of range": (["--select", "stg_orders", "--today", "9999-12-31"], "2199-12-31"),
+    "a window from year 1": (["--select", "a", "--changed-from", "0001-01-01"], "1970-01-01"),
+    "an unknown flag": (["--select", "a", "--fullrefresh"], "unrecognized arguments"),
+}
+
+
+@pytest.mark.parametrize("label", REFUSED)
+def test_bad_plan_input_is_refused_in_one_line_naming_it(label, shop_project, capsys):
+    args, named = REFUSED[label]
+    code, err = _said(["plan", "--manifest", str(shop_project.manifest_path), *args], capsys)
+    assert code == 2
+    assert err.startswith("rescue") and "\n" not in err and "Traceback" not in err, err
+    assert named in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["launch", "--select", "stg_orders", "--wait-timeout", "nan"], "--wait-timeout"),
+        (["launch", "--select", "stg_orders", "--wait-timeout", "-1"], "--wait-timeout"),
+        (["launch", "--select", "stg_orders", "--max-runtime", "-5"], "--max-runtime"),
+        (["status", "x" * 100_000], "(100000 characters)"),
+        (["resume", "a;drop table b"], "not a rescue id"),
+        (["cancel", ""], "not a rescue id"),
+    ],
+    ids=["nan timeout", "negative timeout", "negative max runtime", "huge id", "id", "empty id"],
+)
+def test_bad_launch_and_follow_input_is_one_line_and_registers_nothing(
+    argv, named, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    code, err = _said(argv, capsys)
+    assert code == 2
+    assert "\n" not in err and len(err) < 400 and named in err, err
+    assert not (tmp_path / "home").exists(), "nothing opened, nothing registered"

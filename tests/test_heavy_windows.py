@@ -4,7 +4,6 @@ for the low-traffic window and starts in it; a light one starts at once; two hea
 after the other, never side by side; `--now` starts at once and is recorded."""
 
 import dagster as dg
-import pytest
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
@@ -118,16 +117,3 @@ def test_a_heavy_rescue_launched_with_now_starts_at_peak_and_says_so(
     assert [r.tags[rescues.TAG_ID] for r in requests] == [rescue_id]
     report = rescues.report_markdown(instance, record, _keys(shop_project))
     assert "started with --now" in report
-
-
-def test_peak_hours_that_do_not_parse_are_refused_in_one_line(monkeypatch):
-    from rescue_defs.project import peak_hours
-
-    monkeypatch.setenv("RESCUE_PEAK_HOURS", "18-8")
-    with pytest.raises(ValueError, match="need 0 <= start < end <= 24"):
-        peak_hours()
-    monkeypatch.setenv("RESCUE_PEAK_HOURS", "evenings")
-    with pytest.raises(ValueError, match="must look like 8-18 or none"):
-        peak_hours()
-    monkeypatch.setenv("RESCUE_PEAK_HOURS", "none")
-    assert peak_hours() is None

@@ -9,36 +9,20 @@ named (checks/build_time.py). The verdict is the asset check `equals_a_from_scra
 a model that differs is rebuilt with `--full-refresh` by the rescue itself, then proven again.
 """
 
-import math
-import os
 from collections.abc import Mapping
 from typing import Any
 
+from rescue_defs import settings as configured
+
 PROOF_CHECK = "equals_a_from_scratch_build"
-DEFAULT_MAX_SECONDS = 600.0
-ON, OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
-
-
-class ProofSettingError(ValueError):
-    """RESCUE_PROOF or RESCUE_PROOF_MAX_SECONDS holds a value that is not allowed."""
 
 
 def proof_settings() -> dict[str, Any]:
     """{"on", "max_seconds", "why_off"}: RESCUE_PROOF=on|off (default on, for any project and
-    any adapter: the proof runs through dbt), RESCUE_PROOF_MAX_SECONDS (default 600)."""
-    setting = os.environ.get("RESCUE_PROOF", "").strip().lower()
-    if setting and setting not in ON + OFF:
-        raise ProofSettingError(f"RESCUE_PROOF={setting!r} is not allowed: use on or off")
-    on = setting not in OFF
-    raw = os.environ.get("RESCUE_PROOF_MAX_SECONDS", "").strip()
-    try:
-        max_seconds = float(raw) if raw else DEFAULT_MAX_SECONDS
-    except ValueError:
-        max_seconds = -1.0
-    if not math.isfinite(max_seconds) or max_seconds <= 0:
-        raise ProofSettingError(
-            f"RESCUE_PROOF_MAX_SECONDS={raw!r} is not allowed: a positive number of seconds"
-        )
+    any adapter: the proof runs through dbt), RESCUE_PROOF_MAX_SECONDS (default 600). A bad
+    value raises settings.SettingError."""
+    on = configured.get("RESCUE_PROOF")
+    max_seconds = configured.get("RESCUE_PROOF_MAX_SECONDS")
     return {
         "on": on,
         "max_seconds": max_seconds,

@@ -5,10 +5,11 @@ from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys, selector_for
-from rescue_defs.checks.proof import ProofSettingError, proof_settings
+from rescue_defs.checks.proof import proof_settings
 from rescue_defs.planning.plan import Planner, PlanRequest
 from rescue_defs.planning.selection import SelectionError
 from rescue_defs.rescues import kickoff
+from rescue_defs.settings import SettingError
 from rescue_defs.warehouse_reader import WarehouseTarget
 
 
@@ -102,7 +103,7 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
                 reserve=kickoff.BY_JOB,
                 proof=proof_settings(),
             )
-        except (SelectionError, rescues.RescueError, ProofSettingError) as e:
+        except (SelectionError, rescues.RescueError, SettingError) as e:
             raise dg.Failure(description=str(e)) from None
         # the starting run carries the rescue's id (once there is one), so the rescue's runs
         # filter shows it too

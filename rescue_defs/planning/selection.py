@@ -13,6 +13,18 @@ from dataclasses import dataclass, field
 
 from rescue_defs.planning.manifest import DbtManifest
 
+# selector methods that compare with another invocation's artifacts (dbt's --state folder)
+NEEDS_ARTIFACTS = {
+    "state": "state: selectors compare with a previous manifest, which a rescue's selection "
+    "does not take: name the models (merge_sensor rescues what a merge changed, and "
+    "`rescue plan --state` advises on it)",
+    "result": "result: selectors read a previous run's run_results.json, which a rescue's "
+    "selection does not take: name the models",
+    "source_status": "source_status: selectors read previous freshness results, which a "
+    "rescue's selection does not take: name the models (source_outage_sensor rescues "
+    "what an outage left stale)",
+}
+
 
 class SelectionError(ValueError):
     """A selection that cannot be run: names the term at fault."""
@@ -79,8 +91,13 @@ class Selector:
         (intersection,) = union.components
         for criteria in intersection.components:
             assert isinstance(criteria, SelectionCriteria)
+            method = str(getattr(criteria.method, "value", criteria.method))
             if not criteria.value:
-                raise SelectionError(term, f"the {criteria.method} selector has no value")
+                raise SelectionError(term, f"the {method} selector has no value")
+            if method in NEEDS_ARTIFACTS:
+                raise SelectionError(term, NEEDS_ARTIFACTS[method])
+            if method == "path" and criteria.value.startswith(("/", "~")):
+                raise SelectionError(term, "a path: selector is relative to the project folder")
         return intersection
 
     def _match(self, term: str, named: bool = True) -> tuple[set[str], set[str]]:
@@ -88,11 +105,14 @@ class Selector:
         spec = self._parse(term)
         _ensure_dbt_flags()
         uses_paths = any(c.method == "path" for c in spec.components)
-        with self.manifest.project_root() if uses_paths else nullcontext():
-            selected, _ = self._selector.select_nodes(spec, warn_on_no_nodes=False)
-            direct: set[str] = set()
-            for criteria in spec.components if named else ():
-                direct |= self._selector.select_included(self._all_nodes, criteria)
+        try:
+            with self.manifest.project_root() if uses_paths else nullcontext():
+                selected, _ = self._selector.select_nodes(spec, warn_on_no_nodes=False)
+                direct: set[str] = set()
+                for criteria in spec.components if named else ():
+                    direct |= self._selector.select_included(self._all_nodes, criteria)
+        except Exception as e:  # whatever dbt's selector raises on this term, one line
+            raise SelectionError(term, f"dbt cannot select it: {_first_line(e)}") from None
         return set(selected), direct
 
     def models(self, select: str) -> set[str]:

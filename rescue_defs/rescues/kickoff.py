@@ -30,6 +30,7 @@ from typing import Any
 
 import dagster as dg
 
+from rescue_defs import settings
 from rescue_defs.rescues.outcomes import covered_steps
 from rescue_defs.rescues.store import (
     ACTIVE,
@@ -56,8 +57,8 @@ def ui_url(explicit: str | None = None) -> str:
     into the Dagster home, else dagster dev's default."""
     if explicit:
         return explicit.rstrip("/")
-    if os.environ.get("RESCUE_UI_URL"):
-        return os.environ["RESCUE_UI_URL"].rstrip("/")
+    if settings.get("RESCUE_UI_URL"):
+        return settings.get("RESCUE_UI_URL")
     home = os.environ.get("DAGSTER_HOME")
     written = Path(home) / "ui_url" if home else None
     if written is not None and written.exists():

@@ -8,14 +8,13 @@ is its cursor, saved only after a good tick; rescues get ids derived from the in
 recovery, so a replayed tick registers nothing twice."""
 
 import json
-import os
 import time
 
 import dagster as dg
 import networkx as nx
 from dagster_dbt import DbtProject
 
-from rescue_defs import rescues
+from rescue_defs import rescues, settings
 from rescue_defs.assets import incidents as incident_asset
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.automation import incidents
@@ -31,8 +30,8 @@ from rescue_defs.rescues.facts import IN_FLIGHT
 DONE = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+def _seconds(name: str) -> float:
+    return settings.get(name)
 
 
 def observations(instance: dg.DagsterInstance, run_id: str, labels) -> list[incidents.Observation]:
@@ -140,7 +139,7 @@ def build_source_outage_sensor(
         current = {i["id"]: i for i in state.get("open", [])}  # kept once rescued (step 2)
         # 2. recovered incidents: one rescue each
         now = latest_now or cursor.get("measured_at", "")
-        group = _seconds("RESCUE_RECOVERY_GROUP_SECONDS", 3600)
+        group = _seconds("RESCUE_RECOVERY_GROUP_SECONDS")
         for recovery in incidents.ready(state, now, group) if now else []:
             messages.append(
                 _rescue(instance, project, manifest, recovery, uid_of, schedule_defs, state)
@@ -280,7 +279,7 @@ def _measurement(instance, source_keys, runs, loaded_by_dagster: bool) -> list[d
                 newest = max(newest, event.timestamp)
         if newest:
             marker = f"load-{newest:.3f}"
-        elif time.time() - since >= _seconds("RESCUE_FRESHNESS_INTERVAL_SECONDS", 3600):
+        elif time.time() - since >= _seconds("RESCUE_FRESHNESS_INTERVAL_SECONDS"):
             marker = f"after-{last.dagster_run.run_id}"
     if not marker:
         return []
