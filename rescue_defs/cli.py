@@ -183,8 +183,12 @@ def _instance():
 
     # the same instance `./dev demo` serves
     os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DATA_DIR / "dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.get()
+    home = Path(os.environ["DAGSTER_HOME"])
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        return dg.DagsterInstance.get()
+    except OSError as e:  # not writable, a file in the way, a full disk
+        raise CliError(f"DAGSTER_HOME {home} cannot be used: {e.strerror or e}") from None
 
 
 def _previous(args: argparse.Namespace, manifest):
@@ -580,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from rescue_defs.planning.manifest import ManifestError
     from rescue_defs.planning.selection import SelectionError
+    from rescue_defs.project import ProjectNotReady
     from rescue_defs.settings import SettingError, check
 
     try:
@@ -591,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         ManifestError,
         FileNotFoundError,
         SettingError,
+        ProjectNotReady,
     ) as e:  # one line, exit 2
         print(f"rescue: error: {e}", file=sys.stderr)
         return EXIT_USAGE

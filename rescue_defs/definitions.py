@@ -30,7 +30,12 @@ from rescue_defs.jobs.rescue import (
     build_rescue_job,
     build_rescue_step_job,
 )
-from rescue_defs.project import configure_warehouse_env, dbt_project, is_bundled
+from rescue_defs.project import (
+    ProjectNotReady,
+    configure_warehouse_env,
+    dbt_project,
+    is_bundled,
+)
 from rescue_defs.sensors.merge import build_merge_sensor
 from rescue_defs.sensors.outage import build_source_outage_sensor
 from rescue_defs.sensors.report import build_rescue_report_sensor
@@ -118,4 +123,8 @@ def defs() -> dg.Definitions:
     # every RESCUE_* value checked before anything is built: one line naming each bad one
     # (`dagster definitions validate` fails on it), never a stack trace from deep inside
     settings.check()
-    return build_definitions(dbt_project())
+    try:
+        project = dbt_project()
+    except ProjectNotReady as e:  # one line naming the dbt command that says why
+        raise ProjectNotReady(str(e)) from None
+    return build_definitions(project)

@@ -85,15 +85,23 @@ def load_dbt_project(
 ) -> DbtProject:
     project_path = Path(project_dir).expanduser().resolve() if project_dir else BUNDLED_PROJECT_DIR
     if not (project_path / "dbt_project.yml").exists():
-        raise FileNotFoundError(f"no dbt_project.yml in {project_path} (RESCUE_DBT_PROJECT_DIR)")
+        raise ProjectNotReady(f"no dbt_project.yml in {project_path} (RESCUE_DBT_PROJECT_DIR)")
     from dagster_dbt import DbtProject
 
-    project = DbtProject(
-        project_dir=project_path,
-        profiles_dir=Path(profiles_dir).expanduser().resolve() if profiles_dir else project_path,
-        target=target,
-        target_path=rescue_target_path(target),
-    )
+    profiles_path = Path(profiles_dir).expanduser().resolve() if profiles_dir else project_path
+    try:
+        project = DbtProject(
+            project_dir=project_path,
+            profiles_dir=profiles_path,
+            target=target,
+            target_path=rescue_target_path(target),
+        )
+    except Exception as e:  # dagster-dbt reads dbt_project.yml (its YAML, its name) here
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        raise ProjectNotReady(
+            f"{project_path / 'dbt_project.yml'} does not load ({type(e).__name__}: "
+            f"{first[:200]}); run `dbt parse --project-dir {project_path}` to see why"
+        ) from None
     # the profile needs the warehouse path to parse
     configure_warehouse_env()
     # under `dagster dev` dagster-dbt parses in every process that loads the code (the code
@@ -113,7 +121,7 @@ def load_dbt_project(
             raise _not_ready(project, e) from None
         if note:
             logging.getLogger(__name__).warning(note)
-    if not project.manifest_path.exists():
+    if not project.manifest_path.exists() or not _ends_whole(project.manifest_path):
         # elsewhere (dagster-webserver, the daemon, a run worker, tests): parse once, as
         # dagster-dbt's own preparer does, instead of failing on a project fresh from git
         _prepare_once(project)
@@ -132,7 +140,7 @@ def manifest_is_current(
     packages installed)."""
     if manifest is None:
         manifest = Path(project_dir) / rescue_target_path(None) / "manifest.json"
-    if not manifest.exists():
+    if not manifest.exists() or not _ends_whole(manifest):
         return False
     built = manifest.stat().st_mtime
     files = [Path(profiles_dir) / "profiles.yml"] if profiles_dir is not None else []
@@ -158,6 +166,14 @@ def manifest_is_current(
         except FileNotFoundError:
             continue
     return True
+
+
+def _ends_whole(manifest: Path) -> bool:
+    """A manifest cut short (a full disk, a killed parse, a partial copy) does not end its JSON
+    object: parse again rather than fail on it. Reads the last bytes only."""
+    with manifest.open("rb") as f:
+        f.seek(max(0, manifest.stat().st_size - 64))
+        return f.read().rstrip().endswith(b"}")
 
 
 class ProjectNotReady(RuntimeError):

@@ -195,3 +195,13 @@ def test_bad_launch_and_follow_input_is_one_line_and_registers_nothing(
     assert code == 2
     assert "\n" not in err and len(err) < 400 and named in err, err
     assert not (tmp_path / "home").exists(), "nothing opened, nothing registered"
+
+
+def test_a_dagster_home_that_cannot_be_used_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "a_file" / "home"))
+    code, err = _said(["status"], capsys)
+    assert code == 2
+    assert (
+        err == f"rescue: error: DAGSTER_HOME {tmp_path}/a_file/home cannot be used: Not a directory"
+    )

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -67,9 +68,67 @@ def test_relative_warehouse_path_is_made_absolute(monkeypatch, tmp_path):
     assert warehouse_path() == tmp_path / "rel" / "warehouse.duckdb"
 
 
-def test_a_missing_project_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no dbt_project.yml"):
-        load_dbt_project(str(tmp_path / "nowhere"))
+def _broken_project(tmp_path: Path, how: str) -> Path:
+    import shutil
+
+    from tests.conftest import FIXTURES
+
+    if how == "missing":
+        return tmp_path / "nowhere"
+    project_dir = tmp_path / "their_project"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    (project_dir / "dbt_project.yml").write_text("name: [unclosed\n")
+    return project_dir
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [("missing", "no dbt_project.yml in "), ("bad yaml", "dbt_project.yml does not load")],
+)
+def test_a_project_that_does_not_load_stops_the_code_location_in_one_line(
+    how, said, tmp_path, monkeypatch
+):
+    from rescue_defs.definitions import defs
+    from rescue_defs.project import ProjectNotReady
+
+    monkeypatch.setenv("RESCUE_DBT_PROJECT_DIR", str(_broken_project(tmp_path, how)))
+    with pytest.raises(ProjectNotReady, match=said) as refused:
+        defs()
+    assert "\n" not in str(refused.value)
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+def test_dagster_definitions_validate_names_the_broken_project_file(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("RESCUE_DBT_PROJECT_DIR", str(_broken_project(tmp_path, "bad yaml")))
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    said = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "ProjectNotReady: " in said and "dbt_project.yml does not load" in said
+    assert "yaml/parser.py" not in said, "no stack from inside the YAML parser"
+
+
+def test_a_manifest_cut_short_is_parsed_again_not_loaded(jaffle_project_dir, tmp_path, monkeypatch):
+    import shutil
+
+    project_dir = tmp_path / "their_project"
+    shutil.copytree(jaffle_project_dir, project_dir, symlinks=True)
+    manifest = project_dir / "target" / "rescue" / "default" / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:5000])
+    monkeypatch.setenv("RESCUE_DBT_PROJECT_DIR", str(project_dir))
+    monkeypatch.delenv("DAGSTER_IS_DEV_CLI", raising=False)  # as dagster-webserver / the daemon
+    from rescue_defs.definitions import defs
+
+    assert defs().resolve_asset_graph().get_all_asset_keys()
+    assert json.loads(manifest.read_text())["nodes"]
 
 
 def test_external_project_loads_its_models_as_assets_and_builds(
