@@ -26,6 +26,8 @@ def main() -> int:
         seeds = list(range(first, last + 1))
     else:
         seeds = [int(x) for x in args.seeds.split(",")]
+    # dbt and dagster-dbt's preparer find this environment's dbt without .venv/bin on PATH
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     failures = 0
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
@@ -36,6 +38,11 @@ def main() -> int:
             home.mkdir()
             (home / "dagster.yaml").write_text(
                 (Path(__file__).resolve().parent.parent / "dagster.yaml").read_text()
+                # runs execute in this process, some killed on purpose: Dagster's stdout
+                # capture (a `tail -F` per step) outlives an abandoned execution until the
+                # process exits, an hour of leaked processes over a soak; nothing reads them
+                + "\ncompute_logs:\n  module: dagster._core.storage.noop_compute_log_manager"
+                "\n  class: NoOpComputeLogManager\n"
             )
             os.environ.update(RESCUE_DUCKDB_PATH=str(warehouse), DAGSTER_HOME=str(home))
             from rescue_defs.definitions import build_definitions

@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_dbt import DbtProject
 from dagster_duckdb import DuckDBResource
 
-from rescue_defs import settings
+from rescue_defs import dbt_child, settings
 from rescue_defs.assets.dbt import build_dbt_models
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 from rescue_defs.assets.incidents import incident_is_resolved, incident_spec
@@ -104,7 +104,8 @@ def build_definitions(project: DbtProject) -> dg.Definitions:
             build_rescue_report_sensor(rescue_status_job, project),
         ],
         resources={
-            "dbt": RescueDbtCliResource(project_dir=project),
+            # dbt dies with its run worker (dbt_child.py): no writer outlives a killed run
+            "dbt": RescueDbtCliResource(project_dir=project, dbt_executable=dbt_child.executable()),
             "warehouse": DuckDBResource(database=str(warehouse)),
             "validation": ValidationResource(
                 business_timezone=settings.get("RESCUE_BUSINESS_TIMEZONE"),

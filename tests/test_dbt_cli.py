@@ -78,3 +78,55 @@ def test_invocations_share_an_adapter_only_when_they_use_the_same_warehouse(
     # the validation queries of a sandbox run read the sandbox, never prod
     assert Path(first.config.credentials.path) == warehouse
     assert Path(sandbox.config.credentials.path) == tmp_path / "sandbox.duckdb"
+
+
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen(sys.argv[2:], stdout=open(sys.argv[1], "w"), stderr=subprocess.STDOUT)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_dbt_started_for_a_run_dies_with_the_worker_that_started_it(
+    shop_project, warehouse, tmp_path
+):
+    """A run worker killed while dbt runs a long query (no output meanwhile): dbt must not go
+    on writing the warehouse while the rescue resumes."""
+    import os
+    import signal
+    import time
+
+    from rescue_defs import dbt_child
+
+    long_query = "select count(*) from range(100000000000)"
+    dbt = [dbt_child.executable(), "show", "--inline", long_query]
+    dbt += ["--project-dir", str(shop_project.project_dir)]
+    dbt += ["--profiles-dir", str(shop_project.profiles_dir), "--target-path", "target/show"]
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "dbt.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(log), *dbt],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    child = int(worker.stdout.readline())
+    try:
+        time.sleep(8)  # dbt has started, and runs the query
+        assert _alive(child), log.read_text()
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        deadline = time.monotonic() + 3
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "dbt outlived the worker that started it"
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
