@@ -13,6 +13,7 @@ from dagster._serdes import serialize_value
 
 from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.rescues.liveness import SILENT_SECONDS, TAG_ALIVE
 from tests.helpers import (
     drive_rescue,
     evaluate_rescue_sensor,
@@ -154,3 +155,81 @@ def test_a_second_dead_run_stops_the_rescue_for_a_human_whose_resume_the_status_
     for text in order:  # in this order
         at = history.find(text, at)
         assert at != -1, (text, history)
+
+
+def _vanished(instance, request, silent_for: float) -> dg.DagsterRun:
+    """A run whose worker beat, then vanished with everything around it (a `kill -9` of the
+    whole `dagster dev`): STARTED in the instance, nobody left to say otherwise."""
+    from dagster._core.test_utils import create_run_for_test
+
+    run = create_run_for_test(
+        instance, job_name=request.job_name, tags=request.tags, status=dg.DagsterRunStatus.STARTED
+    )
+    instance.add_run_tags(run.run_id, {TAG_ALIVE: f"{time.time() - silent_for:.0f}"})
+    return instance.get_run_by_id(run.run_id)
+
+
+def test_a_run_left_started_by_a_vanished_worker_is_failed_once_silent_and_the_rescue_goes_on(
+    shop_defs, shop_project, instance
+):
+    assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
+    rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="stg_orders", reason="t"))
+    (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
+
+    # a worker that beat a moment ago is alive: left alone, nothing launched beside it
+    alive = _vanished(instance, request, silent_for=5)
+    assert not evaluate_rescue_sensor(shop_defs, instance).run_requests
+    assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+    instance.report_run_failed(alive, "the test's first run")  # (it did die after all)
+    assert not evaluate_rescue_sensor(shop_defs, instance).run_requests  # resumes it once
+    record = rescues.load(instance, rescue_id)
+    assert record["status"] == rescues.ACTIVE and record["auto_resumes"] == 1
+
+    # the resumed run's worker goes silent for good: failed, saying why; the rescue stops for
+    # a human (its automatic resume is spent) with the command that resumes it
+    (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
+    silent = _vanished(instance, request, silent_for=SILENT_SECONDS + 30)
+    evaluate_rescue_sensor(shop_defs, instance)
+    failed = instance.get_run_by_id(silent.run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    said = instance.all_logs(silent.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[-1].message
+    assert "run worker silent since" in said and "marked failed" in said
+    record = rescues.load(instance, rescue_id)
+    assert record["status"] == rescues.FAILED and f"rescue resume {rescue_id}" in record["message"]
+
+    # and `rescue resume` is no longer refused: the rescue ends rebuilt and validated
+    keys = model_asset_keys(
+        load_manifest(str(shop_project.manifest_path), str(shop_project.project_dir))
+    )
+    rescues.resume(instance, rescue_id, keys)
+    record = drive_rescue(shop_defs, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    # a real step run stamps its signs of life in its tags
+    ran = [
+        r
+        for r in rescues.step_runs(instance, rescue_id)
+        if r.is_success and rescues.TAG_STEP in r.tags
+    ]
+    assert ran and all(TAG_ALIVE in r.tags for r in ran)
+
+
+def test_cancel_of_a_rescue_whose_worker_is_gone_is_one_line_and_leaves_nothing_in_flight(
+    shop_defs, shop_project, instance, capsys
+):
+    assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
+    rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="stg_orders", reason="t"))
+    (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
+    run = _vanished(instance, request, silent_for=SILENT_SECONDS + 30)
+    project = ["--project-dir", str(shop_project.project_dir)]
+    assert cli.main(["cancel", rescue_id, *project]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    record = rescues.load(instance, rescue_id)
+    assert record["status"] == rescues.CANCELED
+    # nothing in flight: the rescue resumes
+    keys = model_asset_keys(
+        load_manifest(str(shop_project.manifest_path), str(shop_project.project_dir))
+    )
+    rescues.resume(instance, rescue_id, keys)
+    assert drive_rescue(shop_defs, instance, rescue_id)["status"] == rescues.SUCCEEDED

@@ -32,6 +32,7 @@ from rescue_defs.checks.validation import (
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.project import WAREHOUSE_POOL, sandbox_warehouse_path, warehouse_path
+from rescue_defs.rescues.liveness import while_running
 from rescue_defs.warehouse_lock import WarehouseHeld, require_free
 
 DBT_ASSETS_NAME = "dbt_models"
@@ -176,27 +177,30 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
                 + ", ".join(sorted(manifest.name(m) for m in stray))
             )
         stages = _stages(manifest, config, selected)
-        wait_for_warehouse(context, manifest, config.sandbox)
-        build = Build(
-            context,
-            dbt,
-            project,
-            manifest,
-            {uid: key for key, uid in by_key.items()},
-            TRANSLATOR,
-            config.sandbox,
-            config.reason,
-        )
-        yield from build_in_stages(
-            build,
-            stages,
-            frozenset(full_refresh),
-            {
-                "rules": rules_for(manifest_path, project_dir, validation.settings()),
-                "resource": validation,
-                "windows": windows_for(manifest_path, project_dir),
-            },
-        )
+        # a rescue's run stamps signs of life: a worker killed with everything around it is
+        # then failed, not left STARTED for ever (rescues/liveness.py)
+        with while_running(context):
+            wait_for_warehouse(context, manifest, config.sandbox)
+            build = Build(
+                context,
+                dbt,
+                project,
+                manifest,
+                {uid: key for key, uid in by_key.items()},
+                TRANSLATOR,
+                config.sandbox,
+                config.reason,
+            )
+            yield from build_in_stages(
+                build,
+                stages,
+                frozenset(full_refresh),
+                {
+                    "rules": rules_for(manifest_path, project_dir, validation.settings()),
+                    "resource": validation,
+                    "windows": windows_for(manifest_path, project_dir),
+                },
+            )
 
     return dbt_models
 

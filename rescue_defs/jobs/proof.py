@@ -32,6 +32,7 @@ from rescue_defs.checks.validation import release_adapter
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.stages import group_selection
 from rescue_defs.project import WAREHOUSE_POOL, manifest_is_current
+from rescue_defs.rescues.liveness import while_running
 
 PROOF_JOB = "rescue_proof_job"
 KEEP_PARSES = 4  # scratch parses kept per generated profile (one per prod manifest)
@@ -84,7 +85,10 @@ def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
             if dg.AssetCheckKey(key, PROOF_CHECK) in context.selected_asset_check_keys
         }
         rules = rules_for(manifest_path, project_dir, Settings())
-        yield from _prove(context, dbt, project, manifest, rules, keys, wanted, config.rescue_id)
+        with while_running(context):  # signs of life (rescues/liveness.py)
+            yield from _prove(
+                context, dbt, project, manifest, rules, keys, wanted, config.rescue_id
+            )
 
     return rescue_proof
 

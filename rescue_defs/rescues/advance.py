@@ -14,7 +14,7 @@ import dagster as dg
 import networkx as nx
 
 from rescue_defs.planning.manifest import DbtManifest
-from rescue_defs.rescues import kickoff
+from rescue_defs.rescues import kickoff, liveness
 from rescue_defs.rescues.facts import run_models, runs_in_flight
 from rescue_defs.rescues.heavy import heavy_wait
 from rescue_defs.rescues.lifecycle import MAX_PROOF_ESCALATIONS, escalate
@@ -94,7 +94,9 @@ def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
     """A Tick when the rescue ended or was resumed; else the steps done and the latest run of
     each (step, attempt)."""
     rescue_id = record["id"]
-    latest = latest_by_step(step_runs(instance, rescue_id))
+    # a run whose worker died with everything around it stays STARTED: failed here, it is
+    # settled as any dead run (liveness.py)
+    latest = latest_by_step(liveness.fail_silent(instance, step_runs(instance, rescue_id)))
     done: set[int] = set()
     for step in record["steps"]:
         run = latest.get((step["index"], step["attempt"]))

@@ -112,10 +112,18 @@ def register(
     return record
 
 
+def liveness_seconds() -> float:
+    from rescue_defs.rescues.liveness import SILENT_SECONDS
+
+    return SILENT_SECONDS
+
+
 def _busy(instance, rescue_id: str) -> list[dg.DagsterRun]:
-    return [
-        r for r in step_runs(instance, rescue_id) if r.status in IN_FLIGHT and TAG_STEP in r.tags
-    ]
+    """The rescue's step runs in flight; one whose worker is silent is failed first."""
+    from rescue_defs.rescues import liveness
+
+    runs = liveness.fail_silent(instance, step_runs(instance, rescue_id))
+    return [r for r in runs if r.status in IN_FLIGHT and TAG_STEP in r.tags]
 
 
 def resume(
@@ -252,7 +260,11 @@ def cancel(
     save(instance, record)  # first: the sensor launches nothing more from here on
     stopped, unreachable = [], []
     for run in _busy(instance, rescue_id):
-        if instance.run_coordinator.cancel_run(run.run_id):
+        try:
+            cancelled = instance.run_coordinator.cancel_run(run.run_id)
+        except Exception:  # its code server or worker is gone (a killed `dagster dev`)
+            cancelled = False
+        if cancelled:
             stopped.append(run.run_id[:8])
         elif run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED):
             instance.report_run_canceled(run, message=f"rescue {rescue_id} canceled")
@@ -265,8 +277,9 @@ def cancel(
         record["message"] += f"; terminated run(s) {', '.join(stopped)}"
     if unreachable:
         record["message"] += (
-            f"; could not reach run(s) {', '.join(unreachable)} to terminate them: terminate "
-            "them in the UI (Runs -> Terminate)"
+            f"; could not reach run(s) {', '.join(unreachable)} to terminate them: a run whose "
+            "worker is gone is marked failed once silent for "
+            f"{liveness_seconds():.0f} s (a resume then starts); a live one: Runs -> Terminate"
         )
     if not stopped and not unreachable:
         record["message"] += "; no run was in flight"
