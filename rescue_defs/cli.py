@@ -329,13 +329,16 @@ def _follow(instance, rescue_id: str, keys, timeout: float, start=None) -> int:
                     if what.startswith("launched"):
                         print(what, flush=True)
                 finished = ended
+        # the status first, the lines after: when it has ended, the last lines printed say so
+        # (read the other way round, a rescue ending in between left "active ... proving" as
+        # the last words of a rescue that succeeded)
+        status = rescues.load(instance, rescue_id)["status"]
         lines = rescues.status_lines(instance, rescue_id, keys)
         # the elapsed time alone changes every second: say it again every REPEAT_SECONDS
         seen = [RUNNING_FOR.sub("", line) for line in lines]
         if seen != shown or time.monotonic() - said > REPEAT_SECONDS:
             print("\n".join(lines), flush=True)
             shown, said = seen, time.monotonic()
-        status = rescues.load(instance, rescue_id)["status"]
         if status == rescues.SUCCEEDED:
             return 0
         if status in rescues.ENDED:
