@@ -87,6 +87,26 @@ def _rescue_id(value: str) -> str:
     return value
 
 
+def _reason(value: str) -> str:
+    from rescue_defs.settings import reason_problem
+
+    problem = reason_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}: {_shown(value)}")
+    return value.strip()
+
+
+def _address(value: str) -> str:
+    from rescue_defs.settings import SETTINGS
+
+    try:
+        return SETTINGS["RESCUE_UI_URL"].parse(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an http(s) address such as http://127.0.0.1:3000: {_shown(value)}"
+        ) from None
+
+
 def _shown(value: str) -> str:
     """A bad value as the refusal echoes it: a pasted wall of text is named by its start."""
     return repr(value) if len(value) <= 80 else f"{value[:80]!r}... ({len(value)} characters)"
@@ -464,7 +484,7 @@ def _selection_args(plan: argparse.ArgumentParser) -> None:
     plan.add_argument("--changed-from", type=_day, help="first day whose data changed")
     plan.add_argument("--changed-to", type=_day, help="last day whose data changed")
     plan.add_argument("--today", type=_day, help="business date to plan for (default: today)")
-    plan.add_argument("--reason", default="manual", help="why (audit trail)")
+    plan.add_argument("--reason", default="manual", type=_reason, help="why (audit trail)")
 
 
 def _project_args(p: argparse.ArgumentParser) -> None:
@@ -476,6 +496,7 @@ def _project_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-timeout", type=_seconds, default=3600.0, metavar="SECONDS")
     p.add_argument(
         "--ui",
+        type=_address,
         help="Dagster UI address, where runs are launched and shown (default: RESCUE_UI_URL, "
         "or the running demo's)",
     )

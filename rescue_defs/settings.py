@@ -145,6 +145,20 @@ _SETTINGS = [
 SETTINGS = {s.name: s for s in _SETTINGS}
 
 
+MAX_REASON = 200
+
+
+def reason_problem(reason: str) -> str:
+    """Why a rescue's reason (its audit trail, a run tag) is refused; "" when it is fine."""
+    if not reason.strip():
+        return "a reason is needed (why this rescue, for the audit trail)"
+    if len(reason) > MAX_REASON:
+        return f"a reason of at most {MAX_REASON} characters"
+    if any(ord(c) < 32 for c in reason):
+        return "a reason on one line, without control characters"
+    return ""
+
+
 def raw(name: str) -> str:
     """The variable's value as set, or '' (empty means unset)."""
     return os.environ.get(name, "").strip()

@@ -9,7 +9,7 @@ from rescue_defs.checks.proof import proof_settings
 from rescue_defs.planning.plan import Planner, PlanRequest
 from rescue_defs.planning.selection import SelectionError
 from rescue_defs.rescues import kickoff
-from rescue_defs.settings import SettingError
+from rescue_defs.settings import SettingError, reason_problem
 from rescue_defs.warehouse_reader import WarehouseTarget
 
 
@@ -65,6 +65,14 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
     def start_rescue(context: dg.OpExecutionContext, config: StartRescueConfig) -> dg.Output:
         """Plans the rescue (dbt's selector, stages, groups, advice, checklist) and records it;
         rescue_sensor then launches its runs in order. Bad input fails here, before any dbt."""
+        problem = reason_problem(config.reason)
+        if problem:
+            raise dg.Failure(description=f"reason: {problem}")
+        if config.max_runtime is not None and not 0 < config.max_runtime <= 7 * 24 * 3600:
+            raise dg.Failure(
+                description=f"max_runtime {config.max_runtime}: a whole number of seconds over 0, "
+                "at most a week (or empty: no limit)"
+            )
         manifest = load_manifest(manifest_path, project_dir)
         planner = Planner(manifest)
         planner.selector = selector_for(manifest_path, project_dir)
@@ -77,7 +85,7 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
             full_refresh=full_refresh,
             layered=config.layered,
             separate_runs=config.separate_runs,
-            reason=config.reason or "manual",
+            reason=config.reason.strip(),
         )
         keys = model_asset_keys(manifest)
         rescue_id = rescues.new_rescue_id(request.select)
