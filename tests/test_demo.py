@@ -320,6 +320,8 @@ def test_the_launchpad_form_starts_the_first_run_itself_without_a_sensor_tick(de
         runs = _wait_for(stage_run, 300, "the rescue's run", log)
         assert [r["status"] for r in runs] == ["SUCCESS"]
         assert "dagster/sensor_name" not in {t["key"] for t in runs[0]["tags"]}
+        # the UI's "Launched by" says who, not "Manually launched"
+        assert {"key": "user", "value": "rescue_job (launchpad)"} in runs[0]["tags"]
     # the sensor back on ends the rescue (report, proof): nothing is left active for the others
     rescue = [str(REPO / ".venv" / "bin" / "rescue"), "status"]
 
@@ -364,6 +366,9 @@ def _launch_with_the_sensor_off(client, port, env) -> None:
     assert [r["runId"][:8] for r in runs] == [started.group(1)], runs
     assert runs[0]["status"] == "SUCCESS"
     assert "dagster/sensor_name" not in {t["key"] for t in runs[0]["tags"]}
+    # the UI's "Launched by" says who, not "Manually launched"
+    user = {t["key"]: t["value"] for t in runs[0]["tags"]}["user"]
+    assert user.endswith("(rescue CLI)"), user
     # then the proof of its incremental models, submitted by `--wait` as the run ended
     proofs = [
         r

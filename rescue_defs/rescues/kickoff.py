@@ -211,7 +211,26 @@ def _lookup(url: str, rescue_id: str, report: dg.AssetKey, models: list[dg.Asset
     return repository["location"]["name"], repository["name"], checks
 
 
-def _submit(url: str, location: str, repository: str, request: dg.RunRequest) -> str:
+# Dagster's UI shows a run's "Launched by" from its `user` tag (else "Manually launched"); the
+# runs rescue_sensor requests carry dagster/sensor_name already
+TAG_USER = "user"
+
+
+def launched_by(by: str) -> str:
+    """Who started a run the CLI or the launchpad's rescue_job submits, as the UI shows it."""
+    if by == BY_CLI:
+        import getpass
+
+        try:
+            return f"{getpass.getuser()} (rescue CLI)"
+        except Exception:  # no user name in a container
+            return "rescue CLI"
+    return f"{by} (launchpad)" if by == BY_JOB else by
+
+
+def _submit(
+    url: str, location: str, repository: str, request: dg.RunRequest, by: str = BY_CLI
+) -> str:
     selector: dict[str, Any] = {
         "repositoryLocationName": location,
         "repositoryName": repository,
@@ -227,7 +246,10 @@ def _submit(url: str, location: str, repository: str, request: dg.RunRequest) ->
         "selector": selector,
         "runConfigData": request.run_config,
         "executionMetadata": {
-            "tags": [{"key": k, "value": str(v)} for k, v in request.tags.items()]
+            "tags": [
+                {"key": k, "value": str(v)}
+                for k, v in {TAG_USER: launched_by(by), **request.tags}.items()
+            ]
         },
     }
     result = _graphql(url, SUBMIT, {"params": params}, SUBMIT_TIMEOUT_SECONDS)["launchRun"]
@@ -309,5 +331,5 @@ def _launch_next_runs(instance, rescue_id: str, keys, manifest, url: str, by: st
         return leave("; ".join(tick.messages))
     if active_ids(instance) != [rescue_id]:
         return leave("another rescue became active: rescue_sensor launches the runs in order.")
-    launched = [_submit(url, location, repository, request) for request in tick.requests]
+    launched = [_submit(url, location, repository, r, by) for r in tick.requests]
     return f"launched run(s) {', '.join(r[:8] for r in launched)} through {url}"
