@@ -71,9 +71,10 @@ def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
     def rescue_proof(
         context: dg.AssetCheckExecutionContext, dbt: DbtCliResource, config: ProofConfig
     ):
-        """Rebuilds the selected incremental models with --full-refresh in a scratch schema of
-        the same warehouse (over prod's upstream tables) and compares each with the rescued
-        table, row for row, through the dbt adapter."""
+        """Reads the rescued tables, never writes them: rebuilds the selected incremental models
+        with --full-refresh in a scratch schema of the same warehouse (over prod's upstream
+        tables, dropped afterwards) and compares each with the rescued table, row for row,
+        through the dbt adapter."""
         if not config.rescue_id:
             # selected with its assets (a UI "Materialize", the implicit job): the proof only
             # means something after a rescue, and costs a full rebuild
@@ -98,7 +99,8 @@ def build_proof_job(checks: dg.AssetChecksDefinition):
         PROOF_JOB,
         selection=dg.AssetSelection.checks(checks),
         description="The proof after a rescue: its incremental models rebuilt from scratch in a "
-        "scratch schema of the warehouse and compared row for row (launched by rescue_sensor).",
+        "scratch schema of the warehouse (dropped afterwards) and compared row for row with the "
+        "rescued tables, which it only reads (launched by rescue_sensor or `--wait`).",
         executor_def=dg.in_process_executor,
     )
 
@@ -248,8 +250,11 @@ def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, r
     prod_db, here_db = default_database(manifest.raw), default_database(scratch)
     kind = adapter.type()
     try:
-        with adapter.connection_named("rescue_proof"):
-            for uid in ordered:
+        for uid in ordered:
+            # a connection per model, released before the verdict is yielded: nothing holds
+            # one while Dagster has the generator suspended (a connection held across a yield
+            # was found gone at the next model: "connection never acquired", soak seed 3)
+            with adapter.connection_named("rescue_proof"):
                 node, mine = manifest.models[uid], scratch["nodes"][uid]
                 database = node.get("database")
                 rescued = adapter.Relation.create(
@@ -275,34 +280,34 @@ def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, r
                     )
                 except Exception as e:  # a query that fails proves nothing: say so
                     why = str(e).strip().splitlines()[0][:300] if str(e).strip() else repr(e)
-                    yield from _refused(keys, [uid], rescue_id, f"comparison failed: {why}")
-                    continue
-                passed, text = verdict_text(node["name"], diff)
-                context.log.info(f"rescue {rescue_id}: {text}")
-                yield dg.AssetCheckResult(
-                    asset_key=keys[uid],
-                    check_name=PROOF_CHECK,
-                    passed=passed,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=text,
-                    metadata={
-                        "status": "equal" if passed else "differs",
-                        "rows": diff["rows"],
-                        "only_rescued": diff["only_rescued"],
-                        "only_from_scratch": diff["only_from_scratch"],
-                        "compared_columns": diff["columns"],
-                        "differing_columns": diff["differing_columns"],
-                        "build_time_columns": {
-                            c: "declared in meta.rescue"
-                            if c in declared(node)
-                            else "reads the clock"
-                            for c in diff["excluded"]
-                        },
-                        "missing_columns": diff["missing_columns"],
-                        "differing_periods": diff["periods"],
-                        "compared": f"{rescued} against {rebuilt} ({kind}, through dbt)",
-                        "rescue_id": rescue_id,
+                    diff = None
+            if diff is None:
+                yield from _refused(keys, [uid], rescue_id, f"comparison failed: {why}")
+                continue
+            passed, text = verdict_text(node["name"], diff)
+            context.log.info(f"rescue {rescue_id}: {text}")
+            yield dg.AssetCheckResult(
+                asset_key=keys[uid],
+                check_name=PROOF_CHECK,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=text,
+                metadata={
+                    "status": "equal" if passed else "differs",
+                    "rows": diff["rows"],
+                    "only_rescued": diff["only_rescued"],
+                    "only_from_scratch": diff["only_from_scratch"],
+                    "compared_columns": diff["columns"],
+                    "differing_columns": diff["differing_columns"],
+                    "build_time_columns": {
+                        c: "declared in meta.rescue" if c in declared(node) else "reads the clock"
+                        for c in diff["excluded"]
                     },
-                )
+                    "missing_columns": diff["missing_columns"],
+                    "differing_periods": diff["periods"],
+                    "compared": f"{rescued} against {rebuilt} ({kind}, through dbt)",
+                    "rescue_id": rescue_id,
+                },
+            )
     finally:
         release_adapter(adapter)

@@ -106,5 +106,5 @@ def while_running(context) -> Iterator:
     if TAG_ID not in context.run.tags:
         yield
         return
-    with heartbeat(context.instance, context.run_id):
+    with heartbeat(context.instance, context.run.run_id):
         yield
