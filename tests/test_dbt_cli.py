@@ -130,3 +130,30 @@ def test_dbt_started_for_a_run_dies_with_the_worker_that_started_it(
         assert not _alive(child), "dbt outlived the worker that started it"
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
+
+
+def test_a_cached_adapter_runs_dbts_macros_on_its_own_connection(tmp_path, monkeypatch):
+    """dbt's macros run on the adapter registered in dbt's factory: an adapter handed out again
+    from the cache after another warehouse's was made must be that one again."""
+    project_dir = tmp_path / "jaffle_shop"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    prepare(project_dir, tmp_path / "a.duckdb")
+    import duckdb
+
+    for name in ("a", "b"):  # two warehouses, one table in each
+        with duckdb.connect(str(tmp_path / f"{name}.duckdb")) as con:
+            con.execute("create table main.t as select 1 as x")
+    dbt = RescueDbtCliResource(project_dir=str(project_dir))
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(tmp_path / "a.duckdb"))
+    first = dbt._initialize_dbt_core_adapter([])
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(tmp_path / "b.duckdb"))
+    assert dbt._initialize_dbt_core_adapter([]) is not first  # the other warehouse's
+    monkeypatch.setenv("RESCUE_DUCKDB_PATH", str(tmp_path / "a.duckdb"))
+    again = dbt._initialize_dbt_core_adapter([])
+    assert again is first
+    with again.connection_named("test"):
+        table = again.Relation.create(database="a", schema="main", identifier="t")
+        assert [c.name for c in again.get_columns_in_relation(table)] == ["x"]
+    from rescue_defs.checks.validation import release_adapter
+
+    release_adapter(again)

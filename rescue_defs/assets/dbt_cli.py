@@ -134,6 +134,15 @@ class RescueDbtCliResource(DbtCliResource):
         adapter = _ADAPTERS.pop(key, None)
         if adapter is None:
             adapter = super()._initialize_dbt_core_adapter(args)
+        else:
+            # dbt's macros (get_columns_in_relation, ...) run on the adapter registered in its
+            # factory, not on the one they are called on: a cached adapter must be that one
+            # again, else its queries go to another adapter's connections ("connection never
+            # acquired for thread", the proof's compare in soak seed 3)
+            from dbt.adapters.factory import FACTORY
+
+            with FACTORY.lock:
+                FACTORY.adapters[adapter.type()] = adapter
         _ADAPTERS[key] = adapter  # most recently used last
         while len(_ADAPTERS) > KEEP_ADAPTERS:
             _ADAPTERS.pop(next(iter(_ADAPTERS)))
