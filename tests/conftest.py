@@ -179,6 +179,7 @@ def gitlab_planner(gitlab_manifest):
 # 42-minute run ended with one worker idle for its last 14 minutes behind the soak tests.
 MODULE_SECONDS = {
     "test_rescue_runs.py": 330,
+    "test_deployment_kill.py": 300,
     "test_demo.py": 260,
     "test_outage_loop_postgres.py": 240,
     "test_incidents.py": 210,
@@ -197,6 +198,8 @@ MODULE_SECONDS = {
     "test_outage_external.py": 60,
     "test_heavy_windows.py": 35,
     "test_project_files.py": 70,
+    "test_bad_input.py": 60,
+    "test_settings.py": 30,
 }
 
 

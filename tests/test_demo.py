@@ -3,8 +3,6 @@ a rescue launched from the UI's launchpad in a real headless Chromium runs to it
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,71 +10,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from dagster_graphql import DagsterGraphQLClient
 
-REPO = Path(__file__).resolve().parents[1]
-
-ASSET_GROUPS = """
-{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(predicate, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:
-            pass
-        time.sleep(1)
-    pytest.fail(f"timed out waiting for {what}; dagster dev said:\n{log.read_text()[-4000:]}")
+from tests.demo_server import ASSET_GROUPS, REPO, start, stop
+from tests.demo_server import wait_for as _wait_for
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
     """`./dev demo` in its own Dagster home and warehouse, shared by this module's tests."""
     tmp_path = tmp_path_factory.mktemp("demo")
-    port = _free_port()
-    log = tmp_path / "dagster-dev.log"
     env = {
         **os.environ,
-        "PORT": str(port),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
         "RESCUE_DUCKDB_PATH": str(tmp_path / "warehouse.duckdb"),
     }
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(REPO / "dev"), "demo"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = start(env, tmp_path / "dagster-dev.log")
     try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        _wait_for(lambda: client._execute(ASSET_GROUPS)["assetNodes"], 180, "the UI", log)
-        yield client, log, port, env
+        yield server.client(), server.log, server.port, {**env, "PORT": str(server.port)}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            # seen after this module's runs, not on a fresh demo (which exits in ~2 s): issue
-            # #25's "dagster dev ignored SIGTERM"; the group is killed below either way
-            print(f"dagster dev still running 20 s after SIGTERM; log: {log}")
-        # code servers dagster dev started must not outlive the test
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop(server)
 
 
 MATERIALIZABLE = """

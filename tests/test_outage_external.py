@@ -6,9 +6,6 @@ the outage, then the recovery, and its rescue rebuilds what reads the source."""
 
 import os
 import shutil
-import signal
-import subprocess
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from rescue_defs.checks.freshness import FRESHNESS_CHECK
 from rescue_defs.definitions import build_definitions
 from rescue_defs.project import load_dbt_project
 from tests.conftest import FIXTURES, prepare
+from tests.demo_server import served
 from tests.helpers import (
     drive_rescue,
     evaluate_sensor,
@@ -88,39 +86,6 @@ def incident_shown(instance: dg.DagsterInstance, incident_id: str) -> tuple[str,
         latest.asset_materialization.metadata["status"].value,
         info.latest_execution_status.value if current else "not current",
     )
-
-
-@contextmanager
-def served(env):
-    """`./dev demo` (dagster dev) on this test's home, project and warehouse."""
-    from dagster_graphql import DagsterGraphQLClient
-
-    from tests.test_demo import ASSET_GROUPS, REPO, _free_port, _wait_for
-
-    port = _free_port()
-    log = Path(env["DAGSTER_HOME"]) / "dagster-dev.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(REPO / "dev"), "demo"],
-            env={**env, "PORT": str(port)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        _wait_for(lambda: client._execute(ASSET_GROUPS)["assetNodes"], 180, "the UI", log)
-        yield f"http://127.0.0.1:{port}", log
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def the_incident_is_one_click_from_its_source_and_its_rescue(
@@ -291,5 +256,7 @@ def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
 
     # where on-call people look: the same home in the UI, in a real headless Chromium
     monkeypatch.delenv("RESCUE_FRESHNESS_INTERVAL_SECONDS")
-    with served(os.environ) as (base, log):
+    log = Path(os.environ["DAGSTER_HOME"]) / "dagster-dev.log"
+    with served(dict(os.environ), log) as demo:
+        base = demo.url
         the_incident_is_one_click_from_its_source_and_its_rescue(base, incident["id"], rescue_id)
