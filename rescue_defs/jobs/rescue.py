@@ -70,8 +70,8 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
             raise dg.Failure(description=f"reason: {problem}")
         if config.max_runtime is not None and not 0 < config.max_runtime <= 7 * 24 * 3600:
             raise dg.Failure(
-                description=f"max_runtime {config.max_runtime}: a whole number of seconds over 0, "
-                "at most a week (or empty: no limit)"
+                description="max_runtime must be a positive number of seconds, at most a week "
+                f"(or empty: no limit), not {config.max_runtime}"
             )
         manifest = load_manifest(manifest_path, project_dir)
         planner = Planner(manifest)
