@@ -321,6 +321,25 @@ REPEAT_SECONDS = 30
 RUNNING_FOR = re.compile(r"running for \d+ s")
 
 
+DAEMON_SILENT_SECONDS = 60
+
+
+def daemon_warning(instance) -> str:
+    """A line when no Dagster daemon has beaten lately: queued runs and rescue_sensor's ticks
+    then wait for one, and `--wait` would wait silently."""
+    import time
+
+    beats = instance.get_daemon_heartbeats()
+    newest = max((b.timestamp for b in beats.values()), default=None)
+    if newest is not None and time.time() - newest <= DAEMON_SILENT_SECONDS:
+        return ""
+    seen = "never" if newest is None else f"not in the last {DAEMON_SILENT_SECONDS} s"
+    return (
+        f"no Dagster daemon seen on this instance ({seen}): queued runs start and rescue_sensor "
+        "ticks only while one runs (`./dev demo`, or `dagster-daemon run`); waiting anyway"
+    )
+
+
 def _follow(instance, rescue_id: str, keys, timeout: float, start=None) -> int:
     """Print the rescue's progress until it ends. `start()`: when one of its runs ended and
     the rescue goes on, start what comes next (the next run, the proof) without waiting for
@@ -330,6 +349,8 @@ def _follow(instance, rescue_id: str, keys, timeout: float, start=None) -> int:
     from rescue_defs import rescues
 
     deadline = time.monotonic() + timeout
+    if warning := daemon_warning(instance):
+        print(f"rescue: warning: {warning}", file=sys.stderr, flush=True)
     shown: list[str] = []
     said = time.monotonic()
     finished = None

@@ -205,3 +205,17 @@ def test_a_dagster_home_that_cannot_be_used_is_one_line(tmp_path, monkeypatch, c
     assert (
         err == f"rescue: error: DAGSTER_HOME {tmp_path}/a_file/home cannot be used: Not a directory"
     )
+
+
+def test_waiting_without_a_daemon_says_so_once_it_is_known(instance):
+    import time
+
+    from dagster._daemon.types import DaemonHeartbeat
+
+    from rescue_defs.cli import daemon_warning
+
+    assert "no Dagster daemon seen on this instance (never)" in daemon_warning(instance)
+    instance.add_daemon_heartbeat(DaemonHeartbeat(time.time() - 600, "SENSOR", None, None))
+    assert "not in the last 60 s" in daemon_warning(instance)
+    instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
+    assert daemon_warning(instance) == ""
