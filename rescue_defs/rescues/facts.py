@@ -95,12 +95,15 @@ def _duckdb_file(manifest: DbtManifest):
 
 def _duckdb_busy(manifest: DbtManifest) -> str:
     """Why a DuckDB warehouse is not to be opened now, "" when it may be: a process holding it
-    (a pipeline run too: even a read-only connection would fail, or make it fail)."""
+    (a pipeline run too: even a read-only connection would fail, or make it fail), or no file
+    yet (dbt creates it with the first run: nothing to measure, said as a warning)."""
     from rescue_defs.warehouse_lock import holder
 
     path = _duckdb_file(manifest)
-    if path is None or not path.exists():
+    if path is None:
         return ""
+    if not path.exists():
+        return f"no warehouse file {path} yet (dbt creates it with the first run)"
     found = holder(path)
     return f"held by {found.describe()}" if found is not None else ""
 
@@ -191,15 +194,8 @@ def plan_for(
     # the history of the models in scope only: one event-log query per model, and a project
     # of thousands of models made every launch (and every automatic rescue) wait seconds
     scope = planner.selector.resolve(request.select, request.exclude).models
-    missing = _duckdb_file(planner.manifest)
     if warehouse is None:
         late, note = None, "not measured: no warehouse connection (a bare manifest)"
-    elif missing is not None and not missing.exists():
-        # dbt would create an empty file and every model would fail on its missing sources:
-        # a mistyped RESCUE_DUCKDB_PATH, or a warehouse nothing has been built in yet
-        why = f"no warehouse file {missing}: nothing was built there (check RESCUE_DUCKDB_PATH)"
-        late, note = None, f"warehouse unavailable: {why}"
-        env = dataclasses.replace(env, warehouse_load=WarehouseLoad(unavailable=why))
     elif busy := _duckdb_busy(planner.manifest):
         late, note = None, f"warehouse not read: {busy}"
         env = dataclasses.replace(env, warehouse_load=WarehouseLoad(note=f"not measured: {note}"))
