@@ -7,6 +7,8 @@ merge rescues of overlapping lineage never get overlapping runs."""
 import json
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +23,11 @@ from rescue_defs.jobs.pipeline import DAILY_PIPELINE_JOB
 from rescue_defs.planning.plan import PlanRequest
 from rescue_defs.project import BUNDLED_PROJECT_DIR, load_dbt_project
 from tests.conftest import prepare
-from tests.helpers import evaluate_rescue_sensor
+from tests.helpers import (
+    create_postgres_database,
+    drop_postgres_database,
+    evaluate_rescue_sensor,
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +142,39 @@ def test_a_logic_change_rescues_exactly_the_changed_model_and_its_downstream(dep
     replay = deployment.tick(cursor=deployment.cursors[-1])
     assert f"rescue {rescue_id} was already registered" in replay.skip_message
     assert rescues.rescue_ids(deployment.instance) == [rescue_id]
+
+
+@contextmanager
+def home_on_postgres(database: str) -> Iterator[dg.DagsterInstance]:
+    """A Dagster home of its own (a new container's empty disk) on shared Postgres storage."""
+    db = {"username": "postgres", "password": "", "hostname": "127.0.0.1", "db_name": database}
+    db["scheme"] = "postgresql+psycopg2"  # SQLAlchemy 2.1 would pick psycopg 3
+    with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_db": db}}}) as inst:
+        yield inst
+
+
+def test_a_merge_is_found_by_a_daemon_whose_disk_is_new(deployment):
+    """The deployed manifest is in the instance's storage: the daemon's container restarting
+    with an empty disk between two deployments still compares the merge with the last one."""
+    database = create_postgres_database("merge")
+    try:
+        with home_on_postgres(database) as first:
+            deployment.instance = first
+            assert "first deployment recorded" in deployment.tick().skip_message
+            written = {p.name for p in Path(first.root_directory).iterdir()}
+        deployment.edit("int_orders_enriched", _change_logic)
+        with home_on_postgres(database) as restarted:
+            assert restarted.root_directory != first.root_directory
+            deployment.instance = restarted
+            said = deployment.tick().skip_message
+            (rescue_id,) = rescues.rescue_ids(restarted)
+            assert f"rescue {rescue_id} registered" in said, said
+            assert rescues.load(restarted, rescue_id)["trigger"]["changed"] == [
+                "int_orders_enriched"
+            ]
+        assert "rescue" not in written, written  # nothing of ours on the first home's disk
+    finally:
+        drop_postgres_database(database)
 
 
 def test_a_unique_key_change_gets_a_full_refresh(deployment):

@@ -1,11 +1,11 @@
 """merge_sensor (the playbook's post-merge rebuild): when the code location comes up with a
-manifest whose code differs from the last deployed one (kept on the instance), rescue the
-changed models and everything downstream, with the refresh advice the change calls for
-(a unique_key or strategy change: full refresh). A change of comments or formatting launches
-nothing, and says so. While the scheduled pipeline runs, it waits for it to end."""
+manifest whose code differs from the last deployed one (kept in the instance's storage,
+automation/deployed.py), rescue the changed models and everything downstream, with the refresh
+advice the change calls for (a unique_key or strategy change: full refresh). A change of
+comments or formatting launches nothing, and says so. While the scheduled pipeline runs, it
+waits for it to end."""
 
 import json
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +13,7 @@ from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest
+from rescue_defs.automation import deployed as kept
 from rescue_defs.automation.changes import changes, code_checksum
 from rescue_defs.automation.launch import TAG_MANIFEST, launch
 from rescue_defs.jobs.pipeline import DAILY_PIPELINE_JOB
@@ -20,19 +21,6 @@ from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import PlanRequest
 from rescue_defs.planning.selection import SelectionError
 from rescue_defs.rescues.facts import runs_in_flight
-
-
-def deployed_dir(instance: dg.DagsterInstance, checksum: str, target: str) -> Path:
-    """Where the instance keeps a deployed manifest (dbt's --state folder for the next one),
-    per dbt target: a manifest parsed for one target is never the state of another."""
-    return Path(instance.root_directory) / "rescue" / "manifests" / target / checksum
-
-
-def _keep(instance: dg.DagsterInstance, manifest_path: str, checksum: str, target: str) -> None:
-    folder = deployed_dir(instance, checksum, target)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(manifest_path, folder / "manifest.json.tmp")
-    (folder / "manifest.json.tmp").replace(folder / "manifest.json")
 
 
 def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefinition:
@@ -58,9 +46,8 @@ def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefini
         number = cursor.get("number", 0) + 1
         if deployed == checksum:
             return dg.SkipReason(f"deployed code {checksum[:12]} unchanged")
-        previous_dir = deployed_dir(instance, deployed, target) if deployed else None
-        if previous_dir is None or not (previous_dir / "manifest.json").exists():
-            _keep(instance, manifest_path, checksum, target)
+        if not deployed or not kept.is_kept(instance, deployed, target):
+            kept.keep(instance, manifest_path, checksum, target)
             return dg.SensorResult(
                 skip_reason=f"first deployment recorded ({checksum[:12]}): later merges are "
                 "compared with it",
@@ -72,12 +59,14 @@ def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefini
                 f"code changed ({deployed[:12]} -> {checksum[:12]}): waiting for "
                 f"{DAILY_PIPELINE_JOB} run {pipeline[0].run_id[:8]} to end (merge after the cycle)"
             )
-        change = changes(manifest, Path(manifest_path), previous_dir)
+        with kept.state_dir(instance, deployed, target) as previous_dir:
+            change = changes(manifest, Path(manifest_path), previous_dir)
+            previous = DbtManifest.load(previous_dir / "manifest.json")
         names = sorted(manifest.name(m) for m in change.changed)
         same = sorted(manifest.name(m) for m in change.same_logic)
         done = json.dumps({"deployed": checksum, "number": number})
         if not names:
-            _keep(instance, manifest_path, checksum, target)
+            kept.keep(instance, manifest_path, checksum, target)
             return dg.SensorResult(
                 skip_reason=f"code changed ({deployed[:12]} -> {checksum[:12]}) but no model's "
                 "logic did"
@@ -85,7 +74,6 @@ def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefini
                 + ": nothing to rescue",
                 cursor=done,
             )
-        previous = DbtManifest.load(previous_dir / "manifest.json")
         trigger = {
             "kind": "merge",
             "checksum": checksum,
@@ -109,7 +97,7 @@ def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefini
             return dg.SkipReason(
                 f"code changed ({', '.join(names[:5])}); rescue not registered ({e}); next tick"
             )
-        _keep(instance, manifest_path, checksum, target)
+        kept.keep(instance, manifest_path, checksum, target)
         message = (
             f"code changed: {', '.join(names[:10])}; rescue {record['id']} "
             + ("registered" if created else "was already registered")
