@@ -268,7 +268,7 @@ def _launch(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     rescue_id = record["id"]
     print(f"\nrescue {rescue_id}: {record['status']}")
-    ui = _ui_url(args)
+    ui = _ui_url(args, instance)
     if args.dry_run:  # its plan is on its report partition
         print(f"report: {report_url(ui, rescue_id)}")
         return 0
@@ -308,11 +308,11 @@ def _start(instance, rescue_id: str, keys, manifest, ui: str) -> str:
     return said or "rescue_sensor (running under `./dev demo`) launches the runs in order."
 
 
-def _ui_url(args: argparse.Namespace) -> str:
-    """--ui, else RESCUE_UI_URL, else what `./dev demo` wrote into the Dagster home."""
+def _ui_url(args: argparse.Namespace, instance) -> str:
+    """--ui, else RESCUE_UI_URL, else the address the deployment recorded on the instance."""
     from rescue_defs.rescues.kickoff import ui_url
 
-    return ui_url(args.ui)
+    return ui_url(instance, args.ui)
 
 
 # how often `--wait` looks: a rescue's end is noticed within this, not at a sensor tick
@@ -436,7 +436,7 @@ def _resume(args: argparse.Namespace) -> int:
     print(f"rescue {record['id']}: {record['message']}")
     if record["status"] != rescues.ACTIVE:
         return 0
-    return _start_and_follow(args, instance, record["id"], keys, manifest, _ui_url(args))
+    return _start_and_follow(args, instance, record["id"], keys, manifest, _ui_url(args, instance))
 
 
 def _cancel(args: argparse.Namespace) -> int:

@@ -9,8 +9,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from rescue_defs.rescues.kickoff import UI_URL_KEY
 from tests.demo_server import ASSET_GROUPS, REPO, start, stop
 from tests.demo_server import wait_for as _wait_for
 
@@ -79,8 +81,10 @@ def materialized(demo) -> str:
 def test_demo_serves_the_lineage_and_materializes_everything(demo, materialized):
     client, log, _, env = demo
     nodes = client._execute(ASSET_GROUPS)["assetNodes"]
-    # the CLI finds this UI: ./dev demo wrote its address into the Dagster home
-    assert (Path(env["DAGSTER_HOME"]) / "ui_url").read_text().strip().endswith(f":{env['PORT']}")
+    # the CLI finds this UI: rescue_sensor recorded the address ./dev demo gave it
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        recorded = instance.run_storage.get_cursor_values({UI_URL_KEY})[UI_URL_KEY]
+    assert recorded == f"http://127.0.0.1:{env['PORT']}"
     group_of = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     assert set(group_of.values()) == {"raw", "staging", "intermediate", "marts", "rescue"}
     deps = {"/".join(n["assetKey"]["path"]): n["dependencyKeys"] for n in nodes}

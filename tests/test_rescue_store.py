@@ -111,10 +111,18 @@ def test_a_rescue_through_an_ephemeral_model_of_a_project_we_did_not_write_succe
     assert not [i for i in record["plan"]["checklist"] if "order_payments" in i["reason"]]
 
 
-def test_cli_links_point_at_the_ui_the_demo_serves(dagster_home, shop_project, capsys):
+def test_cli_links_point_at_the_ui_the_deployment_recorded_on_the_instance(
+    dagster_home, shop_project, capsys, monkeypatch
+):
     from rescue_defs import cli
+    from rescue_defs.definitions import build_definitions
 
-    (dagster_home / "ui_url").write_text("http://127.0.0.1:4123\n")  # what ./dev demo writes
+    # rescue_sensor, in a deployment whose RESCUE_UI_URL is set (./dev demo sets it), records
+    # the address on the instance; the CLI, on another machine without the variable, reads it
+    monkeypatch.setenv("RESCUE_UI_URL", "http://127.0.0.1:4123")
+    with dg.DagsterInstance.get() as instance:
+        evaluate_rescue_sensor(build_definitions(shop_project), instance)
+    monkeypatch.delenv("RESCUE_UI_URL")
     args = ["launch", "--project-dir", str(shop_project.project_dir), "--select", "stg_orders"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out

@@ -153,7 +153,7 @@ def _start_first_runs(instance: dg.DagsterInstance, rescue_id: str, keys, manife
     does, instead of leaving them to rescue_sensor's next tick (up to 5 s, and the tick's own
     evaluation). Anything in the way leaves them to the sensor, as before."""
     said = kickoff.launch_next_runs(
-        instance, rescue_id, keys, manifest, kickoff.ui_url(), by=kickoff.BY_JOB
+        instance, rescue_id, keys, manifest, kickoff.ui_url(instance), by=kickoff.BY_JOB
     )
     return said or "rescue_sensor launches the runs."
 

@@ -22,10 +22,8 @@ Anything unexpected (no webserver, another Dagster instance behind it, another p
 error) leaves the launch to the sensor, as before.
 """
 
-import os
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -52,18 +50,29 @@ BY_SENSOR = "rescue_sensor"
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 
-def ui_url(explicit: str | None = None) -> str:
-    """The Dagster UI's address: `explicit`, else RESCUE_UI_URL, else what `./dev demo` wrote
-    into the Dagster home, else dagster dev's default."""
+UI_URL_KEY = "rescue/ui_url"
+
+
+def ui_url(instance: dg.DagsterInstance | None = None, explicit: str | None = None) -> str:
+    """The Dagster UI's address: `explicit`, else RESCUE_UI_URL, else the one the deployment's
+    sensors recorded in the instance's storage (remember_ui_url), else dagster dev's default."""
     if explicit:
         return explicit.rstrip("/")
     if settings.get("RESCUE_UI_URL"):
         return settings.get("RESCUE_UI_URL")
-    home = os.environ.get("DAGSTER_HOME")
-    written = Path(home) / "ui_url" if home else None
-    if written is not None and written.exists():
-        return written.read_text().strip().rstrip("/")
+    if instance is not None:
+        recorded = instance.run_storage.get_cursor_values({UI_URL_KEY}).get(UI_URL_KEY)
+        if recorded:
+            return recorded
     return DEFAULT_UI_URL
+
+
+def remember_ui_url(instance: dg.DagsterInstance) -> None:
+    """Record this process's RESCUE_UI_URL in the instance's storage, where a CLI on another
+    machine (same instance, no such variable) finds it: no file on any one process's disk."""
+    url = settings.get("RESCUE_UI_URL")
+    if url and instance.run_storage.get_cursor_values({UI_URL_KEY}).get(UI_URL_KEY) != url:
+        instance.run_storage.set_cursor_values({UI_URL_KEY: url})
 
 
 def _marker(by: str, steps, proof: int | None) -> dict[str, Any]:

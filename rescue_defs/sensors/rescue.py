@@ -5,7 +5,7 @@ from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
-from rescue_defs.rescues.kickoff import BY_SENSOR
+from rescue_defs.rescues.kickoff import BY_SENSOR, remember_ui_url
 
 
 def build_rescue_sensor(
@@ -35,6 +35,7 @@ def build_rescue_sensor(
         manifest = load_manifest(manifest_path, project_dir)
         keys = model_asset_keys(manifest)
         instance = context.instance
+        remember_ui_url(instance)  # for the CLI's links, wherever it runs
         requests, messages = [], []
         claimed: set[str] = set()  # models requested earlier in this tick, by any rescue
         active = rescues.active_ids(instance)
