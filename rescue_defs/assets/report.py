@@ -16,7 +16,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
-from rescue_defs import rescues
+from rescue_defs import compat, rescues
 from rescue_defs.assets import incidents
 
 RESCUE_SUCCEEDED = "rescue_succeeded"
@@ -53,7 +53,7 @@ def rescue_evaluation(
         asset_key=rescues.REPORT_ASSET,
         check_name=RESCUE_SUCCEEDED,
         passed=record["status"] == rescues.SUCCEEDED,
-        partition=record["id"],
+        **compat.evaluation_partition(record["id"]),
         description=f"{record['status']}: {record['message']}",
         metadata={
             "status": record["status"],
@@ -69,14 +69,20 @@ def rescue_evaluation(
 @dg.asset_check(
     asset=rescues.REPORT_ASSET,
     name=RESCUE_SUCCEEDED,
-    partitions_def=rescues.REPORT_PARTITIONS,
+    **compat.check_partitions(rescues.REPORT_PARTITIONS),
     description="Passes when the rescue of this partition ended succeeded; fails, with its "
     "status (failed, canceled, active) and why, otherwise. Evaluated when a rescue ends.",
 )
 def rescue_succeeded(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    evaluation = rescue_evaluation(
-        context.instance, rescues.load(context.instance, context.partition_key)
+    # Dagster 1.12 has no partitioned checks (compat.py): there the latest rescue's verdict
+    rescue_id = (
+        context.partition_key
+        if compat.PARTITIONED_CHECKS
+        else ([""] + rescues.rescue_ids(context.instance))[-1]
     )
+    if not rescue_id:
+        return dg.AssetCheckResult(passed=False, description="no rescue was registered yet")
+    evaluation = rescue_evaluation(context.instance, rescues.load(context.instance, rescue_id))
     return dg.AssetCheckResult(
         passed=evaluation.passed,
         description=evaluation.description,

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from rescue_defs import compat
 from rescue_defs.rescues.store import TAG_ATTEMPT, TAG_ID, TAG_SANDBOX, TAG_STEP, TAG_STEPS
 
 
@@ -50,9 +51,7 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dg.AssetChe
 def materialized(instance: dg.DagsterInstance, run_ids: Iterable[str]) -> set[dg.AssetKey]:
     done: set[dg.AssetKey] = set()
     for run_id in run_ids:
-        done |= instance.get_asset_keys_for_run(
-            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        )
+        done |= compat.materialized_keys(instance, run_id)
     return done
 
 
