@@ -189,6 +189,7 @@ MODULE_SECONDS = {
     "test_fivetran_style_outage.py": 160,
     "test_soak.py": 150,
     "test_soak_postgres.py": 140,
+    "test_lowest_versions.py": 130,
     "test_merge_sensor.py": 130,
     "test_warehouse.py": 130,
     "test_scale.py": 70,
