@@ -140,6 +140,8 @@ _SETTINGS = [
     _seconds_setting("RESCUE_LOCK_WAIT_SECONDS", 60, 0, 24 * 3600),
     _seconds_setting("RESCUE_FRESHNESS_INTERVAL_SECONDS", 3600, 0, WEEK),
     _seconds_setting("RESCUE_RECOVERY_GROUP_SECONDS", 3600, 0, WEEK),
+    # two beats at least (liveness.BEAT_SECONDS 15): a live worker is never called dead
+    _seconds_setting("RESCUE_RUN_SILENT_SECONDS", 90, 30, 24 * 3600),
     Setting("RESCUE_UI_URL", "", "an http(s) address, e.g. http://127.0.0.1:3000", _url),
 ]
 SETTINGS = {s.name: s for s in _SETTINGS}

@@ -181,7 +181,6 @@ MODULE_SECONDS = {
     "test_rescue_runs.py": 330,
     "test_deployment_kill.py": 300,
     "test_demo.py": 260,
-    "test_outage_loop_postgres.py": 240,
     "test_incidents.py": 210,
     "test_outage_loop.py": 210,
     "test_validation.py": 210,

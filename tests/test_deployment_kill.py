@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from rescue_defs import rescues
-from rescue_defs.rescues.liveness import SILENT_SECONDS, TAG_ALIVE
+from rescue_defs.rescues.liveness import TAG_ALIVE, silent_seconds
 from tests.demo_server import REPO, start, stop, wait_for
 
 
@@ -49,8 +49,11 @@ def test_a_rescue_killed_with_its_whole_dagster_dev_ends_succeeded_after_a_resta
     tmp_path, warehouse, monkeypatch
 ):
     home = tmp_path / "dagster_home"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "RESCUE_DUCKDB_PATH": str(warehouse)}
+    # a run silent for 30 s is dead here (the default 90 s only makes the test wait longer)
+    silent = {"RESCUE_RUN_SILENT_SECONDS": "30"}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "RESCUE_DUCKDB_PATH": str(warehouse), **silent}
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("RESCUE_RUN_SILENT_SECONDS", "30")
     log = tmp_path / "dagster-dev.log"
     demo = start(env, log)
     try:
@@ -90,7 +93,7 @@ def test_a_rescue_killed_with_its_whole_dagster_dev_ends_succeeded_after_a_resta
         with dg.DagsterInstance.get() as instance:
             record = wait_for(
                 lambda: (r := rescues.load(instance, rescue_id))["status"] != rescues.ACTIVE and r,
-                SILENT_SECONDS + 420,
+                silent_seconds() + 420,
                 f"rescue {rescue_id} to end by itself",
                 log,
             )

@@ -13,7 +13,7 @@ from dagster._serdes import serialize_value
 
 from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
-from rescue_defs.rescues.liveness import SILENT_SECONDS, TAG_ALIVE
+from rescue_defs.rescues.liveness import TAG_ALIVE, silent_seconds
 from tests.helpers import (
     drive_rescue,
     evaluate_rescue_sensor,
@@ -188,7 +188,7 @@ def test_a_run_left_started_by_a_vanished_worker_is_failed_once_silent_and_the_r
     # the resumed run's worker goes silent for good: failed, saying why; the rescue stops for
     # a human (its automatic resume is spent) with the command that resumes it
     (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
-    silent = _vanished(instance, request, silent_for=SILENT_SECONDS + 30)
+    silent = _vanished(instance, request, silent_for=silent_seconds() + 30)
     evaluate_rescue_sensor(shop_defs, instance)
     failed = instance.get_run_by_id(silent.run_id)
     assert failed.status == dg.DagsterRunStatus.FAILURE
@@ -219,7 +219,7 @@ def test_cancel_of_a_rescue_whose_worker_is_gone_is_one_line_and_leaves_nothing_
     assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
     rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="stg_orders", reason="t"))
     (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
-    run = _vanished(instance, request, silent_for=SILENT_SECONDS + 30)
+    run = _vanished(instance, request, silent_for=silent_seconds() + 30)
     project = ["--project-dir", str(shop_project.project_dir)]
     assert cli.main(["cancel", rescue_id, *project]) == 0
     out, err = capsys.readouterr()

@@ -47,14 +47,16 @@ class Deployment:
         self.folder, self.instance = folder, instance
         self.cursor: str | None = None
         self.cursors: list[str | None] = []
-        self.defs = self._load()
+        # the first deployment is the code parsed_copy parsed: its manifest came with the copy
+        self.defs = self._load(parse=False)
 
-    def _load(self) -> dg.Definitions:
+    def _load(self, parse: bool = True) -> dg.Definitions:
         load_manifest.cache_clear()
         selector_for.cache_clear()
         load_dbt_project.cache_clear()
         project = load_dbt_project(str(self.folder))
-        project.preparer.prepare(project)
+        if parse:
+            project.preparer.prepare(project)
         return build_definitions(project)
 
     def edit(self, model: str, change) -> None:

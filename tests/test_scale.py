@@ -30,7 +30,7 @@ def test_materializing_over_200_models_writes_the_real_warehouse_and_leaves_no_c
     tmp_path, instance, warehouse, monkeypatch
 ):
     monkeypatch.setenv("RESCUE_TODAY", "2026-01-30")
-    project_dir = write_project(tmp_path, models=260, seed=3, name="wide")
+    project_dir = write_project(tmp_path, models=225, seed=3, name="wide")
     project = prepare(project_dir, tmp_path / "parse.duckdb")
     from rescue_defs.planning.manifest import DbtManifest
 

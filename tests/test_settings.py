@@ -31,6 +31,7 @@ BAD = [
     ("RESCUE_LOCK_WAIT_SECONDS", "-5"),
     ("RESCUE_FRESHNESS_INTERVAL_SECONDS", "1e400"),
     ("RESCUE_RECOVERY_GROUP_SECONDS", "an hour"),
+    ("RESCUE_RUN_SILENT_SECONDS", "5"),
     ("RESCUE_UI_URL", "localhost:3000"),
     ("RESCUE_DBT_TARGET", "prod; drop table x"),
 ]
@@ -105,6 +106,7 @@ def test_empty_means_unset_and_the_defaults_apply(monkeypatch):
     assert settings.get("RESCUE_PEAK_HOURS") == (8, 18)
     assert settings.get("RESCUE_BUSINESS_TIMEZONE") == "UTC"
     assert settings.get("RESCUE_TODAY") is None
+    assert settings.get("RESCUE_RUN_SILENT_SECONDS") == 90
 
 
 def test_peak_hours_none_turns_them_off(monkeypatch):

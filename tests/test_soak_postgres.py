@@ -19,7 +19,5 @@ def test_one_postgres_dagster_home_lives_through_days_of_pipelines_and_a_dozen_r
     tmp_path, monkeypatch, postgres_database, shop_defs, shop_project, capsys
 ):
     make_home(tmp_path, monkeypatch, database=postgres_database)
-    # the from-scratch proof after each rescue runs in the SQLite soak and the incident tests;
-    # here it would add ~40 s to the suite's longest module for nothing storage-specific
-    monkeypatch.setenv("RESCUE_PROOF", "off")
+    monkeypatch.setenv("RESCUE_PROOF", "off")  # as in the SQLite soak (test_soak.py says why)
     live_through_days_and_rescues(Home(shop_defs, str(shop_project.project_dir), capsys))

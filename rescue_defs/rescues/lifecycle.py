@@ -12,7 +12,7 @@ from rescue_defs.checks.coverage import COVERAGE_CHECK
 from rescue_defs.checks.proof import PROOF_CHECK, proof_record
 from rescue_defs.planning.plan import Plan
 from rescue_defs.planning.render import render_markdown
-from rescue_defs.rescues import kickoff
+from rescue_defs.rescues import kickoff, liveness
 from rescue_defs.rescues.facts import IN_FLIGHT
 from rescue_defs.rescues.outcomes import model_outcomes, step_runs
 from rescue_defs.rescues.report import finish, publish
@@ -112,16 +112,8 @@ def register(
     return record
 
 
-def liveness_seconds() -> float:
-    from rescue_defs.rescues.liveness import SILENT_SECONDS
-
-    return SILENT_SECONDS
-
-
 def _busy(instance, rescue_id: str) -> list[dg.DagsterRun]:
     """The rescue's step runs in flight; one whose worker is silent is failed first."""
-    from rescue_defs.rescues import liveness
-
     runs = liveness.fail_silent(instance, step_runs(instance, rescue_id))
     return [r for r in runs if r.status in IN_FLIGHT and TAG_STEP in r.tags]
 
@@ -279,7 +271,8 @@ def cancel(
         record["message"] += (
             f"; could not reach run(s) {', '.join(unreachable)} to terminate them: a run whose "
             "worker is gone is marked failed once silent for "
-            f"{liveness_seconds():.0f} s (a resume then starts); a live one: Runs -> Terminate"
+            f"{liveness.silent_seconds():.0f} s (a resume then starts); a live one: Runs -> "
+            "Terminate"
         )
     if not stopped and not unreachable:
         record["message"] += "; no run was in flight"

@@ -6,7 +6,7 @@ monitoring only logs "Checking run", `rescue resume` refuses ("still has run STA
 termination has no process to reach. While a rescue's step or proof runs, a thread of its
 worker stamps the run's tag `rescue/alive` (the time, in the instance's storage: any process
 reads it, in any container); whoever advances the rescue (rescue_sensor, `rescue launch --wait`,
-`rescue resume`, `rescue cancel`) fails a STARTED run silent for longer than SILENT_SECONDS,
+`rescue resume`, `rescue cancel`) fails a STARTED run silent for longer than silent_seconds(),
 saying so, and the rescue then goes on as after any dead worker (resumed once automatically,
 or stopped for a human with the command to resume it).
 """
@@ -19,12 +19,19 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from rescue_defs import settings
+
 TAG_ALIVE = "rescue/alive"
 BEAT_SECONDS = 15.0
-# six missed beats: a worker busy in dbt still beats (a thread), a loaded machine's pauses last
-# seconds, not a minute and a half. A live run called dead would let a resume write its tables
-# beside it: err long
-SILENT_SECONDS = 90.0
+
+
+def silent_seconds() -> float:
+    """RESCUE_RUN_SILENT_SECONDS, 90 by default: six missed beats. A worker busy in dbt still
+    beats (a thread), a loaded machine's pauses last seconds, not a minute and a half; a live
+    run called dead would let a resume write its tables beside it: err long."""
+    return settings.get("RESCUE_RUN_SILENT_SECONDS")
+
+
 # before its first beat a run worker loads the code location (a big project, dbt parsing it)
 FIRST_BEAT_SECONDS = 300.0
 
@@ -65,13 +72,13 @@ def last_sign_of_life(instance: dg.DagsterInstance, run: dg.DagsterRun) -> float
 def fail_if_silent(
     instance: dg.DagsterInstance, run: dg.DagsterRun, now: float | None = None
 ) -> dg.DagsterRun:
-    """Fail a STARTED run whose worker has been silent for SILENT_SECONDS (a CANCELING one is
-    marked canceled); the run as it is now."""
+    """Fail a STARTED run whose worker has been silent for silent_seconds() (a CANCELING one
+    is marked canceled); the run as it is now."""
     if run.status not in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING):
         return run
     alive = last_sign_of_life(instance, run)
     now = time.time() if now is None else now
-    allowed = SILENT_SECONDS if TAG_ALIVE in run.tags else FIRST_BEAT_SECONDS
+    allowed = silent_seconds() if TAG_ALIVE in run.tags else FIRST_BEAT_SECONDS
     if alive is None or now - alive < allowed:
         return run
     since = datetime.fromtimestamp(alive, UTC).strftime("%H:%M:%S UTC")
