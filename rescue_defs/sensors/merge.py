@@ -16,7 +16,6 @@ from rescue_defs.assets.dbt import load_manifest
 from rescue_defs.automation import deployed as kept
 from rescue_defs.automation.changes import changes, code_checksum
 from rescue_defs.automation.launch import TAG_MANIFEST, launch
-from rescue_defs.jobs.pipeline import DAILY_PIPELINE_JOB
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import PlanRequest
 from rescue_defs.planning.selection import SelectionError
@@ -24,6 +23,8 @@ from rescue_defs.rescues.facts import runs_in_flight
 
 
 def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefinition:
+    """`schedule_defs`: the scheduled pipeline(s); a merge waits for their jobs' runs to end."""
+    pipeline_jobs = {s.job_name for s in schedule_defs}
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     target = Path(project.target_path).name  # the target's own folder (project.py)
 
@@ -53,11 +54,12 @@ def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefini
                 "compared with it",
                 cursor=json.dumps({"deployed": checksum, "number": number}),
             )
-        pipeline = [r for r in runs_in_flight(instance) if r.job_name == DAILY_PIPELINE_JOB]
+        pipeline = [r for r in runs_in_flight(instance) if r.job_name in pipeline_jobs]
         if pipeline:
             return dg.SkipReason(
                 f"code changed ({deployed[:12]} -> {checksum[:12]}): waiting for "
-                f"{DAILY_PIPELINE_JOB} run {pipeline[0].run_id[:8]} to end (merge after the cycle)"
+                f"{pipeline[0].job_name} run {pipeline[0].run_id[:8]} to end (merge after the "
+                "cycle)"
             )
         with kept.state_dir(instance, deployed, target) as previous_dir:
             change = changes(manifest, Path(manifest_path), previous_dir)
