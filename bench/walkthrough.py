@@ -9,9 +9,6 @@ Run: .venv/bin/python bench/walkthrough.py
 """
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +17,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests import demo_server  # noqa: E402  (./dev demo started and stopped as the tests do)
+from tests.demo_server import LAUNCH, wait_for  # noqa: E402
+
 DAYS = [
     {"through_date": "2026-03-02"},
     {"through_date": "2026-03-03", "sources_down": ["orders", "web_events"]},
@@ -27,37 +27,9 @@ DAYS = [
     {"through_date": "2026-03-05", "late_returns": 5},
 ]
 ENDED = ("SUCCESS", "FAILURE", "CANCELED")
-LAUNCH = """
-mutation ($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}
-"""
 LOCATION = (
     "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:  # the webserver is not up yet
-            pass
-        time.sleep(1)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def failed_checks(instance, run_id: str) -> list[str]:
@@ -72,7 +44,7 @@ def failed_checks(instance, run_id: str) -> list[str]:
     return sorted(failed)
 
 
-def freshness_after(instance, since: float, timeout: float) -> tuple[str, list[str]]:
+def freshness_after(instance, since: float, timeout: float, log) -> tuple[str, list[str]]:
     """The first source_freshness_job run created after `since`, once ended: status, failures."""
     import dagster as dg
 
@@ -86,7 +58,7 @@ def freshness_after(instance, since: float, timeout: float) -> tuple[str, list[s
         later = [r for r in runs if r.create_timestamp.timestamp() > since]
         return later and min(later, key=lambda r: r.create_timestamp)
 
-    record = wait_for(ended, timeout, "the freshness run")
+    record = wait_for(ended, timeout, "the freshness run", log)
     return record.dagster_run.status.value, failed_checks(instance, record.dagster_run.run_id)
 
 
@@ -109,35 +81,26 @@ def incidents(instance) -> list[str]:
 
 def main() -> None:
     import dagster as dg
-    from dagster_graphql import DagsterGraphQLClient
 
     from rescue_defs import rescues
 
     root = Path(tempfile.mkdtemp(prefix="walkthrough-"))
-    port = free_port()
     home = root / "dagster_home"
     env = {
         **os.environ,
-        "PORT": str(port),
         "DAGSTER_HOME": str(home),
         "RESCUE_DUCKDB_PATH": str(root / "warehouse.duckdb"),
     }
     os.environ["DAGSTER_HOME"] = str(home)
-    log = (root / "dagster-dev.log").open("w")
+    log = root / "dagster-dev.log"
     start = time.monotonic()
-    proc = subprocess.Popen(
-        [str(REPO / "dev"), "demo"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    demo = demo_server.start(env, log)
     try:
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        client = demo.client()
         repo = wait_for(
-            lambda: client._execute(LOCATION)["repositoriesOrError"]["nodes"][0], 180, "the UI"
+            lambda: client._execute(LOCATION)["repositoriesOrError"]["nodes"][0], 180, "the UI", log
         )
-        print(f"UI up after {time.monotonic() - start:.0f} s (log: {log.name})")
+        print(f"UI up after {time.monotonic() - start:.0f} s (log: {log})")
         instance = dg.DagsterInstance.get()
         walk = time.monotonic()
         for day, config in enumerate(DAYS, start=1):
@@ -157,6 +120,7 @@ def main() -> None:
                 lambda run_id=run_id: (s := client.get_run_status(run_id).value) in ENDED and s,
                 900,
                 "the run",
+                log,
             )
             # the sensor measures after the load, which lands at the run's start: the first
             # freshness run created after the raw tables landed (maybe while dbt still builds)
@@ -170,16 +134,19 @@ def main() -> None:
             print(f"\nday {day} {config}")
             print(f"  pipeline run {status} after {time.monotonic() - began:.0f} s")
             print(f"  failed checks: {failed_checks(instance, run_id) or 'none'}")
-            fresh, failures = freshness_after(instance, landed, 300)
+            fresh, failures = freshness_after(instance, landed, 300, log)
             print(f"  freshness run {fresh}; failed: {failures or 'none'}")
             if day == len(DAYS):
-                rescue_id = wait_for(lambda: rescues.rescue_ids(instance), 300, "the rescue")[0]
+                rescue_id = wait_for(lambda: rescues.rescue_ids(instance), 300, "the rescue", log)[
+                    0
+                ]
                 record = wait_for(
                     lambda rescue_id=rescue_id: (
                         (r := rescues.load(instance, rescue_id))["status"] != rescues.ACTIVE and r
                     ),
                     1800,
                     "the rescue's end",
+                    log,
                 )
                 print(f"  rescue {rescue_id}: {record['status']}: {record['message']}")
                 ended = time.monotonic()
@@ -187,17 +154,14 @@ def main() -> None:
                     lambda: all(i.endswith("resolved") for i in incidents(instance)),
                     300,
                     "the incident to read resolved",
+                    log,
                 )
                 print(f"  incident resolved {time.monotonic() - ended:.0f} s after the rescue")
             print(f"  incidents: {incidents(instance) or 'none'}")
             print(f"  day {day} took {time.monotonic() - began:.0f} s")
         print(f"\nfour days and the rescue: {(time.monotonic() - walk) / 60:.1f} min")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        demo_server.stop(demo)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 ASSET_GROUPS = """
 { assetNodes { assetKey { path } groupName dependencyKeys { path } } }
+"""
+# what the UI's launchpad sends (the GraphQL client's submit cannot select assets)
+LAUNCH = """
+mutation ($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
 """
 
 
@@ -26,8 +34,8 @@ def free_port() -> int:
 
 
 def wait_for(predicate, timeout: float, what: str, log: Path):
-    """The predicate's first truthy value, polled every second; the test fails naming `what`
-    with the end of dagster dev's log when it never comes."""
+    """The predicate's first truthy value, polled every second; fails naming `what` with the
+    end of dagster dev's log when it never comes (tests and bench/walkthrough.py use it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -37,7 +45,9 @@ def wait_for(predicate, timeout: float, what: str, log: Path):
         except Exception:  # the webserver is not up yet, or restarting
             pass
         time.sleep(1)
-    pytest.fail(f"timed out waiting for {what}; dagster dev said:\n{log.read_text()[-4000:]}")
+    raise AssertionError(
+        f"timed out waiting for {what}; dagster dev said:\n{log.read_text()[-4000:]}"
+    )
 
 
 @dataclass

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 
 from rescue_defs.rescues.kickoff import UI_URL_KEY
-from tests.demo_server import ASSET_GROUPS, REPO, start, stop
+from tests.demo_server import ASSET_GROUPS, LAUNCH, REPO, start, stop
 from tests.demo_server import wait_for as _wait_for
 
 
@@ -35,16 +35,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
 
 MATERIALIZABLE = """
 { assetNodes { assetKey { path } isMaterializable repository { name location { name } } } }
-"""
-
-LAUNCH = """
-mutation ($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}
 """
 
 
