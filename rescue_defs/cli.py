@@ -144,6 +144,15 @@ def _where(args: argparse.Namespace) -> tuple[Path, Path | None]:
     )
 
 
+def _keys(instance, manifest) -> dict:
+    """unique_id -> asset key, as the code location names them (it publishes its keys on the
+    instance: a team's own translator, key prefixes included)."""
+    from rescue_defs.assets import keys
+
+    keys.use_published(instance, manifest)
+    return keys.model_asset_keys(manifest)
+
+
 def _manifest(args: argparse.Namespace):
     from rescue_defs.planning.manifest import DbtManifest
 
@@ -228,7 +237,6 @@ def _previous(args: argparse.Namespace, manifest):
 
 def _launch(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
-    from rescue_defs.assets.dbt import model_asset_keys
     from rescue_defs.checks.proof import proof_settings
     from rescue_defs.jobs.pipeline import daily_pipeline_schedule
     from rescue_defs.planning.plan import Planner
@@ -239,7 +247,7 @@ def _launch(args: argparse.Namespace) -> int:
     manifest = _manifest(args)
     previous = _previous(args, manifest)
     instance = _instance()
-    keys = model_asset_keys(manifest)
+    keys = _keys(instance, manifest)
     now = datetime.now(UTC)
     plan = rescues.plan_for(
         Planner(manifest),
@@ -392,13 +400,12 @@ def _follow(instance, rescue_id: str, keys, timeout: float, start=None) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
-    from rescue_defs.assets.dbt import model_asset_keys
 
     instance = _instance()
     if not args.rescue_id:
         return _list(instance)
     try:
-        keys = model_asset_keys(_manifest(args))
+        keys = _keys(instance, _manifest(args))
         print("\n".join(rescues.status_lines(instance, args.rescue_id, keys)))
         record = rescues.load(instance, args.rescue_id)
         # the report as the rescue_report partition shows it (without the plan)
@@ -421,12 +428,11 @@ def _list(instance, limit: int = 20) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
-    from rescue_defs.assets.dbt import model_asset_keys
     from rescue_defs.rescues import kickoff
 
     instance = _instance()
     manifest = _manifest(args)
-    keys = model_asset_keys(manifest)
+    keys = _keys(instance, manifest)
     try:
         record = rescues.resume(
             instance, args.rescue_id, keys, force=args.force, reserve=kickoff.BY_CLI
@@ -441,10 +447,9 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
-    from rescue_defs.assets.dbt import model_asset_keys
 
     instance = _instance()
-    keys = model_asset_keys(_manifest(args))
+    keys = _keys(instance, _manifest(args))
     try:
         record = rescues.cancel(instance, args.rescue_id, keys)
     except rescues.RescueError as e:

@@ -8,7 +8,7 @@ parsing.start_for_environment()
 
 
 import dagster as dg
-from dagster_dbt import DbtProject
+from dagster_dbt import DagsterDbtTranslator, DbtProject
 from dagster_duckdb import DuckDBResource
 
 from rescue_defs import dbt_child, settings
@@ -42,9 +42,13 @@ from rescue_defs.sensors.report import build_rescue_report_sensor
 from rescue_defs.sensors.rescue import build_rescue_sensor
 
 
-def build_definitions(project: DbtProject) -> dg.Definitions:
+def build_definitions(
+    project: DbtProject, translator: DagsterDbtTranslator | None = None
+) -> dg.Definitions:
+    """Rescue for one dbt project: its dbt assets (named by `translator`, the team's own, else
+    the default), the rescue jobs, sensors, checks and report."""
     warehouse = configure_warehouse_env()
-    dbt_models = build_dbt_models(project)
+    dbt_models = build_dbt_models(project, translator)
     report = REPORT_SPEC
     assets: list = [dbt_models, report]
     bundled = is_bundled(project)

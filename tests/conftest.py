@@ -200,6 +200,7 @@ MODULE_SECONDS = {
     "test_project_files.py": 70,
     "test_bad_input.py": 60,
     "test_settings.py": 30,
+    "test_team_translator.py": 45,
 }
 
 

@@ -1,18 +1,10 @@
 """dbt models, seeds and snapshots as Dagster assets; dbt tests as asset checks."""
 
 import functools
-import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-from dagster_dbt import (
-    DagsterDbtTranslator,
-    DagsterDbtTranslatorSettings,
-    DbtCliResource,
-    DbtProject,
-)
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
 from dagster_dbt.asset_utils import (
     DAGSTER_DBT_SELECT_METADATA_KEY,
     DBT_DEFAULT_EXCLUDE,
@@ -22,7 +14,9 @@ from dagster_dbt.asset_utils import (
 )
 from dagster_dbt.dbt_manifest import validate_manifest
 
+from rescue_defs.assets import keys as asset_keys
 from rescue_defs.assets.dbt_build import Build, build_in_stages
+from rescue_defs.assets.keys import model_asset_keys
 from rescue_defs.checks.coverage import WindowRule, window_rules
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
 from rescue_defs.checks.validation import (
@@ -36,23 +30,6 @@ from rescue_defs.rescues.liveness import while_running
 from rescue_defs.warehouse_lock import WarehouseHeld, require_free
 
 DBT_ASSETS_NAME = "dbt_models"
-
-
-class RescueDbtTranslator(DagsterDbtTranslator):
-    """Groups models by their top folder (staging / intermediate / marts)."""
-
-    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        fqn = dbt_resource_props.get("fqn", [])
-        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot") and len(fqn) > 2:
-            return re.sub(r"\W", "_", fqn[1])
-        return super().get_group_name(dbt_resource_props)
-
-
-# dbt's source tests become checks of the source assets (raw/*): otherwise every run that
-# builds models runs them anyway and dagster-dbt logs a warning for each
-TRANSLATOR = RescueDbtTranslator(
-    settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True)
-)
 
 
 class DbtRunConfig(dg.Config):
@@ -85,16 +62,6 @@ def selector_for(manifest_path: str, project_dir: str) -> Selector:
     return Selector(load_manifest(manifest_path, project_dir))
 
 
-def model_asset_keys(manifest: DbtManifest) -> dict[str, dg.AssetKey]:
-    """unique_id -> asset key, as dagster-dbt names it (never rebuilt by hand); ephemeral
-    models are no assets (dbt compiles them into their consumers)."""
-    return {
-        uid: TRANSLATOR.get_asset_key(node)
-        for uid, node in manifest.models.items()
-        if uid not in manifest.ephemeral
-    }
-
-
 @functools.cache
 def rules_for(manifest_path: str, project_dir: str, settings: Settings) -> dict[str, ModelRule]:
     return model_rules(load_manifest(manifest_path, project_dir).raw, settings)
@@ -105,15 +72,21 @@ def windows_for(manifest_path: str, project_dir: str) -> dict[str, WindowRule]:
     return window_rules(load_manifest(manifest_path, project_dir).raw)
 
 
-def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
+def build_dbt_models(
+    project: DbtProject, translator: DagsterDbtTranslator | None = None
+) -> dg.AssetsDefinition:
+    """The project's models, seeds and snapshots as one multi-asset; `translator` (the team's
+    own: key prefixes, groups, owners) names them, else the default (assets/keys.py)."""
     manifest_path, project_dir = str(project.manifest_path), str(Path(project.project_dir))
+    translator = translator or asset_keys.DEFAULT_TRANSLATOR
+    asset_keys.use(project_dir, translator)
 
     # dagster-dbt makes the specs (asset keys, lineage, dbt tests as checks, the metadata that
     # lets dbt.cli(context=...) find the manifest), exactly as @dbt_assets does; the op adds
     # row-count and max-date checks. One multi_asset, not @dbt_assets wrapped in a second one:
     # each costs a pass over every spec (B3: ~2 s at 3000 models)
     specs, dbt_check_specs = build_dbt_specs(
-        translator=TRANSLATOR,
+        translator=translator,
         manifest=validate_manifest(project.manifest_path),
         select=DBT_DEFAULT_SELECT,
         exclude=DBT_DEFAULT_EXCLUDE,
@@ -187,7 +160,7 @@ def build_dbt_models(project: DbtProject) -> dg.AssetsDefinition:
                 project,
                 manifest,
                 {uid: key for key, uid in by_key.items()},
-                TRANSLATOR,
+                translator,
                 config.sandbox,
                 config.reason,
             )

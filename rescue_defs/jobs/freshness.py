@@ -14,8 +14,9 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
-from rescue_defs.assets.dbt import TRANSLATOR, load_manifest, wait_for_warehouse
+from rescue_defs.assets.dbt import load_manifest, wait_for_warehouse
 from rescue_defs.assets.dbt_cli import keep_parse_state
+from rescue_defs.assets.keys import translator_for
 from rescue_defs.checks.freshness import (
     ERROR,
     FRESHNESS_CHECK,
@@ -31,15 +32,13 @@ from rescue_defs.rescues.store import TAG_KIND
 FRESHNESS_JOB = "source_freshness_job"
 
 
-def source_asset_key(source: dict) -> dg.AssetKey:
-    return TRANSLATOR.get_asset_key(source)
-
-
 def source_keys(project: DbtProject) -> dict[str, dg.AssetKey]:
-    """unique_id -> asset key of every judged source."""
+    """unique_id -> asset key of every judged source (the project's translator names them)."""
     manifest = load_manifest(str(project.manifest_path), str(project.project_dir))
+    translator = translator_for(project.project_dir)
     return {
-        uid: source_asset_key(manifest.raw["sources"][uid]) for uid in freshness_rules(manifest.raw)
+        uid: translator.get_asset_key(manifest.raw["sources"][uid])
+        for uid in freshness_rules(manifest.raw)
     }
 
 
@@ -91,7 +90,7 @@ def build_freshness_checks(project: DbtProject, bundled: bool) -> dg.AssetChecks
     rules = freshness_rules(manifest.raw)
     if not rules:
         return None
-    keys = {uid: source_asset_key(manifest.raw["sources"][uid]) for uid in rules}
+    keys = source_keys(project)
 
     @dg.multi_asset_check(
         name="source_freshness",

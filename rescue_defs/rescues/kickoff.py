@@ -272,11 +272,12 @@ def dbt_test_checks(manifest, models: set[str]) -> set[dg.AssetCheckKey]:
     """The check keys dagster-dbt gives the dbt tests attached to these models."""
     from dagster_dbt.asset_utils import get_asset_check_key_for_test
 
-    from rescue_defs.assets.dbt import TRANSLATOR
+    from rescue_defs.assets.keys import translator_for
 
+    translator = translator_for(manifest.project_dir)
     found = set()
     for test in manifest.tests_of(models):
-        key = get_asset_check_key_for_test(manifest.raw, TRANSLATOR, test, project=None)
+        key = get_asset_check_key_for_test(manifest.raw, translator, test, project=None)
         if key is not None:
             found.add(key)
     return found

@@ -20,7 +20,7 @@ from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.automation import incidents
 from rescue_defs.automation.launch import TAG_INCIDENT, launch, registered
 from rescue_defs.checks.freshness import FRESHNESS_CHECK, freshness_rules
-from rescue_defs.jobs.freshness import FRESHNESS_JOB, source_asset_key
+from rescue_defs.jobs.freshness import FRESHNESS_JOB, source_keys
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import PlanRequest
@@ -101,7 +101,7 @@ def build_source_outage_sensor(
     def source_outage_sensor(context: dg.SensorEvaluationContext):
         manifest = load_manifest(manifest_path, project_dir)
         rules = freshness_rules(manifest.raw)
-        keys = {uid: source_asset_key(manifest.raw["sources"][uid]) for uid in rules}
+        keys = source_keys(project)
         labels = {keys[uid]: rule.label for uid, rule in rules.items()}
         uid_of = {rule.label: uid for uid, rule in rules.items()}
         cursor = json.loads(context.cursor) if context.cursor else {}

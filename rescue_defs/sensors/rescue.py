@@ -4,6 +4,7 @@ import dagster as dg
 from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
+from rescue_defs.assets import keys as asset_keys
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.rescues.kickoff import BY_SENSOR, remember_ui_url
 
@@ -35,7 +36,10 @@ def build_rescue_sensor(
         manifest = load_manifest(manifest_path, project_dir)
         keys = model_asset_keys(manifest)
         instance = context.instance
-        remember_ui_url(instance)  # for the CLI's links, wherever it runs
+        # what the CLI, wherever it runs, needs of this code location: the UI's address and
+        # the asset keys it gives the project's models
+        remember_ui_url(instance)
+        asset_keys.publish(instance, manifest)
         requests, messages = [], []
         claimed: set[str] = set()  # models requested earlier in this tick, by any rescue
         active = rescues.active_ids(instance)
