@@ -14,7 +14,7 @@ import dagster as dg
 import networkx as nx
 
 from rescue_defs.planning.manifest import DbtManifest
-from rescue_defs.rescues import kickoff, liveness
+from rescue_defs.rescues import liveness, markers
 from rescue_defs.rescues.facts import run_models, runs_in_flight
 from rescue_defs.rescues.heavy import heavy_wait
 from rescue_defs.rescues.lifecycle import MAX_PROOF_ESCALATIONS, escalate
@@ -169,7 +169,7 @@ def advance(
 
     `claimed`: models that runs requested earlier in the same tick will write (other rescues);
     they count as in flight, so one tick never requests two runs writing the same model.
-    `launcher`: who decides (rescue_sensor, the CLI, see kickoff.py); the record says so until
+    `launcher`: who decides (rescue_sensor, the CLI, see markers.py); the record says so until
     the requested runs exist, and the other launcher starts nothing of them meanwhile."""
     rescue_id = record["id"]
     claimed = set() if claimed is None else claimed
@@ -178,10 +178,10 @@ def advance(
         return settled
     done, latest = settled
     names = record["names"]
-    submitting = kickoff.pending(instance, record, latest, ignore=launcher)
+    submitting = markers.pending(instance, record, latest, ignore=launcher)
     if submitting is not None:  # the other launcher starts these: not twice, none over them
         claimed |= set(submitting)
-        by = record[kickoff.MARKER]["by"]
+        by = record[markers.MARKER]["by"]
         return Tick([], [f"rescue {rescue_id}: {by} is starting its run"])
     if len(done) == len(record["steps"]):  # every model rebuilt; the proof is left
         settled_proof = settle_proof(instance, record, keys)
@@ -189,7 +189,7 @@ def advance(
             record["proof"]["status"] = "running"
             record["message"] = "every planned model was rebuilt; proving the incremental ones"
             if launcher:
-                kickoff.mark(record, [settled_proof], launcher)
+                markers.mark(record, [settled_proof], launcher)
             save(instance, record)
             return Tick([settled_proof], [])
         if settled_proof is None:
@@ -234,7 +234,7 @@ def advance(
             "stage after stage (nothing else writes their models)"
         )
         if launcher:
-            kickoff.mark(record, [request], launcher)
+            markers.mark(record, [request], launcher)
         save(instance, record)  # before the request leaves: a concurrent change drops it
         return Tick([request], [])
     requests, messages = [], []
@@ -260,7 +260,7 @@ def advance(
         numbers = ", ".join(str(int(r.tags[TAG_STEP]) + 1) for r in requests)
         record["message"] = f"launched step(s) {numbers} of {len(record['steps'])}"
     if launcher and requests:
-        kickoff.mark(record, requests, launcher)
+        markers.mark(record, requests, launcher)
     save(instance, record)  # before the requests leave: a concurrent change drops them
     return Tick(requests, messages)
 

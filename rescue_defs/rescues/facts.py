@@ -144,7 +144,7 @@ def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit
 
 def run_overheads(instance: dg.DagsterInstance, limit: int = 10) -> list[tuple[float, int]]:
     """(seconds besides the models' own time, models built) of recent successful rescue runs."""
-    from rescue_defs.rescues.advance import STEP_JOB
+    from rescue_defs.rescues.requests import STEP_JOB
 
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=STEP_JOB, statuses=[dg.DagsterRunStatus.SUCCESS]),

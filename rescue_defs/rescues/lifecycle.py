@@ -12,7 +12,7 @@ from rescue_defs.checks.coverage import COVERAGE_CHECK
 from rescue_defs.checks.proof import PROOF_CHECK, proof_record
 from rescue_defs.planning.plan import Plan
 from rescue_defs.planning.render import render_markdown
-from rescue_defs.rescues import kickoff, liveness
+from rescue_defs.rescues import liveness, markers
 from rescue_defs.rescues.facts import IN_FLIGHT
 from rescue_defs.rescues.outcomes import model_outcomes, step_runs
 from rescue_defs.rescues.report import finish, publish
@@ -55,7 +55,7 @@ def register(
 ) -> dict[str, Any]:
     """Record a planned rescue and publish its plan; the sensor launches its runs. Blocked
     plans need `force`. A sandbox rescue refreshes the sandbox copy of prod first. `reserve`:
-    who will try to start it at once (kickoff.py); no tick starts it until then."""
+    who will try to start it at once (markers.py); no tick starts it until then."""
     blocks = [f"{i.key}: {i.reason}" for i in plan.blocks]
     if blocks and not force and not dry_run:
         raise RescueError(
@@ -106,7 +106,7 @@ def register(
         **(extra or {}),
     }
     if reserve and not dry_run:
-        record[kickoff.MARKER] = kickoff.reservation(record, reserve)
+        record[markers.MARKER] = markers.reservation(record, reserve)
     save(instance, record)
     publish(instance, record, keys)
     return record
@@ -179,7 +179,7 @@ def resume(
     )
     if left or prove:
         if reserve:
-            record[kickoff.MARKER] = kickoff.reservation(record, reserve)
+            record[markers.MARKER] = markers.reservation(record, reserve)
         save(instance, record)
     else:
         finish(instance, record, keys)
