@@ -19,7 +19,7 @@ PR_SET_PDEATHSIG = 1
 LAUNCHER = "rescue-dbt"
 
 
-def _dbt() -> str:
+def dbt() -> str:
     """The dbt beside this Python (the environment's), else the one on PATH."""
     here = Path(sys.executable).absolute().parent / "dbt"
     return str(here) if here.exists() else (shutil.which("dbt") or "dbt")
@@ -29,7 +29,7 @@ def executable() -> str:
     """What runs dbt for the product's steps: this launcher when installed beside this Python,
     else dbt itself (absolute when found, so a PATH without the environment still finds it)."""
     launcher = Path(sys.executable).absolute().parent / LAUNCHER
-    return str(launcher) if launcher.exists() else _dbt()
+    return str(launcher) if launcher.exists() else dbt()
 
 
 def main() -> None:
@@ -39,8 +39,8 @@ def main() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the request took effect
             sys.exit("rescue-dbt: the process that started dbt is gone; not starting it")
-    dbt = _dbt()
-    os.execv(dbt, [dbt, *sys.argv[1:]])
+    program = dbt()
+    os.execv(program, [program, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

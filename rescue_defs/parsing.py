@@ -21,13 +21,14 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rescue_defs import dbt_child
 
 log = logging.getLogger(__name__)
 _RUNNING: dict[str, threading.Thread] = {}
@@ -77,16 +78,10 @@ def deps_needed(project_dir: Path) -> bool:
     return any(path.stat().st_mtime > lock.stat().st_mtime for path in declared)
 
 
-def _dbt() -> str:
-    """This environment's dbt (the one dagster-dbt runs), else the first on PATH."""
-    here = Path(sys.executable).parent / "dbt"
-    return str(here) if here.exists() else (shutil.which("dbt") or "dbt")
-
-
 def _invoke(where: Where, args: list[str], log_path: Path) -> None:
     """One dbt command in the project folder, its log in `log_path` (as dagster-dbt keeps
     them: not in the user's logs/); a failure raises with dbt's first error line."""
-    command = [_dbt(), *args, "--project-dir", str(where.project_dir)]
+    command = [dbt_child.dbt(), *args, "--project-dir", str(where.project_dir)]
     command += ["--profiles-dir", str(where.profiles_dir)]
     command += ["--target", where.target] if where.target else []
     env = {**os.environ, "DBT_LOG_PATH": str(log_path)}

@@ -47,6 +47,7 @@ def _first_line(error: BaseException) -> str:
 @contextmanager
 def open_adapter(where: WarehouseTarget) -> Iterator:
     """A dbt adapter with an open connection; raises WarehouseUnavailable."""
+    from rescue_defs import dbt_child
     from rescue_defs.assets.dbt_cli import RescueDbtCliResource
     from rescue_defs.checks.validation import release_adapter
 
@@ -54,6 +55,8 @@ def open_adapter(where: WarehouseTarget) -> Iterator:
         project_dir=where.project_dir,
         profiles_dir=where.profiles_dir or where.project_dir,
         target=where.target,
+        # this environment's dbt, found without it on PATH (`.venv/bin/rescue` run as is)
+        dbt_executable=dbt_child.executable(),
     )
     try:
         adapter = resource._initialize_dbt_core_adapter([])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,35 @@ def test_console_script_exits_2_on_an_empty_selection(shop_project, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("rescue: error: the selection is empty")
     assert result.stdout == ""
+
+
+def test_the_console_script_run_by_its_path_finds_dbt_without_the_environment_on_path(
+    shop_project, tmp_path, warehouse
+):
+    """`.venv/bin/rescue launch` as the README shows it, in a shell whose PATH has no .venv/bin:
+    the warehouse is read through this environment's dbt, found beside its Python."""
+    import duckdb
+
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    duckdb.connect(str(warehouse)).close()  # a warehouse to read
+    bare = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if ".venv" not in p)
+    assert shutil.which("dbt", path=bare) is None  # no other dbt would rescue it
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "rescue"),
+            "launch",
+            "--dry-run",
+            "--select",
+            "fct_orders",
+        ]
+        + ["--project-dir", str(shop_project.project_dir)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": bare, "DAGSTER_HOME": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and ": dry_run" in result.stdout
 
 
 def _bad_manifests(tmp_path: Path) -> dict[str, Path]:
