@@ -62,7 +62,10 @@ def shop_defs(shop_project: DbtProject, warehouse: Path) -> dg.Definitions:
 
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
+    # no stdout capture: a `tail -F` per step outlives runs whose dbt a test kills (test_soak.py)
+    no_logs = {"module": "dagster._core.storage.noop_compute_log_manager"}
+    no_logs["class"] = "NoOpComputeLogManager"
+    with dg.instance_for_test(overrides={"compute_logs": no_logs}) as instance:
         yield instance
 
 

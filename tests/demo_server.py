@@ -76,6 +76,8 @@ def start(env: dict[str, str], log: Path, port: int | None = None) -> Demo:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # as from a background job (nohup, `&`, CI): SIGINT arrives ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     demo = Demo(process, port, log)
     client = demo.client()
@@ -91,14 +93,16 @@ def stop(demo: Demo, signal_first: int = signal.SIGTERM) -> None:
     except ProcessLookupError:
         return
     try:
-        demo.process.wait(timeout=20)
+        demo.process.wait(timeout=60)
+        stopped = True
     except subprocess.TimeoutExpired:
-        # seen after long use: issue #25's "dagster dev ignored SIGTERM"
-        print(f"dagster dev still running 20 s after signal {signal_first}; log: {demo.log}")
+        stopped = False
     try:
         os.killpg(demo.process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    # issue #25: started in the background, dagster dev ignored SIGTERM (./dev demo says why)
+    assert stopped, f"dagster dev still running 60 s after signal {signal_first}; log: {demo.log}"
 
 
 @contextmanager

@@ -25,11 +25,21 @@ from tests.helpers import (
 REPO = Path(__file__).resolve().parent.parent
 
 
+# runs execute in the test's process, some with dbt killed on purpose: Dagster's stdout capture
+# (a `tail -F` per step) outlives such a run, and the test process; nothing reads them
+NO_COMPUTE_LOGS = (
+    "\ncompute_logs:\n  module: dagster._core.storage.noop_compute_log_manager"
+    "\n  class: NoOpComputeLogManager\n"
+)
+
+
 def make_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str | None) -> Path:
     """The demo's dagster.yaml in a real home directory; with a database, storage on Postgres."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with (home / "dagster.yaml").open("a") as f:
+        f.write(NO_COMPUTE_LOGS)
     if database:
         with (home / "dagster.yaml").open("a") as f:
             f.write(
