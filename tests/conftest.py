@@ -60,12 +60,19 @@ def shop_defs(shop_project: DbtProject, warehouse: Path) -> dg.Definitions:
     return build_definitions(shop_project)
 
 
+# no stdout capture in test instances: a `tail -F` per step outlives runs whose dbt a test
+# kills, and the test process (test_soak.py's homes say the same in their dagster.yaml)
+NO_COMPUTE_LOGS = {
+    "compute_logs": {
+        "module": "dagster._core.storage.noop_compute_log_manager",
+        "class": "NoOpComputeLogManager",
+    }
+}
+
+
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
-    # no stdout capture: a `tail -F` per step outlives runs whose dbt a test kills (test_soak.py)
-    no_logs = {"module": "dagster._core.storage.noop_compute_log_manager"}
-    no_logs["class"] = "NoOpComputeLogManager"
-    with dg.instance_for_test(overrides={"compute_logs": no_logs}) as instance:
+    with dg.instance_for_test(overrides=NO_COMPUTE_LOGS) as instance:
         yield instance
 
 
@@ -87,7 +94,8 @@ def shop_builds(tmp_path_factory: pytest.TempPathFactory, shop_project: DbtProje
                 env.setenv("RESCUE_PEAK_HOURS", "none")
                 defs = build_definitions(shop_project)
                 (root / "home").mkdir()
-                with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
+                home = str(root / "home")
+                with dg.instance_for_test(temp_dir=home, overrides=NO_COMPUTE_LOGS) as instance:
                     assert materialize_all(defs, instance, raw_config(through)).success
             made[through] = root
         return made[through]

@@ -15,7 +15,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
-from tests.conftest import copy_of_build
+from tests.conftest import NO_COMPUTE_LOGS, copy_of_build
 from tests.helpers import (
     dbt_commands,
     drive_rescue,
@@ -38,7 +38,7 @@ def instance(request, tmp_path, warehouse, shop_builds):
         copy_of_build(shop_builds("2026-01-12"), warehouse, home)
     else:
         home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with dg.instance_for_test(temp_dir=str(home), overrides=NO_COMPUTE_LOGS) as instance:
         yield instance
 
 
