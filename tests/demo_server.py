@@ -11,19 +11,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+# what the UI's launchpad sends, as the CLI sends it (the GraphQL client's submit cannot select
+# assets)
+from rescue_defs.rescues.kickoff import SUBMIT as LAUNCH  # noqa: F401  (tests and bench use it)
+
 REPO = Path(__file__).resolve().parents[1]
 ASSET_GROUPS = """
 { assetNodes { assetKey { path } groupName dependencyKeys { path } } }
-"""
-# what the UI's launchpad sends (the GraphQL client's submit cannot select assets)
-LAUNCH = """
-mutation ($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}
 """
 
 
