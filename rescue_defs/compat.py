@@ -2,6 +2,7 @@
 the current minor and the previous one), in one place."""
 
 import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -34,3 +35,28 @@ def materialized_keys(instance: dg.DagsterInstance, run_id: str) -> set[dg.Asset
         run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
     return {r.event_log_entry.dagster_event.asset_key for r in records}
+
+
+def resource_params(op: dg.OpDefinition) -> dict[str, Any]:
+    """Name -> annotation of the resource parameters of a decorated op's function."""
+    compute = op.compute_fn
+    if not hasattr(compute, "get_resource_args"):
+        return {}
+    return {param.name: param.annotation for param in compute.get_resource_args()}
+
+
+def op_compute(op: dg.OpDefinition) -> Callable[[Any], Iterator]:
+    """Calls a decorated op's function as Dagster does (its context, resources and config
+    from the given context). Dagster has no public way to run one op's function inside
+    another's step; this is how its own executor does it, on 1.12 and 1.13 alike."""
+    from dagster._core.execution.plan.compute_generator import create_op_compute_wrapper
+
+    wrapped = create_op_compute_wrapper(op)
+
+    def call(context) -> Iterator:
+        result = wrapped(context, {})
+        if not hasattr(result, "__iter__"):
+            raise TypeError(f"op {op.name!r}: async dbt assets functions are not supported")
+        yield from result
+
+    return call

@@ -361,7 +361,7 @@ def test_a_config_select_that_disagrees_with_the_asset_selection_fails_before_db
     result = job.execute_in_process(
         instance=instance,
         asset_selection=[dg.AssetKey("fct_orders")],
-        run_config={"ops": {"dbt_models": {"config": {"select": "fct_orders+"}}}},
+        run_config={"resources": {"rescue_run": {"config": {"select": "fct_orders+"}}}},
         raise_on_error=False,
     )
     assert not result.success

@@ -4,22 +4,18 @@ import functools
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
-from dagster_dbt.asset_utils import (
-    DAGSTER_DBT_SELECT_METADATA_KEY,
-    DBT_DEFAULT_EXCLUDE,
-    DBT_DEFAULT_SELECT,
-    DBT_DEFAULT_SELECTOR,
-    build_dbt_specs,
-)
-from dagster_dbt.dbt_manifest import validate_manifest
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
 from rescue_defs.assets import keys as asset_keys
+from rescue_defs.assets import twin
 from rescue_defs.assets.dbt_build import Build, build_in_stages
 from rescue_defs.assets.keys import model_asset_keys
+from rescue_defs.assets.twin import TeamAssetsError
 from rescue_defs.checks.coverage import WindowRule, window_rules
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
 from rescue_defs.checks.validation import (
+    RESCUE_TAG,
     ValidationResource,
     check_specs,
 )
@@ -30,10 +26,13 @@ from rescue_defs.rescues.liveness import while_running
 from rescue_defs.warehouse_lock import WarehouseHeld, require_free
 
 DBT_ASSETS_NAME = "dbt_models"
+RESCUE_RUN = "rescue_run"  # the resource a rescue's step run is configured through
 
 
-class DbtRunConfig(dg.Config):
-    """How to build the selected models (set by rescues; optional from the launchpad)."""
+class RescueRun(dg.ConfigurableResource):
+    """How a rescue's step run builds the selected models (set by rescue_sensor; all empty for
+    any other run, which runs the team's own dbt assets function unchanged). A resource, not op
+    config, so that the op keeps the team's own config schema."""
 
     full_refresh: list[str] = []
     """Models (names or unique_ids) to build with --full-refresh; the others build normally.
@@ -50,6 +49,9 @@ class DbtRunConfig(dg.Config):
     sandbox: bool = False
     """Build against the dbt target `sandbox` (a copy of prod): models are reported as
     observations with `sandbox: true`, never as prod materializations or check results."""
+
+    def is_set(self) -> bool:
+        return bool(self.full_refresh or self.select or self.stages or self.sandbox)
 
 
 @functools.cache
@@ -75,55 +77,78 @@ def windows_for(manifest_path: str, project_dir: str) -> dict[str, WindowRule]:
 def build_dbt_models(
     project: DbtProject, translator: DagsterDbtTranslator | None = None
 ) -> dg.AssetsDefinition:
-    """The project's models, seeds and snapshots as one multi-asset; `translator` (the team's
-    own: key prefixes, groups, owners) names them, else the default (assets/keys.py)."""
-    manifest_path, project_dir = str(project.manifest_path), str(Path(project.project_dir))
-    translator = translator or asset_keys.DEFAULT_TRANSLATOR
-    asset_keys.use(project_dir, translator)
+    """A plain `@dbt_assets` over the project (what a team has), made rescuable."""
+    return rescuable(plain_dbt_assets(project, translator), project)
 
-    # dagster-dbt makes the specs (asset keys, lineage, dbt tests as checks, the metadata that
-    # lets dbt.cli(context=...) find the manifest), exactly as @dbt_assets does; the op adds
-    # row-count and max-date checks. One multi_asset, not @dbt_assets wrapped in a second one:
-    # each costs a pass over every spec (B3: ~2 s at 3000 models)
-    specs, dbt_check_specs = build_dbt_specs(
-        translator=translator,
-        manifest=validate_manifest(project.manifest_path),
-        select=DBT_DEFAULT_SELECT,
-        exclude=DBT_DEFAULT_EXCLUDE,
-        selector=DBT_DEFAULT_SELECTOR,
-        io_manager_key=None,
+
+def plain_dbt_assets(
+    project: DbtProject, translator: DagsterDbtTranslator | None = None
+) -> dg.AssetsDefinition:
+    """`@dbt_assets` as dagster-dbt's docs write it: one `dbt build` of the selection."""
+
+    @dbt_assets(
+        manifest=project.manifest_path,
         project=project,
+        dagster_dbt_translator=translator or asset_keys.DEFAULT_TRANSLATOR,
+        name=DBT_ASSETS_NAME,
     )
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        """Builds the selected dbt models and runs their tests."""
+        yield from dbt.cli(["build"], context=context).stream()
+
+    return dbt_models
+
+
+def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> dg.AssetsDefinition:
+    """The team's dbt assets definition with the same specs (keys, groups, owners, partitions,
+    dbt tests as checks) and config, plus row-count and max-date checks: a plain run calls the
+    team's own function, then validates what it built; a rescue's step run (RescueRun set)
+    builds in stages and refresh layers, validating each stage before the next."""
+    manifest_raw, translator, found = get_manifest_and_translator_from_dbt_assets([team])
+    project = project or found
+    if project is None:
+        raise TeamAssetsError(
+            f"dbt assets {team.op.name!r} were defined without project=: pass "
+            "@dbt_assets(project=...) or with_rescue(..., project=DbtProject(...))"
+        )
+    manifest_path, project_dir = str(project.manifest_path), str(Path(project.project_dir))
+    asset_keys.use(project_dir, translator)
+    dbt_key = twin.dbt_resource_key(team)
+    team_compute = twin.compute_of(team)
 
     manifest = load_manifest(manifest_path, project_dir)
     keys = model_asset_keys(manifest)
-    validation_specs = check_specs(
-        rules_for(manifest_path, project_dir, Settings()),
-        keys,
-        windows_for(manifest_path, project_dir),
-    )
+    validation_specs = [
+        spec
+        for spec in check_specs(
+            rules_for(manifest_path, project_dir, Settings()),
+            keys,
+            windows_for(manifest_path, project_dir),
+        )
+        if spec.asset_key in team.keys
+    ]
 
     @dg.multi_asset(
-        name=DBT_ASSETS_NAME,
-        specs=specs,
-        check_specs=[*dbt_check_specs, *validation_specs],
+        name=team.op.name,
+        specs=list(team.specs),
+        check_specs=[*team.check_specs, *validation_specs],
         can_subset=True,
-        # what @dbt_assets tags its op with: dbt.cli(context=...) reads the selection here
-        op_tags={DAGSTER_DBT_SELECT_METADATA_KEY: DBT_DEFAULT_SELECT},
+        op_tags=team.op.tags,
         allow_arbitrary_check_specs=True,
-        pool=WAREHOUSE_POOL,
+        pool=team.op.pool or WAREHOUSE_POOL,
+        required_resource_keys={*team.op.required_resource_keys, "validation", RESCUE_RUN},
+        config_schema=twin.config_fields(team),
+        backfill_policy=team.backfill_policy,
+        retry_policy=team.op.retry_policy,
+        description=team.op.description,
     )
-    def dbt_models(
-        context: dg.AssetExecutionContext,
-        dbt: DbtCliResource,
-        validation: ValidationResource,
-        config: DbtRunConfig,
-    ):
-        """Builds the selected dbt models, runs their tests, then checks each rebuilt model's
-        row count and max date."""
+    def dbt_models(context: dg.AssetExecutionContext):
         manifest = load_manifest(manifest_path, project_dir)
         by_key = {k: uid for uid, k in model_asset_keys(manifest).items()}
         selected = frozenset(by_key[k] for k in context.selected_asset_keys if k in by_key)
+        config: RescueRun = getattr(context.resources, RESCUE_RUN)
+        validation: ValidationResource = context.resources.validation
+        dbt = getattr(context.resources, dbt_key)
         if config.reason:
             context.log.info(f"reason: {config.reason}")
         if config.select:
@@ -163,6 +188,9 @@ def build_dbt_models(
                 translator,
                 config.sandbox,
                 config.reason,
+                # a rescue builds with its own invocations (stages, refresh layers, dbt that
+                # dies with its worker); every other run is the team's own function
+                team_compute=None if rescue_run(context, config) else team_compute,
             )
             yield from build_in_stages(
                 build,
@@ -178,7 +206,11 @@ def build_dbt_models(
     return dbt_models
 
 
-def _stages(manifest: DbtManifest, config: DbtRunConfig, selected: frozenset[str]):
+def rescue_run(context: dg.AssetExecutionContext, config: RescueRun) -> bool:
+    return config.is_set() or RESCUE_TAG in context.run.tags
+
+
+def _stages(manifest: DbtManifest, config: RescueRun, selected: frozenset[str]):
     """(name, models) per stage; the stages must cover exactly the run's selection."""
     if not config.stages:
         return [("all", selected)]

@@ -11,7 +11,8 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from rescue_defs.assets.dbt_cli import RescueDbtCliResource, keep_parse_state
+from rescue_defs import dbt_child
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource, invocations_of, keep_parse_state
 from rescue_defs.checks.validation import blocking_failures, validate
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.cost import FULL_REFRESH_KEY
@@ -79,14 +80,20 @@ def _built_key(context: dg.AssetExecutionContext, event) -> dg.AssetKey | None:
     return None
 
 
-def with_target(dbt: DbtCliResource, target: str) -> DbtCliResource:
+def as_rescue(dbt: DbtCliResource, target: str | None = None) -> RescueDbtCliResource:
+    """The team's dbt resource as the rescue builds with it: same project, profile and flags;
+    this environment's dbt through rescue-dbt (it dies with its run worker, dbt_child.py);
+    `target` for the sandbox (dagster-dbt builds the adapter the checks query through from the
+    resource's target, not from a --target arg)."""
+    if isinstance(dbt, RescueDbtCliResource) and target is None:
+        return dbt
+    fields = {name: getattr(dbt, name) for name in type(dbt).model_fields if hasattr(dbt, name)}
+    if Path(str(fields.get("dbt_executable", "dbt"))).name == "dbt":
+        fields["dbt_executable"] = dbt_child.executable()
+    if target is not None:
+        fields["target"] = target
     return RescueDbtCliResource(
-        project_dir=dbt.project_dir,
-        profiles_dir=dbt.profiles_dir,
-        profile=dbt.profile,
-        target=target,
-        dbt_executable=dbt.dbt_executable,
-        global_config_flags=dbt.global_config_flags,
+        **{k: v for k, v in fields.items() if k in RescueDbtCliResource.model_fields}
     )
 
 
@@ -113,26 +120,52 @@ class Build:
     """One step's dbt work: what it needs, and what it found (models built, test results)."""
 
     def __init__(
-        self, context, dbt, project, manifest: DbtManifest, keys, translator, sandbox: bool, reason
+        self,
+        context,
+        dbt,
+        project,
+        manifest: DbtManifest,
+        keys,
+        translator,
+        sandbox: bool,
+        reason,
+        team_compute=None,
     ):
         self.context, self.project, self.manifest = context, project, manifest
+        self.team_dbt, self.team_compute = dbt, team_compute
         self.translator, self.reason = translator, reason
         self.keys = keys  # unique_id -> asset key
         self.by_key = {k: uid for uid, k in keys.items()}
         self.sandbox = sandbox
         # a resource for the sandbox target: dagster-dbt builds the adapter (which the checks
         # query through) from the resource's target, not from a --target arg
-        self.dbt = with_target(dbt, SANDBOX_TARGET) if sandbox else dbt
+        self.dbt = as_rescue(dbt, SANDBOX_TARGET if sandbox else None)
         self.tests: dict = {}  # (asset key, check name) -> the last result of a dbt test
 
     def whole_selection(self, built: list[str], invocations: list) -> Iterator:
-        """The run's own asset selection in one `dbt build` (dagster-dbt selects)."""
-        invocation = self.dbt.cli(["build", *WARN_ERROR_ARGS], context=self.context)
-        invocations.append(invocation)
-        for event in invocation.stream():
-            if (key := _built_key(self.context, event)) in self.by_key:
-                built.append(self.by_key[key])
-            yield event
+        """The run's own asset selection as the team builds it: their dbt assets function,
+        unchanged (their flags, vars, row counts); else one `dbt build` (dagster-dbt selects)."""
+        if self.team_compute is None:
+            invocation = self.dbt.cli(["build", *WARN_ERROR_ARGS], context=self.context)
+            invocations.append(invocation)
+            events = invocation.stream()
+        else:
+            events = self.team_compute(self.context)
+        try:
+            for event in events:
+                if (key := _built_key(self.context, event)) in self.by_key:
+                    built.append(self.by_key[key])
+                yield event
+        finally:
+            if self.team_compute is not None:
+                invocations += invocations_of(self.context.run.run_id)
+
+    def adapter(self, invocations: list):
+        """The adapter the validation queries go through: the last invocation's, else one
+        for the team's resource (their function's invocations are not ours to see)."""
+        if invocations:
+            return invocations[-1].adapter
+        return self.dbt._initialize_dbt_core_adapter([])
 
     def models(
         self, models: frozenset[str], full_refresh: frozenset[str], built, invocations
@@ -198,7 +231,7 @@ def build_in_stages(
                     yield event
         except DagsterDbtCliRuntimeError as e:
             error = e  # validate what did get built, then fail the step
-        adapter = invocations[-1].adapter if invocations else None
+        adapter = build.adapter(invocations) if (built or invocations) else None
         results = []
         try:
             for result in validate(

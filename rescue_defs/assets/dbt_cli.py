@@ -40,6 +40,7 @@ PARSE_CACHE = "partial_parse"  # under the project's target folder
 KEEP_STATES = 8
 KEEP_ADAPTERS = 4
 _ADAPTERS: dict[str, Any] = {}  # state key -> dbt adapter, in this process
+_BY_RUN: dict[str, list] = {}  # run id -> invocations made with a context, in this process
 _KEY_FILE = ".rescue_parse_key"  # in an invocation's target folder: which cache entry it uses
 # arguments that change dbt's parse state check (vars, target, profile); never the selection
 _STATE_ARGS = ("--vars", "--target", "-t", "--profile")
@@ -173,4 +174,12 @@ class RescueDbtCliResource(DbtCliResource):
             except OSError:  # pruned meanwhile by another process: dbt parses in full
                 seed.unlink(missing_ok=True)
         (target_path / _KEY_FILE).write_text(str(cache))
-        return super().cli(args, context=context, target_path=target_path, **kw)
+        invocation = super().cli(args, context=context, target_path=target_path, **kw)
+        if context is not None:  # made by the team's function: the step cleans up after it
+            _BY_RUN.setdefault(context.run.run_id, []).append(invocation)
+        return invocation
+
+
+def invocations_of(run_id: str) -> list:
+    """The invocations this process made with a context in run `run_id` (then forgotten)."""
+    return _BY_RUN.pop(run_id, [])

@@ -8,6 +8,7 @@ outside Dagster (Fivetran, a COPY job): only the warehouse is measured."""
 
 import json
 import tempfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -42,17 +43,18 @@ def source_keys(project: DbtProject) -> dict[str, dg.AssetKey]:
     }
 
 
-def _now(context, bundled: bool) -> tuple[datetime, str]:
+Clock = Callable[[dg.DagsterInstance], datetime | None]
+
+
+def _now(context, clock: Clock | None) -> tuple[datetime, str]:
     from rescue_defs.project import clock_now, configured_now
 
     if configured_now() is not None:
         return configured_now(), "injected clock (RESCUE_NOW / RESCUE_TODAY)"
-    if bundled:
-        from rescue_defs.assets.raw import simulated_now
-
-        simulated = simulated_now(context.instance)
-        if simulated is not None:
-            return simulated, "the simulated shop's clock (last load's through_date)"
+    if clock is not None:
+        now = clock(context.instance)
+        if now is not None:
+            return now, f"the code location's clock ({getattr(clock, '__name__', 'clock')})"
     return clock_now(), "UTC clock"
 
 
@@ -84,7 +86,11 @@ def _measure(dbt: DbtCliResource, rules: list[SourceRule], project_dir: Path) ->
     return found
 
 
-def build_freshness_checks(project: DbtProject, bundled: bool) -> dg.AssetChecksDefinition | None:
+def build_freshness_checks(
+    project: DbtProject, clock: Clock | None = None
+) -> dg.AssetChecksDefinition | None:
+    """`clock(instance)`: the time freshness is judged at (naive UTC; None: the UTC clock);
+    the bundled shop replays past days on its own clock."""
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     manifest = load_manifest(manifest_path, project_dir)
     rules = freshness_rules(manifest.raw)
@@ -120,7 +126,7 @@ def build_freshness_checks(project: DbtProject, bundled: bool) -> dg.AssetChecks
             if dg.AssetCheckKey(key, FRESHNESS_CHECK) in context.selected_asset_check_keys
         ]
         wait_for_warehouse(context, manifest, sandbox=False)
-        now, clock = _now(context, bundled)
+        now, clock_label = _now(context, clock)
         measured = _measure(dbt, wanted, Path(project_dir))
         for rule in wanted:
             newest, error = measured.get(rule.unique_id, (None, "dbt reported nothing"))
@@ -137,7 +143,7 @@ def build_freshness_checks(project: DbtProject, bundled: bool) -> dg.AssetChecks
                     "status": judged.status,
                     "max_loaded_at": newest.isoformat() if newest else "",
                     "measured_at": now.isoformat(),
-                    "clock": clock,
+                    "clock": clock_label,
                     "age_hours": round(judged.age_seconds / 3600, 2)
                     if judged.age_seconds is not None
                     else -1.0,

@@ -39,7 +39,7 @@ def steps_request(
     """One run of consecutive steps (in dependency order): each step a stage of the run's
     dbt_models step, built and validated before the next starts, so one run worker, one code
     load and one queue wait serve the whole rescue when nothing else writes its models."""
-    from rescue_defs.assets.dbt import DBT_ASSETS_NAME
+    from rescue_defs.assets.dbt import RESCUE_RUN
     from rescue_defs.checks.coverage import VALIDATION_CHECKS
 
     first, n = steps[0], len(record["steps"])
@@ -93,7 +93,8 @@ def steps_request(
         job_name=STEP_JOB,
         asset_selection=selection,
         asset_check_keys=check_keys,
-        run_config={"ops": {DBT_ASSETS_NAME: {"config": config}}},
+        # a resource's config, not the op's: the op keeps the team's own config schema
+        run_config={"resources": {RESCUE_RUN: {"config": config}}},
         tags={
             **tags,
             TAG_REASON: "resume" if any(step["attempt"] for step in steps) else record["reason"],
