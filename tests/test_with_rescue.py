@@ -1,0 +1,145 @@
+"""A team adds rescue to the Dagster project it already runs (tests/team_project): its own
+`@dbt_assets` keep their keys, group, config and function; rescue's jobs, sensors and checks
+join them; a rescue rebuilds under the team's keys."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+
+from rescue_defs import rescues
+from rescue_defs.api import TeamAssetsError, with_rescue
+from tests.conftest import FIXTURES
+from tests.helpers import checks_of, drive_rescue, rescue_id_of, start_rescue
+
+REPO = Path(__file__).resolve().parent.parent
+TEAM_DEFINITIONS = REPO / "tests" / "team_project" / "definitions.py"
+ORDERS = dg.AssetKey(["analytics", "orders"])
+
+
+def dbt_parse(project_dir: Path) -> None:
+    """What a team's deploy does before the code loads."""
+    subprocess.run(
+        [str(Path(sys.executable).parent / "dbt"), "parse", "--quiet"],
+        cwd=project_dir,
+        env={**os.environ, "DBT_PROFILES_DIR": str(project_dir)},
+        check=True,
+    )
+
+
+@pytest.fixture
+def team_env(tmp_path, warehouse, monkeypatch) -> Path:
+    project_dir = tmp_path / "jaffle_shop"
+    shutil.copytree(FIXTURES / "jaffle_shop", project_dir)
+    warehouse.parent.mkdir(parents=True, exist_ok=True)  # the profile's DuckDB file
+    dbt_parse(project_dir)
+    monkeypatch.setenv("TEAM_DBT_PROJECT_DIR", str(project_dir))
+    monkeypatch.setenv("TEAM_DBT_PROFILES_DIR", str(project_dir))
+    monkeypatch.setenv("RESCUE_TODAY", "2018-01-05")  # the seeds' last day
+    return project_dir
+
+
+def load_team_definitions() -> dg.Definitions:
+    spec = importlib.util.spec_from_file_location("team_definitions", TEAM_DEFINITIONS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.defs
+
+
+def test_a_teams_dbt_assets_keep_their_keys_config_and_function_and_a_rescue_keeps_to_them(
+    team_env, instance
+):
+    defs = load_team_definitions()
+    graph = defs.resolve_asset_graph()
+    assert ORDERS in graph.materializable_asset_keys
+    assert dg.AssetKey("orders") not in graph.get_all_asset_keys()
+    assert graph.get(ORDERS).group_name == "analytics"
+    assert {s.name for s in defs.schedules} == {"nightly_analytics_schedule"}
+    assert {"rescue_sensor", "merge_sensor"} <= {s.name for s in defs.sensors}
+
+    # the team's nightly job runs the team's function with the team's config, and the
+    # rebuilt models gain row-count and max-date checks
+    nightly = defs.resolve_job_def("nightly_analytics_job")
+    result = nightly.execute_in_process(
+        instance=instance,
+        run_config={"ops": {"analytics_dbt_assets": {"config": {"full_refresh": True}}}},
+    )
+    assert result.success
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.user_message]
+    assert any("analytics build (full_refresh=True)" in m for m in logs), logs
+    checks = checks_of(result)
+    assert checks[("analytics/orders", "row_count_is_expected")].passed
+
+    # a rescue from the launchpad's form: it builds under the team's keys, with its own
+    # invocations (stages, dbt that dies with its worker), not the team's function
+    rescue_id = rescue_id_of(start_rescue(defs, instance, select="stg_orders+"))
+    record = drive_rescue(defs, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    runs = rescues.step_runs(instance, rescue_id)
+    built = rescues.materialized(instance, (r.run_id for r in runs))
+    assert ORDERS in built and all(k.path[0] == "analytics" for k in built), built
+    for run in runs:
+        messages = [e.message for e in instance.all_logs(run.run_id) if e.user_message]
+        assert not any("analytics build" in m for m in messages)
+
+
+def test_dagster_definitions_validate_passes_on_the_team_project(team_env):
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-f",
+            str(TEAM_DEFINITIONS),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Validation successful" in done.stdout + done.stderr
+
+
+def _dbt_assets(project: DbtProject | None, name: str, manifest: Path):
+    @dbt_assets(manifest=manifest, project=project, name=name)
+    def team_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        yield from dbt.cli(["build"], context=context).stream()
+
+    return team_models
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        (
+            "none",
+            "needs exactly one dbt assets definition (@dbt_assets) in the Definitions, "
+            "found 0 (none)",
+        ),
+        ("two", "found 2 (first, second)"),
+        (
+            "no project",
+            "were defined without project=: pass @dbt_assets(project=...) or "
+            "with_rescue(..., project=DbtProject(...))",
+        ),
+    ],
+)
+def test_definitions_rescue_cannot_fit_say_why_in_one_line(team_env, case, message):
+    project = DbtProject(project_dir=team_env, profiles_dir=team_env)
+    manifest = project.manifest_path
+    assets = {
+        "none": [],
+        "two": [_dbt_assets(project, "first", manifest), _dbt_assets(project, "second", manifest)],
+        "no project": [_dbt_assets(None, "models", manifest)],
+    }[case]
+    with pytest.raises(TeamAssetsError) as raised:
+        with_rescue(dg.Definitions(assets=assets))
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
