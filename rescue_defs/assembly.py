@@ -64,7 +64,7 @@ def rescue_definitions(
         assets.append(incident_spec(sources.values()))
         record_checks.append(incident_is_resolved)
     sensors = [
-        build_rescue_sensor(project, step_job, dbt_models, proof_jobs),
+        build_rescue_sensor(project, step_job, dbt_models, proof_jobs, schedules),
         build_merge_sensor(project, schedules),
         build_rescue_report_sensor(rescue_status_job, project),
     ]

@@ -238,9 +238,9 @@ def _previous(args: argparse.Namespace, manifest):
 def _launch(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
     from rescue_defs.checks.proof import proof_settings
-    from rescue_defs.jobs.pipeline import daily_pipeline_schedule
     from rescue_defs.planning.plan import Planner
     from rescue_defs.planning.render import render_text
+    from rescue_defs.published import published_schedules
     from rescue_defs.rescues import kickoff
 
     proof = proof_settings()  # a bad RESCUE_PROOF* refuses before anything is planned
@@ -255,7 +255,8 @@ def _launch(args: argparse.Namespace) -> int:
         _request(args),
         keys,
         previous=previous,
-        schedules=rescues.next_ticks([daily_pipeline_schedule], now),
+        # the code location's scheduled pipeline, as its rescue_sensor published it
+        schedules=rescues.next_ticks(published_schedules(instance, manifest.project_name), now),
         warehouse=_warehouse(args),
     )
     print(render_text(plan))

@@ -15,6 +15,7 @@ from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from rescue_defs import rescues
 from rescue_defs.api import TeamAssetsError, with_rescue
+from rescue_defs.published import published_schedules
 from tests.conftest import FIXTURES
 from tests.helpers import checks_of, drive_rescue, rescue_id_of, start_rescue
 
@@ -87,6 +88,9 @@ def test_a_teams_dbt_assets_keep_their_keys_config_and_function_and_a_rescue_kee
     for run in runs:
         messages = [e.message for e in instance.all_logs(run.run_id) if e.user_message]
         assert not any("analytics build" in m for m in messages)
+    # the CLI, in a process without this code, plans around the team's schedule
+    (published,) = published_schedules(instance, "jaffle_shop")
+    assert (published.name, published.cron_schedule) == ("nightly_analytics_schedule", "0 5 * * *")
 
 
 def test_dagster_definitions_validate_passes_on_the_team_project(team_env):

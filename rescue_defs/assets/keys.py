@@ -88,10 +88,9 @@ def publish(instance: dg.DagsterInstance, manifest) -> None:
     made = _MADE.get(id(manifest))
     if made is None or made[0] is not manifest:
         made = _MADE[id(manifest)] = (manifest, json.dumps(_node_keys(manifest), sort_keys=True))
-    value = made[1]
-    key = _published_key(manifest)
-    if instance.run_storage.get_cursor_values({key}).get(key) != value:
-        instance.run_storage.set_cursor_values({key: value})
+    from rescue_defs.published import publish as publish_value
+
+    publish_value(instance, _published_key(manifest), made[1])
 
 
 class PublishedTranslator(DagsterDbtTranslator):

@@ -58,9 +58,11 @@ def ui_url(instance: dg.DagsterInstance | None = None, explicit: str | None = No
 def remember_ui_url(instance: dg.DagsterInstance) -> None:
     """Record this process's RESCUE_UI_URL in the instance's storage, where a CLI on another
     machine (same instance, no such variable) finds it: no file on any one process's disk."""
+    from rescue_defs.published import publish
+
     url = settings.get("RESCUE_UI_URL")
-    if url and instance.run_storage.get_cursor_values({UI_URL_KEY}).get(UI_URL_KEY) != url:
-        instance.run_storage.set_cursor_values({UI_URL_KEY: url})
+    if url:
+        publish(instance, UI_URL_KEY, url)
 
 
 class Unavailable(Exception):

@@ -6,12 +6,18 @@ from dagster_dbt import DbtProject
 from rescue_defs import rescues
 from rescue_defs.assets import keys as asset_keys
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.published import publish_schedules
 from rescue_defs.rescues.kickoff import BY_SENSOR, remember_ui_url
 
 
 def build_rescue_sensor(
-    project: DbtProject, step_job, dbt_models: dg.AssetsDefinition | None = None, other_jobs=()
+    project: DbtProject,
+    step_job,
+    dbt_models: dg.AssetsDefinition | None = None,
+    other_jobs=(),
+    schedules=(),
 ) -> dg.SensorDefinition:
+    """`schedules`: the scheduled pipeline, published for the CLI to plan around."""
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     by_asset: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
     for check_key in dbt_models.check_keys if dbt_models is not None else ():
@@ -36,10 +42,11 @@ def build_rescue_sensor(
         manifest = load_manifest(manifest_path, project_dir)
         keys = model_asset_keys(manifest)
         instance = context.instance
-        # what the CLI, wherever it runs, needs of this code location: the UI's address and
-        # the asset keys it gives the project's models
+        # what the CLI, wherever it runs, needs of this code location: the UI's address,
+        # the asset keys it gives the project's models, the scheduled pipeline
         remember_ui_url(instance)
         asset_keys.publish(instance, manifest)
+        publish_schedules(instance, manifest.project_name, schedules)
         requests, messages = [], []
         claimed: set[str] = set()  # models requested earlier in this tick, by any rescue
         active = rescues.active_ids(instance)
