@@ -36,6 +36,8 @@ def wait_for(predicate, timeout: float, what: str, log: Path):
             value = predicate()
             if value:
                 return value
+        except AssertionError:  # the predicate knows it never will
+            raise
         except Exception:  # the webserver is not up yet, or restarting
             pass
         time.sleep(1)
