@@ -1,4 +1,5 @@
-"""An outage on a project we did not write, on DuckDB and on the real PostgreSQL warehouse.
+"""An outage on a project we did not write, in process on DuckDB (the same scenario on the real
+PostgreSQL warehouse runs in a real deployment: test_team_deployment.py).
 
 `tests/fixtures/ticket_analytics` is written like a public Fivetran transform package: a local
 source package installed by `dbt deps` (`tickets_source`, its own schema), sources landed
@@ -38,7 +39,7 @@ from tests.tickets import (
 )
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture(params=["duckdb"])
 def tickets(request, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[dict]:
     """The two packages copied as a user has them, profiles for this test's own warehouse."""
     kind = request.param

@@ -1,9 +1,11 @@
 """A team adds rescue to the Dagster project it already runs (tests/team_project): its own
-`@dbt_assets` keep their keys, group, config and function; rescue's jobs, sensors and checks
-join them; a rescue rebuilds under the team's keys."""
+`@dbt_assets` keep their keys (its translator's prefix), group, config and function; rescue's
+jobs, sensors and checks join them; a rescue launched by the `rescue` CLI in another process
+rebuilds under the team's keys and its status there equals the code location's."""
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,9 +17,10 @@ from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from rescue_defs import rescues
 from rescue_defs.api import TeamAssetsError, with_rescue
+from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.published import published_schedules
 from tests.conftest import FIXTURES
-from tests.helpers import checks_of, drive_rescue, rescue_id_of, start_rescue
+from tests.helpers import checks_of, drive_rescue, evaluate_rescue_sensor
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_DEFINITIONS = REPO / "tests" / "team_project" / "definitions.py"
@@ -44,6 +47,18 @@ def team_env(tmp_path, warehouse, monkeypatch) -> Path:
     monkeypatch.setenv("TEAM_DBT_PROFILES_DIR", str(project_dir))
     monkeypatch.setenv("RESCUE_TODAY", "2018-01-05")  # the seeds' last day
     return project_dir
+
+
+def _rescue(*args: str) -> str:
+    """The `rescue` CLI as a user runs it, in its own process."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "rescue"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def load_team_definitions() -> dg.Definitions:
@@ -77,17 +92,27 @@ def test_a_teams_dbt_assets_keep_their_keys_config_and_function_and_a_rescue_kee
     checks = checks_of(result)
     assert checks[("analytics/orders", "row_count_is_expected")].passed
 
-    # a rescue from the launchpad's form: it builds under the team's keys, with its own
-    # invocations (stages, dbt that dies with its worker), not the team's function
-    rescue_id = rescue_id_of(start_rescue(defs, instance, select="stg_orders+"))
+    # a rescue launched by the `rescue` CLI in another process, which has no code location:
+    # it finds the team's keys on the instance (published by rescue_sensor's first tick)
+    evaluate_rescue_sensor(defs, instance)
+    out = _rescue("launch", "--select", "stg_orders+", "--project-dir", str(team_env))
+    rescue_id = re.search(r"^rescue (\S+): active$", out, re.M).group(1)
     record = drive_rescue(defs, instance, rescue_id)
     assert record["status"] == rescues.SUCCEEDED, record["message"]
     runs = rescues.step_runs(instance, rescue_id)
     built = rescues.materialized(instance, (r.run_id for r in runs))
     assert ORDERS in built and all(k.path[0] == "analytics" for k in built), built
+    # built with the rescue's own invocations (stages, dbt that dies with its worker)
     for run in runs:
         messages = [e.message for e in instance.all_logs(run.run_id) if e.user_message]
         assert not any("analytics build" in m for m in messages)
+    # the CLI tells what the code location itself tells, check by check
+    planned = sum(len(step["models"]) for step in record["steps"])
+    status = _rescue("status", rescue_id, "--project-dir", str(team_env))
+    assert f"{planned}/{planned} rebuilt" in status, status
+    manifest = load_manifest(str(team_env / "target" / "manifest.json"), str(team_env))
+    lines = rescues.status_lines(instance, rescue_id, model_asset_keys(manifest))
+    assert "\n".join(lines) in status, (lines, status)
     # the CLI, in a process without this code, plans around the team's schedule
     (published,) = published_schedules(instance, "jaffle_shop")
     assert (published.name, published.cron_schedule) == ("nightly_analytics_schedule", "0 5 * * *")
