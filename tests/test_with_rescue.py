@@ -118,22 +118,40 @@ def test_a_teams_dbt_assets_keep_their_keys_config_and_function_and_a_rescue_kee
     assert (published.name, published.cron_schedule) == ("nightly_analytics_schedule", "0 5 * * *")
 
 
-def test_dagster_definitions_validate_passes_on_the_team_project(team_env):
+def readme_example() -> str:
+    """The code block of the README's "Add rescue to the Dagster project you already run"."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Add rescue to the Dagster project you already run") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def _validate(definitions: Path, cwd: Path) -> None:
     done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "definitions",
-            "validate",
-            "-f",
-            str(TEAM_DEFINITIONS),
-        ],
-        cwd=REPO,
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-f"]
+        + [str(definitions)],
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Validation successful" in done.stdout + done.stderr
+
+
+def test_dagster_definitions_validate_passes_on_the_team_project(team_env):
+    _validate(TEAM_DEFINITIONS, REPO)
+
+
+def test_the_readme_example_validates_and_adds_rescue_in_two_lines(team_env, tmp_path):
+    code = readme_example()
+    # the team's code without rescue: the import and the with_rescue( ... ) wrapper
+    added = [line for line in code.splitlines() if "with_rescue" in line]
+    assert len(added) == 2, added
+    folder = tmp_path / "location"
+    folder.mkdir()
+    shutil.copytree(team_env, folder / "analytics")  # `DbtProject(project_dir="analytics")`
+    (folder / "definitions.py").write_text(code)
+    _validate(folder / "definitions.py", folder)
 
 
 def _dbt_assets(project: DbtProject | None, name: str, manifest: Path):
