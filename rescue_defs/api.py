@@ -48,9 +48,10 @@ def with_rescue(
     rescue = _rescue_defs(project, twin, others, list(schedules), clock)
     resources = dict(rescue.resources or {})
     resources.update(defs.resources or {})
+    # the proof and freshness checks ask for `dbt`: the team's, else one for the project
     dbt_key = _dbt_key(team)
-    if dbt_key != "dbt" and "dbt" not in resources and dbt_key in resources:
-        resources["dbt"] = resources[dbt_key]  # the proof and freshness checks ask for `dbt`
+    if "dbt" not in resources:
+        resources["dbt"] = resources[dbt_key] if dbt_key in resources else _own_dbt(project)
     return dg.Definitions(
         assets=[*others, twin, *(rescue.assets or ())],
         asset_checks=[*(defs.asset_checks or ()), *(rescue.asset_checks or ())],
@@ -88,7 +89,13 @@ def _project_of(team: dg.AssetsDefinition) -> DbtProject:
     return get_manifest_and_translator_from_dbt_assets([team])[2]
 
 
-def _dbt_key(team: dg.AssetsDefinition) -> str:
+def _own_dbt(project: DbtProject):
+    from rescue_defs.assets.dbt import own_dbt
+
+    return own_dbt(project)
+
+
+def _dbt_key(team: dg.AssetsDefinition) -> str | None:
     from rescue_defs.assets.twin import dbt_resource_key
 
     return dbt_resource_key(team)

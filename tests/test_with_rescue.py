@@ -20,7 +20,7 @@ from rescue_defs.api import TeamAssetsError, with_rescue
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.published import published_schedules
 from tests.conftest import FIXTURES
-from tests.helpers import checks_of, drive_rescue, evaluate_rescue_sensor
+from tests.helpers import checks_of, drive_rescue, evaluate_rescue_sensor, materialize_all
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_DEFINITIONS = REPO / "tests" / "team_project" / "definitions.py"
@@ -190,3 +190,27 @@ def test_definitions_rescue_cannot_fit_say_why_in_one_line(team_env, case, messa
         with_rescue(dg.Definitions(assets=assets))
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_a_team_on_dagster_dbts_component_changes_one_line_of_defs_yaml(team_env, instance):
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    from rescue_defs.component import RescueDbtProjectComponent
+
+    project = {"project_dir": str(team_env), "profiles_dir": str(team_env)}
+    with create_defs_folder_sandbox() as sandbox:
+        sandbox.scaffold_component(
+            component_cls=RescueDbtProjectComponent,
+            defs_path="analytics",
+            defs_yaml_contents={
+                "type": "rescue_defs.component.RescueDbtProjectComponent",
+                "attributes": {"project": project},
+            },
+        )
+        with sandbox.build_all_defs() as defs:
+            graph = defs.resolve_asset_graph()
+            assert dg.AssetKey("orders") in graph.materializable_asset_keys
+            assert {"rescue_sensor", "merge_sensor"} <= {s.name for s in defs.sensors}
+            result = materialize_all(defs, instance)
+    assert result.success
+    assert checks_of(result)[("orders", "row_count_is_expected")].passed

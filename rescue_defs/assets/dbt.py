@@ -148,7 +148,7 @@ def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> d
         selected = frozenset(by_key[k] for k in context.selected_asset_keys if k in by_key)
         config: RescueRun = getattr(context.resources, RESCUE_RUN)
         validation: ValidationResource = context.resources.validation
-        dbt = getattr(context.resources, dbt_key)
+        dbt = getattr(context.resources, dbt_key) if dbt_key else own_dbt(project)
         if config.reason:
             context.log.info(f"reason: {config.reason}")
         if config.select:
@@ -204,6 +204,14 @@ def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> d
             )
 
     return dbt_models
+
+
+def own_dbt(project: DbtProject) -> DbtCliResource:
+    """For dbt assets whose function makes its own resource (dagster-dbt's component)."""
+    from rescue_defs import dbt_child
+    from rescue_defs.assets.dbt_cli import RescueDbtCliResource
+
+    return RescueDbtCliResource(project_dir=project, dbt_executable=dbt_child.executable())
 
 
 def rescue_run(context: dg.AssetExecutionContext, config: RescueRun) -> bool:

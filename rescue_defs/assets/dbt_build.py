@@ -157,8 +157,10 @@ class Build:
                     built.append(self.by_key[key])
                 yield event
         finally:
-            if self.team_compute is not None:
-                invocations += invocations_of(self.context.run.run_id)
+            # what the team's function invoked (with a RescueDbtCliResource: the demo's), for
+            # the adapter and the clean-up; forgotten either way
+            made = invocations_of(self.context.run.run_id)
+            invocations += [i for i in made if not any(i is j for j in invocations)]
 
     def adapter(self, invocations: list):
         """The adapter the validation queries go through: the last invocation's, else one

@@ -14,19 +14,22 @@ class TeamAssetsError(ValueError):
     """The team's dbt assets cannot be made rescuable; the message says why, in one line."""
 
 
-def dbt_resource_key(team: dg.AssetsDefinition) -> str:
+def dbt_resource_key(team: dg.AssetsDefinition) -> str | None:
     """The resource key the team's function gets its DbtCliResource under: the parameter
-    annotated DbtCliResource, else the one named `dbt`."""
+    annotated DbtCliResource, else the one named `dbt`; None when it takes none (dagster-dbt's
+    DbtProjectComponent makes its own from the project: so does the rescue)."""
     found = compat.resource_params(team.op)
     typed = [name for name, annotation in found.items() if _is_dbt_resource(annotation)]
     if len(typed) == 1:
         return typed[0]
     if "dbt" in team.op.required_resource_keys:
         return "dbt"
-    raise TeamAssetsError(
-        f"dbt assets {team.op.name!r}: no DbtCliResource parameter (name it `dbt` or annotate "
-        "it `dbt: DbtCliResource`): the rescue builds through the same resource"
-    )
+    if len(typed) > 1:
+        raise TeamAssetsError(
+            f"dbt assets {team.op.name!r} take several DbtCliResource parameters "
+            f"({', '.join(typed)}): name the one that builds `dbt`"
+        )
+    return None
 
 
 def _is_dbt_resource(annotation: Any) -> bool:
