@@ -248,9 +248,9 @@ def expected_and_runs(env: dict, rescue_id: str) -> tuple[float, str, dict]:
 
 PIPELINE = """
 import dagster as dg
-from rescue_defs.assets.raw import raw_sources
+from rescue_defs.demo.raw import raw_sources
 from rescue_defs.definitions import build_definitions
-from rescue_defs.jobs.pipeline import DAILY_PIPELINE_JOB
+from rescue_defs.demo.pipeline import DAILY_PIPELINE_JOB
 from rescue_defs.project import dbt_project
 job = build_definitions(dbt_project()).resolve_job_def(DAILY_PIPELINE_JOB)
 with dg.DagsterInstance.get() as instance:

@@ -8,8 +8,7 @@ max-date checks; rescue's jobs, sensors, checks and report join them. The team's
 "the scheduled pipeline" a rescue must not collide with.
 """
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 
 import dagster as dg
 from dagster_dbt import DbtProject
@@ -25,15 +24,12 @@ def with_rescue(
     *,
     project: DbtProject | None = None,
     schedules: Sequence[dg.ScheduleDefinition] | None = None,
-    clock: Callable[[dg.DagsterInstance], datetime | None] | None = None,
 ) -> dg.Definitions:
     """`defs` with rescue added around its dbt assets (one `@dbt_assets` definition).
 
     project: the DbtProject of those assets, when `@dbt_assets` was not given `project=`.
     schedules: the scheduled pipeline a rescue waits for and plans around; default: every
         schedule in `defs`.
-    clock: the time source freshness is judged at (naive UTC; None: the wall clock), for
-        simulations that replay past days.
     """
     from rescue_defs import settings
     from rescue_defs.assets.dbt import rescuable
@@ -45,7 +41,7 @@ def with_rescue(
     others = [a for a in (defs.assets or ()) if a is not team]
     if schedules is None:
         schedules = [s for s in (defs.schedules or ()) if isinstance(s, dg.ScheduleDefinition)]
-    rescue = _rescue_defs(project, twin, others, list(schedules), clock)
+    rescue = _rescue_defs(project, twin, others, list(schedules))
     resources = dict(rescue.resources or {})
     resources.update(defs.resources or {})
     # the proof and freshness checks ask for `dbt`: the team's, else one for the project
@@ -119,7 +115,7 @@ def _materialized_by_dagster(assets) -> set[dg.AssetKey]:
     return keys
 
 
-def _rescue_defs(project, twin, others, schedules, clock) -> dg.Definitions:
+def _rescue_defs(project, twin, others, schedules) -> dg.Definitions:
     from rescue_defs import assembly
 
     return assembly.rescue_definitions(
@@ -128,7 +124,6 @@ def _rescue_defs(project, twin, others, schedules, clock) -> dg.Definitions:
         defined=_defined_keys(others),
         loaded_by_dagster=_materialized_by_dagster(others),
         schedules=schedules,
-        clock=clock,
     )
 
 

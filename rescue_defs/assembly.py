@@ -2,8 +2,7 @@
 checks, report and incident assets, and the resources they need (api.py merges them into the
 team's Definitions)."""
 
-from collections.abc import Callable, Set
-from datetime import datetime
+from collections.abc import Set
 
 import dagster as dg
 from dagster_dbt import DbtProject
@@ -33,7 +32,6 @@ def rescue_definitions(
     defined: Set[dg.AssetKey] = frozenset(),
     loaded_by_dagster: Set[dg.AssetKey] = frozenset(),
     schedules: list[dg.ScheduleDefinition] | None = None,
-    clock: Callable[[dg.DagsterInstance], datetime | None] | None = None,
 ) -> dg.Definitions:
     """`defined`: asset keys the team's Definitions already has (its source loaders);
     `loaded_by_dagster`: those Dagster materializes (an outage then waits for their loads)."""
@@ -57,7 +55,7 @@ def rescue_definitions(
     proof_checks = build_proof_checks(project)
     step_job = build_rescue_step_job(dbt_models, [proof_checks] if proof_checks else [])
     proof_jobs = [build_proof_job(proof_checks)] if proof_checks is not None else []
-    freshness_checks = build_freshness_checks(project, clock)
+    freshness_checks = build_freshness_checks(project)
     freshness_jobs = [build_freshness_job(freshness_checks)] if freshness_checks is not None else []
     record_checks = [rescue_succeeded]
     if freshness_checks is not None:  # sources with a freshness rule: incidents to show

@@ -15,8 +15,8 @@ from rescue_defs import dbt_child, settings
 from rescue_defs.api import rescue_only_checks, with_rescue
 from rescue_defs.assets.dbt import plain_dbt_assets
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
-from rescue_defs.assets.raw import raw_sources, simulated_now
-from rescue_defs.jobs.pipeline import build_daily_pipeline_job, daily_pipeline_schedule
+from rescue_defs.demo.pipeline import build_daily_pipeline_job, daily_pipeline_schedule
+from rescue_defs.demo.raw import raw_sources
 from rescue_defs.project import (
     ProjectNotReady,
     configure_warehouse_env,
@@ -46,7 +46,7 @@ def build_definitions(
         # time (4-7 s each here), so runs execute in one process.
         executor=dg.in_process_executor,
     )
-    defs = with_rescue(team, clock=simulated_now if bundled else None)
+    defs = with_rescue(team)
     # the nightly job: every asset but rescue's records, without the checks only a rescue runs
     return dg.Definitions.merge(
         defs, dg.Definitions(jobs=[build_daily_pipeline_job(rescue_only_checks(defs))])

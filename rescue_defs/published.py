@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -61,3 +62,22 @@ def published_schedules(instance: dg.DagsterInstance, project_name: str) -> list
     """The scheduled pipeline as the code location published it (none before its first tick)."""
     stored = read(instance, schedules_key(project_name))
     return [PublishedSchedule(**s) for s in json.loads(stored)] if stored else []
+
+
+CLOCK_KEY = "rescue/clock"
+
+
+def publish_clock(instance: dg.DagsterInstance, now: datetime, at: float | None = None) -> None:
+    """A simulation's business clock: `now` (naive UTC) at real time `at` (epoch seconds;
+    default: this moment), moving on in real time from there. Freshness and planning judge by
+    it (the bundled demo replays past days; RESCUE_NOW still wins)."""
+    value = json.dumps({"now": now.isoformat(), "at": time.time() if at is None else at})
+    instance.run_storage.set_cursor_values({CLOCK_KEY: value})
+
+
+def published_clock(instance: dg.DagsterInstance) -> datetime | None:
+    stored = read(instance, CLOCK_KEY)
+    if not stored:
+        return None
+    value = json.loads(stored)
+    return datetime.fromisoformat(value["now"]) + timedelta(seconds=time.time() - value["at"])

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from rescue_defs.assets.raw import raw_sources
+from rescue_defs.demo.raw import raw_sources
 
 
 def raw_config(through: str, down: tuple[str, ...] = (), late_returns: int = 0) -> dict:

@@ -19,7 +19,7 @@ from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys, selector_for
 from rescue_defs.automation.launch import TAG_MANIFEST, launch
 from rescue_defs.definitions import build_definitions
-from rescue_defs.jobs.pipeline import DAILY_PIPELINE_JOB
+from rescue_defs.demo.pipeline import DAILY_PIPELINE_JOB
 from rescue_defs.planning.plan import PlanRequest
 from rescue_defs.project import BUNDLED_PROJECT_DIR, load_dbt_project
 from tests.conftest import prepare

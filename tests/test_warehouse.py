@@ -8,8 +8,8 @@ import duckdb
 import pytest
 from dagster_dbt import DbtCliResource
 
-from rescue_defs.assets import generator
-from rescue_defs.assets.raw import load_source, raw_asset_key, raw_sources
+from rescue_defs.demo import generator
+from rescue_defs.demo.raw import load_source, raw_asset_key, raw_sources
 from tests.helpers import failed_checks, materialize_all, query, raw_config, rows_differing
 
 INCREMENTAL_MODELS = ("fct_orders", "fct_page_views", "fct_monthly_revenue")

@@ -8,7 +8,6 @@ outside Dagster (Fivetran, a COPY job): only the warehouse is measured."""
 
 import json
 import tempfile
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -43,18 +42,15 @@ def source_keys(project: DbtProject) -> dict[str, dg.AssetKey]:
     }
 
 
-Clock = Callable[[dg.DagsterInstance], datetime | None]
-
-
-def _now(context, clock: Clock | None) -> tuple[datetime, str]:
+def _now(context) -> tuple[datetime, str]:
     from rescue_defs.project import clock_now, configured_now
+    from rescue_defs.published import published_clock
 
     if configured_now() is not None:
         return configured_now(), "injected clock (RESCUE_NOW / RESCUE_TODAY)"
-    if clock is not None:
-        now = clock(context.instance)
-        if now is not None:
-            return now, f"the code location's clock ({getattr(clock, '__name__', 'clock')})"
+    simulated = published_clock(context.instance)
+    if simulated is not None:
+        return simulated, "a simulation's published clock (the bundled shop's last load)"
     return clock_now(), "UTC clock"
 
 
@@ -86,11 +82,7 @@ def _measure(dbt: DbtCliResource, rules: list[SourceRule], project_dir: Path) ->
     return found
 
 
-def build_freshness_checks(
-    project: DbtProject, clock: Clock | None = None
-) -> dg.AssetChecksDefinition | None:
-    """`clock(instance)`: the time freshness is judged at (naive UTC; None: the UTC clock);
-    the bundled shop replays past days on its own clock."""
+def build_freshness_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     manifest = load_manifest(manifest_path, project_dir)
     rules = freshness_rules(manifest.raw)
@@ -126,7 +118,7 @@ def build_freshness_checks(
             if dg.AssetCheckKey(key, FRESHNESS_CHECK) in context.selected_asset_check_keys
         ]
         wait_for_warehouse(context, manifest, sandbox=False)
-        now, clock_label = _now(context, clock)
+        now, clock_label = _now(context)
         measured = _measure(dbt, wanted, Path(project_dir))
         for rule in wanted:
             newest, error = measured.get(rule.unique_id, (None, "dbt reported nothing"))

@@ -36,15 +36,14 @@ def run_models(
 
 
 def _data_today(instance: dg.DagsterInstance, today):
-    """The day windows are judged by: RESCUE_TODAY / RESCUE_NOW when set, else the bundled
-    shop's simulated clock once it has loaded (as its freshness checks are), else `today`."""
-    from rescue_defs.assets.raw import simulated_now
+    """The day windows are judged by: RESCUE_TODAY / RESCUE_NOW when set, else a simulation's
+    published clock (the bundled demo's, as its freshness checks are), else `today`."""
     from rescue_defs.project import configured_now
+    from rescue_defs.published import published_clock
 
     if configured_now() is not None:
         return today
-
-    simulated = simulated_now(instance)
+    simulated = published_clock(instance)
     return simulated.date() if simulated is not None else today
 
 

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from rescue_defs.assets import generator
+from rescue_defs.demo import generator
 from rescue_defs.project import WAREHOUSE_POOL, business_today
+from rescue_defs.published import publish_clock
 
 if TYPE_CHECKING:  # imported where a load needs it (~0.4 s at every code load otherwise)
     import pandas as pd
@@ -172,6 +173,11 @@ def raw_sources(
             + "): loads only add days. Use a later date, or a fresh warehouse "
             "(RESCUE_DUCKDB_PATH) to replay from an earlier day."
         )
+    if results:
+        # the shop's business day is `through`: freshness and planning judge by it, in every
+        # process (the CLI too), until the next load (published.py)
+        at = now.replace(tzinfo=UTC).timestamp()
+        publish_clock(context.instance, datetime.combine(through, now.time()), at)
     for result in results:
         if result.metadata["source_down"]:
             context.log.warning(
@@ -239,22 +245,3 @@ def _down(source: str, last_batch: date | None, through: date) -> dg.Materialize
             "through_date": str(through),
         },
     )
-
-
-def simulated_now(instance: dg.DagsterInstance) -> datetime | None:
-    """The simulated shop's clock (naive UTC): the last load's `through_date` at the time of
-    day it ran (what its rows' loaded_at say), moving on in real time since. None before any
-    load. Freshness of the bundled sources is judged by it: the demo replays past days."""
-    latest = None
-    for source in generator.SOURCES:
-        event = instance.get_latest_materialization_event(raw_asset_key(source))
-        if event is not None and (latest is None or event.timestamp > latest.timestamp):
-            latest = event
-    if latest is None or latest.asset_materialization is None:
-        return None
-    through = latest.asset_materialization.metadata.get("through_date")
-    if through is None or not through.value:
-        return None
-    landed = datetime.fromtimestamp(latest.timestamp, UTC).replace(tzinfo=None)
-    simulated = datetime.combine(date.fromisoformat(str(through.value)), landed.time())
-    return simulated + (datetime.now(UTC).replace(tzinfo=None) - landed)
