@@ -69,7 +69,16 @@ def _dbt_assets_of(defs: dg.Definitions) -> dg.AssetsDefinition:
             f"with_rescue needs exactly one dbt assets definition (@dbt_assets) in the "
             f"Definitions, found {len(found)} ({names})"
         )
-    return found[0]
+    team = found[0]
+    if team.partitions_def is not None:
+        # a rescue's runs, proof and history are per model, not per partition: launched
+        # unpartitioned they would fail or, worse, say rebuilt what one partition rebuilt
+        raise TeamAssetsError(
+            f"dbt assets {team.op.name!r} are partitioned "
+            f"({type(team.partitions_def).__name__}): rescue does not rebuild partitioned dbt "
+            "assets yet; add it to a location whose dbt assets are not partitioned"
+        )
+    return team
 
 
 def _is_dbt_assets(asset) -> bool:

@@ -154,8 +154,8 @@ def test_the_readme_example_validates_and_adds_rescue_in_two_lines(team_env, tmp
     _validate(folder / "definitions.py", folder)
 
 
-def _dbt_assets(project: DbtProject | None, name: str, manifest: Path):
-    @dbt_assets(manifest=manifest, project=project, name=name)
+def _dbt_assets(project: DbtProject | None, name: str, manifest: Path, partitions_def=None):
+    @dbt_assets(manifest=manifest, project=project, name=name, partitions_def=partitions_def)
     def team_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
         yield from dbt.cli(["build"], context=context).stream()
 
@@ -176,6 +176,11 @@ def _dbt_assets(project: DbtProject | None, name: str, manifest: Path):
             "were defined without project=: pass @dbt_assets(project=...) or "
             "with_rescue(..., project=DbtProject(...))",
         ),
+        (
+            "partitioned",
+            "are partitioned (DailyPartitionsDefinition): rescue does not rebuild "
+            "partitioned dbt assets yet",
+        ),
     ],
 )
 def test_definitions_rescue_cannot_fit_say_why_in_one_line(team_env, case, message):
@@ -185,6 +190,9 @@ def test_definitions_rescue_cannot_fit_say_why_in_one_line(team_env, case, messa
         "none": [],
         "two": [_dbt_assets(project, "first", manifest), _dbt_assets(project, "second", manifest)],
         "no project": [_dbt_assets(None, "models", manifest)],
+        "partitioned": [
+            _dbt_assets(project, "daily", manifest, dg.DailyPartitionsDefinition("2026-01-01"))
+        ],
     }[case]
     with pytest.raises(TeamAssetsError) as raised:
         with_rescue(dg.Definitions(assets=assets))
