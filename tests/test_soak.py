@@ -1,5 +1,6 @@
-"""Day two, as users live it: ONE Dagster home (a real DAGSTER_HOME directory; SQLite here,
-Postgres in test_soak_postgres.py) through days of the daily pipeline with an outage, and a
+"""Day two, as users live it: ONE Dagster home (a real DAGSTER_HOME directory, SQLite as the
+demo's; Postgres storage lives through a real deployment in test_team_deployment.py) through
+days of the daily pipeline with an outage, and a
 dozen rescues through the CLI and rescue_job: a dry run, a failing one resumed, a canceled one,
 two at once on disjoint lineages, two at once on the same lineage. Every rescue is found by
 `rescue status` with the counts the event log backs, has its report, and rescue_sensor never

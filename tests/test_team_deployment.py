@@ -285,10 +285,13 @@ def test_a_teams_deployment_rescues_an_outage_and_a_merge_with_nobody_typing(dep
     project = tickets["project"]
     assert differences_from_a_from_scratch_build(tickets, _Project(project), where.root) == {}
 
-    # a merge: the daily activity counts distinct comments; deployed as a deploy does it
-    model = project / "models" / "tickets__daily_activity.sql"
+    # a merge: the status summary counts distinct requesters too; deployed as a deploy does it
+    model = project / "models" / "tickets__status_summary.sql"
     model.write_text(
-        model.read_text().replace("count(*) as comments", "count(distinct comment_id) as comments")
+        model.read_text().replace(
+            "count(*) as tickets,",
+            "count(*) as tickets,\n    count(distinct requester_id) as requesters,",
+        )
     )
     where.stop("code")
     where.stop("daemon")
@@ -297,7 +300,7 @@ def test_a_teams_deployment_rescues_an_outage_and_a_merge_with_nobody_typing(dep
     where.start("daemon")
     merge = rescue_ended(where, "merge", {outage["id"]})
     assert any(
-        merge["names"].get(m) == "tickets__daily_activity"
+        merge["names"].get(m) == "tickets__status_summary"
         for step in merge["steps"]
         for m in step["models"]
     )
