@@ -125,8 +125,8 @@ class Deployment:
         return DagsterGraphQLClient("127.0.0.1", port_number=self.web_port)
 
     def instance(self) -> dg.DagsterInstance:
-        """The tests' own view of the same storage (a fourth home)."""
-        os.environ["DAGSTER_HOME"] = str(self.root / "tests" / "home")
+        """The tests' own view of the same storage (a fourth home: DAGSTER_HOME for the test,
+        set by the fixture and restored after it)."""
         return dg.DagsterInstance.get()
 
     def logs(self) -> str:
@@ -173,6 +173,7 @@ def deployment(tmp_path: Path, monkeypatch) -> Iterator[tuple[Deployment, dict]]
     )
     deploy(project, env)
     where = Deployment(tmp_path / "deploy", storage, env)
+    monkeypatch.setenv("DAGSTER_HOME", str(where.root / "tests" / "home"))
     tickets = {"kind": "postgres", "project": project, "profiles": profiles, "landing": landing}
     try:
         yield where, tickets
