@@ -104,7 +104,7 @@ def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> d
     dbt tests as checks) and config, plus row-count and max-date checks: a plain run calls the
     team's own function, then validates what it built; a rescue's step run (RescueRun set)
     builds in stages and refresh layers, validating each stage before the next."""
-    manifest_raw, translator, found = get_manifest_and_translator_from_dbt_assets([team])
+    _, translator, found = get_manifest_and_translator_from_dbt_assets([team])
     project = project or found
     if project is None:
         raise TeamAssetsError(
@@ -118,6 +118,8 @@ def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> d
 
     manifest = load_manifest(manifest_path, project_dir)
     keys = model_asset_keys(manifest)
+    # the keys the team selected (its @dbt_assets select=): checks only for those
+    team_keys = set(team.keys)
     validation_specs = [
         spec
         for spec in check_specs(
@@ -125,7 +127,7 @@ def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> d
             keys,
             windows_for(manifest_path, project_dir),
         )
-        if spec.asset_key in team.keys
+        if spec.asset_key in team_keys
     ]
 
     @dg.multi_asset(
