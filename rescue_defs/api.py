@@ -9,6 +9,7 @@ max-date checks; rescue's jobs, sensors, checks and report join them. The team's
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtProject
@@ -25,7 +26,8 @@ def with_rescue(
     project: DbtProject | None = None,
     schedules: Sequence[dg.ScheduleDefinition] | None = None,
 ) -> dg.Definitions:
-    """`defs` with rescue added around its dbt assets (one `@dbt_assets` definition).
+    """`defs` with rescue added around its dbt assets: the `@dbt_assets` definitions of one dbt
+    project (one, or the project split over several, e.g. by `select=`).
 
     project: the DbtProject of those assets, when `@dbt_assets` was not given `project=`.
     schedules: the scheduled pipeline a rescue waits for and plans around; default: every
@@ -35,21 +37,21 @@ def with_rescue(
     from rescue_defs.assets.dbt import rescuable
 
     settings.check()
-    team = _dbt_assets_of(defs)
-    twin = rescuable(team, project)
-    project = project or _project_of(team)
-    others = [a for a in (defs.assets or ()) if a is not team]
+    teams = _dbt_assets_of(defs)
+    project = _one_project(teams, project)
+    twins = [rescuable(team, project, keyed_by=teams) for team in teams]
+    others = [a for a in (defs.assets or ()) if not any(a is team for team in teams)]
     if schedules is None:
         schedules = [s for s in (defs.schedules or ()) if isinstance(s, dg.ScheduleDefinition)]
-    rescue = _rescue_defs(project, twin, others, list(schedules))
+    rescue = _rescue_defs(project, twins, others, list(schedules))
     resources = dict(rescue.resources or {})
     resources.update(defs.resources or {})
     # the proof and freshness checks ask for `dbt`: the team's, else one for the project
-    dbt_key = _dbt_key(team)
+    dbt_key = next((k for k in map(_dbt_key, teams) if k in resources), None)
     if "dbt" not in resources:
-        resources["dbt"] = resources[dbt_key] if dbt_key in resources else _own_dbt(project)
+        resources["dbt"] = resources[dbt_key] if dbt_key else _own_dbt(project)
     return dg.Definitions(
-        assets=[*others, twin, *(rescue.assets or ())],
+        assets=[*others, *twins, *(rescue.assets or ())],
         asset_checks=[*(defs.asset_checks or ()), *(rescue.asset_checks or ())],
         jobs=[*(defs.jobs or ()), *(rescue.jobs or ())],
         schedules=list(defs.schedules or ()),
@@ -61,24 +63,43 @@ def with_rescue(
     )
 
 
-def _dbt_assets_of(defs: dg.Definitions) -> dg.AssetsDefinition:
+def _dbt_assets_of(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
     found = [a for a in (defs.assets or ()) if _is_dbt_assets(a)]
-    if len(found) != 1:
-        names = ", ".join(a.op.name for a in found) or "none"
+    if not found:
         raise TeamAssetsError(
-            f"with_rescue needs exactly one dbt assets definition (@dbt_assets) in the "
-            f"Definitions, found {len(found)} ({names})"
+            "with_rescue needs a dbt assets definition (@dbt_assets) in the Definitions, found none"
         )
-    team = found[0]
-    if team.partitions_def is not None:
-        # a rescue's runs, proof and history are per model, not per partition: launched
-        # unpartitioned they would fail or, worse, say rebuilt what one partition rebuilt
+    for team in found:
+        if team.partitions_def is not None:
+            # a rescue's runs, proof and history are per model, not per partition: launched
+            # unpartitioned they would fail or, worse, say rebuilt what one partition rebuilt
+            raise TeamAssetsError(
+                f"dbt assets {team.op.name!r} are partitioned "
+                f"({type(team.partitions_def).__name__}): rescue does not rebuild "
+                "partitioned dbt assets yet; add it to a location whose dbt assets are not "
+                "partitioned"
+            )
+    return found
+
+
+def _one_project(teams: list[dg.AssetsDefinition], given: DbtProject | None) -> DbtProject:
+    """The dbt project of every definition (rescue plans over one manifest)."""
+    from rescue_defs.assets.twin import project_of
+
+    projects = {team.op.name: given or project_of(team) for team in teams}
+    folders = {}
+    for name, found in projects.items():
+        folders.setdefault(str(Path(found.project_dir).resolve()), []).append(name)
+    if len(folders) > 1:
+        said = "; ".join(
+            f"{Path(folder).name} in {folder}: {', '.join(names)}"
+            for folder, names in folders.items()
+        )
         raise TeamAssetsError(
-            f"dbt assets {team.op.name!r} are partitioned "
-            f"({type(team.partitions_def).__name__}): rescue does not rebuild partitioned dbt "
-            "assets yet; add it to a location whose dbt assets are not partitioned"
+            f"with_rescue adds rescue to one dbt project per Definitions, found {len(folders)} "
+            f"({said}): give each project its own code location"
         )
-    return team
+    return next(iter(projects.values()))
 
 
 def _is_dbt_assets(asset) -> bool:
@@ -86,12 +107,6 @@ def _is_dbt_assets(asset) -> bool:
         return False
     metadata = next(iter((asset.metadata_by_key or {}).values()), {})
     return DAGSTER_DBT_MANIFEST_METADATA_KEY in metadata
-
-
-def _project_of(team: dg.AssetsDefinition) -> DbtProject:
-    from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
-
-    return get_manifest_and_translator_from_dbt_assets([team])[2]
 
 
 def _own_dbt(project: DbtProject):
@@ -124,12 +139,12 @@ def _materialized_by_dagster(assets) -> set[dg.AssetKey]:
     return keys
 
 
-def _rescue_defs(project, twin, others, schedules) -> dg.Definitions:
+def _rescue_defs(project, twins, others, schedules) -> dg.Definitions:
     from rescue_defs import assembly
 
     return assembly.rescue_definitions(
         project,
-        twin,
+        twins,
         defined=_defined_keys(others),
         loaded_by_dagster=_materialized_by_dagster(others),
         schedules=schedules,

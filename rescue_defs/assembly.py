@@ -2,7 +2,7 @@
 checks, report and incident assets, and the resources they need (api.py merges them into the
 team's Definitions)."""
 
-from collections.abc import Set
+from collections.abc import Sequence, Set
 
 import dagster as dg
 from dagster_dbt import DbtProject
@@ -27,7 +27,7 @@ from rescue_defs.sensors.rescue import build_rescue_sensor
 
 def rescue_definitions(
     project: DbtProject,
-    dbt_models: dg.AssetsDefinition,
+    dbt_models: Sequence[dg.AssetsDefinition],
     *,
     defined: Set[dg.AssetKey] = frozenset(),
     loaded_by_dagster: Set[dg.AssetKey] = frozenset(),

@@ -13,14 +13,21 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from rescue_defs import rescues
 from rescue_defs.api import TeamAssetsError, with_rescue
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.published import published_schedules
 from tests.conftest import FIXTURES
-from tests.helpers import checks_of, drive_rescue, evaluate_rescue_sensor, materialize_all
+from tests.helpers import (
+    checks_of,
+    drive_rescue,
+    evaluate_rescue_sensor,
+    materialize_all,
+    rescue_id_of,
+    start_rescue,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TEAM_DEFINITIONS = REPO / "tests" / "team_project" / "definitions.py"
@@ -154,6 +161,14 @@ def test_the_readme_example_validates_and_adds_rescue_in_two_lines(team_env, tmp
     _validate(folder / "definitions.py", folder)
 
 
+def _other_project(team_env: Path) -> dg.AssetsDefinition:
+    """The same dbt project checked out in a second folder: another project for Dagster."""
+    other = team_env.parent / "other_checkout"
+    shutil.copytree(team_env, other)
+    project = DbtProject(project_dir=other, profiles_dir=other)
+    return _dbt_assets(project, "second", project.manifest_path)
+
+
 def _dbt_assets(project: DbtProject | None, name: str, manifest: Path, partitions_def=None):
     @dbt_assets(manifest=manifest, project=project, name=name, partitions_def=partitions_def)
     def team_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
@@ -167,10 +182,13 @@ def _dbt_assets(project: DbtProject | None, name: str, manifest: Path, partition
     [
         (
             "none",
-            "needs exactly one dbt assets definition (@dbt_assets) in the Definitions, "
-            "found 0 (none)",
+            "with_rescue needs a dbt assets definition (@dbt_assets) in the Definitions, "
+            "found none",
         ),
-        ("two", "found 2 (first, second)"),
+        (
+            "two projects",
+            "with_rescue adds rescue to one dbt project per Definitions, found 2 (jaffle_shop in ",
+        ),
         (
             "no project",
             "were defined without project=: pass @dbt_assets(project=...) or "
@@ -188,7 +206,7 @@ def test_definitions_rescue_cannot_fit_say_why_in_one_line(team_env, case, messa
     manifest = project.manifest_path
     assets = {
         "none": [],
-        "two": [_dbt_assets(project, "first", manifest), _dbt_assets(project, "second", manifest)],
+        "two projects": [_dbt_assets(project, "first", manifest), _other_project(team_env)],
         "no project": [_dbt_assets(None, "models", manifest)],
         "partitioned": [
             _dbt_assets(project, "daily", manifest, dg.DailyPartitionsDefinition("2026-01-01"))
@@ -222,3 +240,64 @@ def test_a_team_on_dagster_dbts_component_changes_one_line_of_defs_yaml(team_env
             result = materialize_all(defs, instance)
     assert result.success
     assert checks_of(result)[("orders", "row_count_is_expected")].passed
+
+
+class PrefixTranslator(DagsterDbtTranslator):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def get_asset_key(self, dbt_resource_props) -> dg.AssetKey:
+        return super().get_asset_key(dbt_resource_props).with_prefix(self.prefix)
+
+
+def test_a_project_split_over_two_dbt_assets_definitions_is_rescued_across_both(team_env, instance):
+    """Teams split one project by layer (dagster-dbt's `select=` / `exclude=`): one rescue
+    runs both definitions' steps, in lineage order, each validating its own models."""
+    project = DbtProject(project_dir=team_env, profiles_dir=team_env)
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        select="path:models/staging",
+        dagster_dbt_translator=PrefixTranslator("analytics"),
+    )
+    def staging_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        yield from dbt.cli(["build"], context=context).stream()
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        exclude="path:models/staging",
+        dagster_dbt_translator=PrefixTranslator("analytics"),
+    )
+    def mart_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        yield from dbt.cli(["build"], context=context).stream()
+
+    defs = with_rescue(
+        dg.Definitions(
+            assets=[staging_models, mart_models],
+            resources={"dbt": DbtCliResource(project_dir=project)},
+        )
+    )
+    stg_orders = dg.AssetKey(["analytics", "stg_orders"])
+    assert {stg_orders, ORDERS} <= defs.resolve_asset_graph().materializable_asset_keys
+    assert materialize_all(defs, instance).success
+
+    started = start_rescue(defs, instance, select="stg_orders+")
+    record = drive_rescue(defs, instance, rescue_id_of(started))
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    runs = rescues.step_runs(instance, record["id"])
+    built = rescues.materialized(instance, (r.run_id for r in runs))
+    assert {stg_orders, ORDERS} <= set(built), built
+    # both definitions' models validated, under their own keys
+    evaluations = [
+        e.dagster_event.event_specific_data
+        for run in runs
+        for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+    checks = {(c.asset_key.to_user_string(), c.check_name) for c in evaluations if c.passed}
+    assert {
+        ("analytics/stg_orders", "row_count_is_expected"),
+        ("analytics/orders", "row_count_is_expected"),
+    } <= checks, checks

@@ -1,6 +1,7 @@
 """dbt models, seeds and snapshots as Dagster assets; dbt tests as asset checks."""
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +12,6 @@ from rescue_defs.assets import keys as asset_keys
 from rescue_defs.assets import twin
 from rescue_defs.assets.dbt_build import Build, build_in_stages
 from rescue_defs.assets.keys import model_asset_keys
-from rescue_defs.assets.twin import TeamAssetsError
 from rescue_defs.checks.coverage import WindowRule, window_rules
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
 from rescue_defs.checks.validation import (
@@ -99,20 +99,22 @@ def plain_dbt_assets(
     return dbt_models
 
 
-def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> dg.AssetsDefinition:
+def rescuable(
+    team: dg.AssetsDefinition,
+    project: DbtProject | None = None,
+    keyed_by: Sequence[dg.AssetsDefinition] = (),
+) -> dg.AssetsDefinition:
     """The team's dbt assets definition with the same specs (keys, groups, owners, partitions,
     dbt tests as checks) and config, plus row-count and max-date checks: a plain run calls the
     team's own function, then validates what it built; a rescue's step run (RescueRun set)
-    builds in stages and refresh layers, validating each stage before the next."""
-    _, translator, found = get_manifest_and_translator_from_dbt_assets([team])
-    project = project or found
-    if project is None:
-        raise TeamAssetsError(
-            f"dbt assets {team.op.name!r} were defined without project=: pass "
-            "@dbt_assets(project=...) or with_rescue(..., project=DbtProject(...))"
-        )
+    builds in stages and refresh layers, validating each stage before the next.
+
+    keyed_by: every dbt assets definition of the project (it may be split over several), whose
+    specs say which key each model has; default: this one."""
+    translator = get_manifest_and_translator_from_dbt_assets([team])[1]
+    project = project or twin.project_of(team)
     manifest_path, project_dir = str(project.manifest_path), str(Path(project.project_dir))
-    asset_keys.use(project_dir, translator)
+    asset_keys.use_definitions(project_dir, keyed_by or [team], translator)
     dbt_key = twin.dbt_resource_key(team)
     team_compute = twin.compute_of(team)
 
@@ -148,6 +150,9 @@ def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> d
         manifest = load_manifest(manifest_path, project_dir)
         by_key = {k: uid for uid, k in model_asset_keys(manifest).items()}
         selected = frozenset(by_key[k] for k in context.selected_asset_keys if k in by_key)
+        # a project split over several dbt assets definitions: the run's models span their
+        # steps, and this step builds its share of the rescue's stages
+        run_models = _run_models(context, by_key, selected)
         config: RescueRun = getattr(context.resources, RESCUE_RUN)
         validation: ValidationResource = context.resources.validation
         dbt = getattr(context.resources, dbt_key) if dbt_key else own_dbt(project)
@@ -158,10 +163,10 @@ def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> d
                 wanted = selector_for(manifest_path, project_dir).resolve(config.select).models
             except SelectionError as e:
                 raise dg.Failure(f"config select: {e}") from None
-            if wanted != selected:
+            if wanted != run_models:
                 raise dg.Failure(
                     f"config select {config.select!r} resolves to {len(wanted)} models but the "
-                    f"run selects {len(selected)}: launch with a matching asset selection "
+                    f"run selects {len(run_models)}: launch with a matching asset selection "
                     "(or leave select empty)"
                 )
         full_refresh = set()
@@ -170,13 +175,14 @@ def rescuable(team: dg.AssetsDefinition, project: DbtProject | None = None) -> d
             if not ids:
                 raise dg.Failure(f"full_refresh names unknown model {name!r}")
             full_refresh.update(ids)
-        stray = full_refresh - selected
+        stray = full_refresh - run_models
         if stray:
             raise dg.Failure(
                 "full_refresh names models this run does not build: "
                 + ", ".join(sorted(manifest.name(m) for m in stray))
             )
-        stages = _stages(manifest, config, selected)
+        full_refresh &= selected
+        stages = _stages(manifest, config, run_models, selected)
         # a rescue's run stamps signs of life: a worker killed with everything around it is
         # then failed, not left STARTED for ever (rescues/liveness.py)
         with while_running(context):
@@ -220,8 +226,19 @@ def rescue_run(context: dg.AssetExecutionContext, config: RescueRun) -> bool:
     return config.is_set() or RESCUE_TAG in context.run.tags
 
 
-def _stages(manifest: DbtManifest, config: RescueRun, selected: frozenset[str]):
-    """(name, models) per stage; the stages must cover exactly the run's selection."""
+def _run_models(context, by_key, selected: frozenset[str]) -> frozenset[str]:
+    """The models of the whole run (all its dbt assets steps), `selected` this step's."""
+    keys = context.run.asset_selection
+    if not keys:
+        return selected
+    return frozenset(by_key[k] for k in keys if k in by_key) | selected
+
+
+def _stages(
+    manifest: DbtManifest, config: RescueRun, run_models: frozenset[str], selected: frozenset[str]
+):
+    """(name, models) per stage of this step: the stages must cover exactly the run's models,
+    and this step builds the selected ones of each."""
     if not config.stages:
         return [("all", selected)]
     stages = [frozenset(ids) for ids in config.stages]
@@ -232,12 +249,16 @@ def _stages(manifest: DbtManifest, config: RescueRun, selected: frozenset[str]):
     unknown = sorted(covered - frozenset(manifest.models))
     if unknown:
         raise dg.Failure(f"stages name unknown models: {', '.join(unknown[:5])}")
-    if covered != selected or sum(len(s) for s in stages) != len(covered):
+    if covered != run_models or sum(len(s) for s in stages) != len(covered):
         raise dg.Failure(
-            f"stages cover {len(covered)} models but the run selects {len(selected)} (each "
+            f"stages cover {len(covered)} models but the run selects {len(run_models)} (each "
             "selected model in exactly one stage): launch with a matching asset selection"
         )
-    return list(zip(names, stages, strict=True))
+    return [
+        (name, stage & selected)
+        for name, stage in zip(names, stages, strict=True)
+        if stage & selected
+    ]
 
 
 def wait_for_warehouse(context, manifest: DbtManifest, sandbox: bool) -> None:

@@ -8,12 +8,13 @@ reads them there (`use_published`), so its runs select the same assets the UI sh
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
+from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY
 
 # the kinds of nodes dagster-dbt makes assets of, and whose keys a test's check hangs on
 KEYED = ("model", "seed", "snapshot", "source")
@@ -93,19 +94,38 @@ def publish(instance: dg.DagsterInstance, manifest) -> None:
     publish_value(instance, _published_key(manifest), made[1])
 
 
-class PublishedTranslator(DagsterDbtTranslator):
-    """The keys the code location published; nodes it did not publish (a newer local parse)
-    fall back to the default translator."""
+class KnownKeys(DagsterDbtTranslator):
+    """Keys known per node unique_id (published by the code location, or given by the specs of
+    the team's dbt assets definitions); any other node is keyed by `fallback`."""
 
-    def __init__(self, published: Mapping[str, list[str]]):
-        super().__init__(settings=DEFAULT_TRANSLATOR.settings)
-        self.published = published
+    def __init__(
+        self,
+        known: Mapping[str, dg.AssetKey],
+        fallback: DagsterDbtTranslator = DEFAULT_TRANSLATOR,
+    ):
+        super().__init__(settings=fallback.settings)
+        self.known = known
+        self.fallback = fallback
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        path = self.published.get(dbt_resource_props.get("unique_id", ""))
-        if path is not None:
-            return dg.AssetKey(path)
-        return DEFAULT_TRANSLATOR.get_asset_key(dbt_resource_props)
+        key = self.known.get(dbt_resource_props.get("unique_id", ""))
+        return key if key is not None else self.fallback.get_asset_key(dbt_resource_props)
+
+
+def use_definitions(
+    project_dir: str | Path,
+    definitions: Sequence[dg.AssetsDefinition],
+    fallback: DagsterDbtTranslator,
+) -> None:
+    """The project's nodes are keyed as the team's dbt assets definitions key them (a project
+    split over several `@dbt_assets`, each with its own translator): by their specs."""
+    known = {
+        spec.metadata[DAGSTER_DBT_UNIQUE_ID_METADATA_KEY]: spec.key
+        for definition in definitions
+        for spec in definition.specs
+        if DAGSTER_DBT_UNIQUE_ID_METADATA_KEY in (spec.metadata or {})
+    }
+    use(project_dir, KnownKeys(known, fallback))
 
 
 def use_published(instance: dg.DagsterInstance, manifest) -> None:
@@ -115,4 +135,5 @@ def use_published(instance: dg.DagsterInstance, manifest) -> None:
     key = _published_key(manifest)
     stored = instance.run_storage.get_cursor_values({key}).get(key)
     if stored and manifest.project_dir:
-        use(manifest.project_dir, PublishedTranslator(json.loads(stored)))
+        known = {uid: dg.AssetKey(path) for uid, path in json.loads(stored).items()}
+        use(manifest.project_dir, KnownKeys(known))

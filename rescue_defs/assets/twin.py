@@ -5,13 +5,26 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
+from dagster_dbt import DbtCliResource, DbtProject
 
 from rescue_defs import compat
 
 
 class TeamAssetsError(ValueError):
     """The team's dbt assets cannot be made rescuable; the message says why, in one line."""
+
+
+def project_of(team: dg.AssetsDefinition) -> DbtProject:
+    """The DbtProject the team's `@dbt_assets(project=...)` names."""
+    from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
+
+    found = get_manifest_and_translator_from_dbt_assets([team])[2]
+    if found is None:
+        raise TeamAssetsError(
+            f"dbt assets {team.op.name!r} were defined without project=: pass "
+            "@dbt_assets(project=...) or with_rescue(..., project=DbtProject(...))"
+        )
+    return found
 
 
 def dbt_resource_key(team: dg.AssetsDefinition) -> str | None:

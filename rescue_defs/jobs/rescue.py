@@ -1,5 +1,7 @@
 """Rescue jobs: the form that starts a rescue, and the job its stage runs are runs of."""
 
+from collections.abc import Sequence
+
 import dagster as dg
 from dagster_dbt import DbtProject
 
@@ -13,11 +15,11 @@ from rescue_defs.settings import SettingError, reason_problem
 from rescue_defs.warehouse_reader import WarehouseTarget
 
 
-def build_rescue_step_job(dbt_assets: dg.AssetsDefinition, excluded_checks=()):
+def build_rescue_step_job(dbt_assets: Sequence[dg.AssetsDefinition], excluded_checks=()):
     # the models and their checks, except other ops' checks on them (the proof, which
     # rescue_proof_job runs): never run here, and each such op over thousands of models costs
     # every code load a pass over its checks per input (B3)
-    selection = dg.AssetSelection.assets(dbt_assets)
+    selection = dg.AssetSelection.assets(*dbt_assets)
     for checks in excluded_checks:
         selection = selection - dg.AssetSelection.checks(checks)
     return dg.define_asset_job(

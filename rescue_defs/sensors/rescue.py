@@ -1,5 +1,7 @@
 """rescue_sensor: launches each rescue's runs in order, never over a run writing its models."""
 
+from collections.abc import Sequence
+
 import dagster as dg
 from dagster_dbt import DbtProject
 
@@ -13,14 +15,14 @@ from rescue_defs.rescues.kickoff import BY_SENSOR, remember_ui_url
 def build_rescue_sensor(
     project: DbtProject,
     step_job,
-    dbt_models: dg.AssetsDefinition | None = None,
+    dbt_models: Sequence[dg.AssetsDefinition] | None = None,
     other_jobs=(),
     schedules=(),
 ) -> dg.SensorDefinition:
     """`schedules`: the scheduled pipeline, published for the CLI to plan around."""
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     by_asset: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
-    for check_key in dbt_models.check_keys if dbt_models is not None else ():
+    for check_key in (c for d in dbt_models or () for c in d.check_keys):
         by_asset.setdefault(check_key.asset_key, []).append(check_key)
 
     def checks_of(asset_keys) -> list[dg.AssetCheckKey]:
