@@ -71,8 +71,18 @@ NO_COMPUTE_LOGS = {
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test(overrides=NO_COMPUTE_LOGS) as instance:
+def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    """The test's own Dagster instance; a test marked `built(day)` starts from a copy of the
+    bundled warehouse and home as after the daily pipeline through that day (`shop_builds`)."""
+    marker = request.node.get_closest_marker("built")
+    if marker is None:
+        with dg.instance_for_test(overrides=NO_COMPUTE_LOGS) as instance:
+            yield instance
+        return
+    home = tmp_path / "built_home"
+    template = request.getfixturevalue("shop_builds")(marker.args[0])
+    copy_of_build(template, request.getfixturevalue("warehouse"), home)
+    with dg.instance_for_test(temp_dir=str(home), overrides=NO_COMPUTE_LOGS) as instance:
         yield instance
 
 
@@ -108,7 +118,7 @@ def copy_of_build(template: Path, warehouse: Path, home: Path) -> None:
     same file name keeps DuckDB's catalog name, which the views name)."""
     warehouse.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(template / "warehouse" / "warehouse.duckdb", warehouse)
-    shutil.copytree(template / "home", home)
+    shutil.copytree(template / "home", home, dirs_exist_ok=True)  # a home's dagster.yaml stays
 
 
 @pytest.fixture(scope="session")

@@ -9,16 +9,16 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._serdes import serialize_value
 
 from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.rescues.liveness import TAG_ALIVE, silent_seconds
+from tests.conftest import copy_of_build
 from tests.helpers import (
     drive_rescue,
     evaluate_rescue_sensor,
-    materialize_all,
-    raw_config,
     rescue_id_of,
     start_rescue,
 )
@@ -40,14 +40,14 @@ with DagsterInstance.get() as instance:
 
 
 def test_models_built_by_a_killed_worker_are_not_validated_and_resume_checks_them(
-    shop_defs, shop_project, warehouse, tmp_path, monkeypatch
+    shop_defs, shop_project, warehouse, tmp_path, monkeypatch, shop_builds
 ):
-    make_home(tmp_path, monkeypatch, None)
+    # the home and warehouse as after the daily pipeline through 2026-01-10
+    copy_of_build(shop_builds("2026-01-10"), warehouse, make_home(tmp_path, monkeypatch, None))
     keys = model_asset_keys(
         load_manifest(str(shop_project.manifest_path), str(shop_project.project_dir))
     )
     with dg.DagsterInstance.get() as instance:
-        assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
         rescue_id = rescue_id_of(
             start_rescue(shop_defs, instance, select="+int_orders_enriched+", layered=False)
         )
@@ -110,10 +110,10 @@ def test_models_built_by_a_killed_worker_are_not_validated_and_resume_checks_the
         assert all(outcomes[m].validated for m in planned)
 
 
+@pytest.mark.built("2026-01-10")
 def test_a_second_dead_run_stops_the_rescue_for_a_human_whose_resume_the_status_tells(
     shop_defs, shop_project, instance, capsys
 ):
-    assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
     rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="stg_orders", reason="t"))
 
     def dies(defs, inst, request):  # the run starts, then its worker is gone
@@ -169,10 +169,10 @@ def _vanished(instance, request, silent_for: float) -> dg.DagsterRun:
     return instance.get_run_by_id(run.run_id)
 
 
+@pytest.mark.built("2026-01-10")
 def test_a_run_left_started_by_a_vanished_worker_is_failed_once_silent_and_the_rescue_goes_on(
     shop_defs, shop_project, instance
 ):
-    assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
     rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="stg_orders", reason="t"))
     (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
 
@@ -213,10 +213,10 @@ def test_a_run_left_started_by_a_vanished_worker_is_failed_once_silent_and_the_r
     assert ran and all(TAG_ALIVE in r.tags for r in ran)
 
 
+@pytest.mark.built("2026-01-10")
 def test_cancel_of_a_rescue_whose_worker_is_gone_is_one_line_and_leaves_nothing_in_flight(
     shop_defs, shop_project, instance, capsys
 ):
-    assert materialize_all(shop_defs, instance, raw_config("2026-01-10")).success
     rescue_id = rescue_id_of(start_rescue(shop_defs, instance, select="stg_orders", reason="t"))
     (request,) = evaluate_rescue_sensor(shop_defs, instance).run_requests
     run = _vanished(instance, request, silent_for=silent_seconds() + 30)

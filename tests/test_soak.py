@@ -120,7 +120,7 @@ def test_one_sqlite_dagster_home_lives_through_days_of_pipelines_and_a_dozen_res
 ):
     make_home(tmp_path, monkeypatch, database=None)
     # what the soak lives through is the rescues' life on one home; the from-scratch proof
-    # after rescues on one home runs in test_incidents.py (after every rescue, six days)
+    # after rescues on one home runs in test_incidents.py (after every rescue of a seeded schedule)
     monkeypatch.setenv("RESCUE_PROOF", "off")
     live_through_days_and_rescues(Home(shop_defs, str(shop_project.project_dir), capsys))
 
