@@ -199,13 +199,13 @@ def gitlab_planner(gitlab_manifest):
 # to (`--no-loadscope-reorder` in pyproject.toml): without it this order was ignored, and a
 # 42-minute run ended with one worker idle for its last 14 minutes behind the soak tests.
 MODULE_SECONDS = {
-    "test_rescue_runs.py": 370,
-    "test_team_deployment.py": 320,
+    "test_rescue_runs.py": 340,
+    "test_team_deployment.py": 300,
     "test_demo.py": 330,
     "test_deployment_kill.py": 150,
-    "test_incidents.py": 210,
+    "test_incidents.py": 150,
     "test_outage_loop.py": 210,
-    "test_validation.py": 210,
+    "test_validation.py": 170,
     "test_late_rows.py": 180,
     "test_fivetran_style_outage.py": 160,
     "test_soak.py": 150,
