@@ -97,7 +97,7 @@ def _one_project(teams: list[dg.AssetsDefinition], given: DbtProject | None) -> 
         )
         raise TeamAssetsError(
             f"with_rescue adds rescue to one dbt project per Definitions, found {len(folders)} "
-            f"({said}): give each project its own code location"
+            f"({said}): rescue covers one dbt project per Dagster instance for now"
         )
     return next(iter(projects.values()))
 
