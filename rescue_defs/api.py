@@ -152,8 +152,8 @@ def _rescue_defs(project, twins, others, schedules) -> dg.Definitions:
 
 
 def rescue_only_checks(defs: dg.Definitions) -> list[dg.AssetChecksDefinition]:
-    """The checks only a rescue runs (the proof, source freshness): a nightly job of every
-    asset subtracts them (they do nothing in it, but each is a step)."""
+    """The checks only rescue runs as steps of their own (source freshness): a nightly job of
+    every asset subtracts them (they do nothing in it, but each is a step)."""
     from rescue_defs.assembly import rescue_only_checks as found
 
     return found(defs)

@@ -13,7 +13,7 @@ from rescue_defs.assets.incidents import incident_is_resolved, incident_spec
 from rescue_defs.assets.report import REPORT_SPEC, rescue_status_job, rescue_succeeded
 from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.freshness import build_freshness_checks, build_freshness_job, source_keys
-from rescue_defs.jobs.proof import build_proof_checks, build_proof_job
+from rescue_defs.jobs.proof import build_proof_job, proof_check_keys
 from rescue_defs.jobs.rescue import (
     build_cancel_rescue_job,
     build_rescue_job,
@@ -52,9 +52,9 @@ def rescue_definitions(
             if key not in defined
         ),
     ]
-    proof_checks = build_proof_checks(project)
-    step_job = build_rescue_step_job(dbt_models, [proof_checks] if proof_checks else [])
-    proof_jobs = [build_proof_job(proof_checks)] if proof_checks is not None else []
+    proof_keys = proof_check_keys(dbt_models)
+    step_job = build_rescue_step_job(dbt_models, proof_keys)
+    proof_jobs = [build_proof_job(proof_keys)] if proof_keys else []
     freshness_checks = build_freshness_checks(project)
     freshness_jobs = [build_freshness_job(freshness_checks)] if freshness_checks is not None else []
     record_checks = [rescue_succeeded]
@@ -76,7 +76,7 @@ def rescue_definitions(
         )
     return dg.Definitions(
         assets=assets,
-        asset_checks=[c for c in (proof_checks, freshness_checks) if c is not None] + record_checks,
+        asset_checks=[c for c in (freshness_checks,) if c is not None] + record_checks,
         jobs=[
             rescue_status_job,
             *freshness_jobs,
@@ -98,11 +98,11 @@ def rescue_definitions(
 
 
 def rescue_only_checks(defs: dg.Definitions) -> list[dg.AssetChecksDefinition]:
-    """The checks rescue adds that a pipeline run must not run (the proof, source freshness):
-    a team's own job subtracts them like the bundled shop's daily job does."""
+    """The checks rescue adds that a pipeline run must not run (source freshness): a team's
+    own job subtracts them like the bundled shop's daily job does. (The proof's checks are
+    the dbt assets' own: a run that does not prove leaves them out, with no step of theirs.)"""
     return [
         c
         for c in (defs.asset_checks or ())
-        if isinstance(c, dg.AssetChecksDefinition)
-        and c.node_def.name in ("rescue_proof", "source_freshness")
+        if isinstance(c, dg.AssetChecksDefinition) and c.node_def.name == "source_freshness"
     ]

@@ -82,6 +82,68 @@ def test_demo_serves_the_lineage_and_materializes_everything(demo, materialized)
     assert materialized == "SUCCESS"
 
 
+RUN_STEPS = """
+query ($runId: ID!) {
+  runOrError(runId: $runId) {
+    ... on Run { status stepStats { stepKey } assetCheckSelection { name } }
+  }
+}
+"""
+
+CHECK_EVALUATIONS = """
+query ($runId: ID!) {
+  logsForRun(runId: $runId, limit: 5000) {
+    ... on EventConnection {
+      events { __typename ... on AssetCheckEvaluationEvent { evaluation { checkName } } }
+    }
+  }
+}
+"""
+
+
+def test_materialize_in_the_ui_runs_the_dbt_step_alone_and_leaves_the_proof_out(
+    demo, materialized, tmp_path
+):
+    """ "Materialize" on an incremental model's page, clicked in the browser: the run has the
+    steps a plain dagster-dbt location has (the dbt assets' step) and evaluates the dbt tests
+    and the row-count and max-date checks, never the proof (a rescue's proof run does)."""
+    from playwright.sync_api import sync_playwright
+
+    client, log, port, _ = demo
+    assert materialized == "SUCCESS"
+    before = {r["runId"] for r in _runs(client, "__ASSET_JOB")}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        try:
+            page.goto(f"http://127.0.0.1:{port}/assets/fct_orders")
+            _dismiss_welcome(page)
+            # the page's own button (an icon, then its label), not its dropdown's
+            button = page.get_by_role("button", name="Materialize").first
+            button.wait_for(timeout=120_000)
+            button.click()
+        except Exception:
+            page.screenshot(path=str(tmp_path / "materialize.png"))
+            raise
+
+        def launched():
+            new = [r for r in _runs(client, "__ASSET_JOB") if r["runId"] not in before]
+            return new and new[0]["status"] in ("SUCCESS", "FAILURE") and new[0]
+
+        run = _wait_for(launched, 180, "the UI's materialization", log)
+        browser.close()
+    found = client._execute(RUN_STEPS, {"runId": run["runId"]})["runOrError"]
+    assert {s["stepKey"] for s in found["stepStats"]} == {"dbt_models"}, found
+    # the UI selected every check of the asset, the proof's among them
+    selected = {c["name"] for c in found["assetCheckSelection"]}
+    assert {"equals_a_from_scratch_build", "row_count_is_expected"} <= selected, selected
+    events = client._execute(CHECK_EVALUATIONS, {"runId": run["runId"]})["logsForRun"]["events"]
+    evaluated = {e["evaluation"]["checkName"] for e in events if e.get("evaluation")}
+    assert {"row_count_is_expected", "max_date_is_current"} <= evaluated, evaluated
+    assert "equals_a_from_scratch_build" not in evaluated
+    assert run["status"] == "SUCCESS"
+
+
 RESCUE_RUNS = """
 query ($job: String!) {
   runsOrError(filter: {pipelineName: $job}) {

@@ -75,8 +75,16 @@ def test_materializing_everything_builds_every_model_and_every_dbt_test_passes(
     assert ("fct_daily_revenue", "assert_daily_revenue_reconciles_with_orders") in names
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     unyielded = [m for m in messages if "did not yield or return expected outputs" in m]
-    assert all("op 'rescue_proof'" in m or "op 'source_freshness'" in m for m in unyielded)
-    assert any("not a rescue's proof run" in m for m in messages)
+    # the proof's checks belong to the dbt assets' own step (no step of their own); a plain
+    # run leaves them unevaluated, and says which
+    dbt_step = [m for m in unyielded if "op 'dbt_models'" in m]
+    assert len(dbt_step) == 1 and all(
+        f"'{k.asset_key.to_user_string()}_{PROOF_CHECK}'" in dbt_step[0] for k in proofs
+    ), dbt_step
+    assert all(m in dbt_step or "op 'source_freshness'" in m for m in unyielded), unyielded
+    # nothing of the proof runs in it: the plan has the same steps as without rescue
+    steps = {e.step_key for e in result.all_events if e.step_key}
+    assert "rescue_proof" not in steps and "dbt_models" in steps
     assert any("source freshness is measured by source_freshness_job runs" in m for m in messages)
     assert not [m for m in messages if "instead of an `AssetCheckResult`" in m]
 

@@ -1,7 +1,7 @@
 """dbt models, seeds and snapshots as Dagster assets; dbt tests as asset checks."""
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -13,12 +13,14 @@ from rescue_defs.assets import twin
 from rescue_defs.assets.dbt_build import Build, build_in_stages
 from rescue_defs.assets.keys import model_asset_keys
 from rescue_defs.checks.coverage import WindowRule, window_rules
+from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
 from rescue_defs.checks.validation import (
     RESCUE_TAG,
     ValidationResource,
     check_specs,
 )
+from rescue_defs.jobs import proof
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.project import WAREHOUSE_POOL, sandbox_warehouse_path, warehouse_path
@@ -49,9 +51,14 @@ class RescueRun(dg.ConfigurableResource):
     sandbox: bool = False
     """Build against the dbt target `sandbox` (a copy of prod): models are reported as
     observations with `sandbox: true`, never as prod materializations or check results."""
+    proof_of: str = ""
+    """Set by rescues on the proof run: the rescue whose incremental models the selected
+    proof checks compare with a from-scratch build (nothing is built in prod)."""
 
     def is_set(self) -> bool:
-        return bool(self.full_refresh or self.select or self.stages or self.sandbox)
+        return bool(
+            self.full_refresh or self.select or self.stages or self.sandbox or self.proof_of
+        )
 
 
 @functools.cache
@@ -131,6 +138,7 @@ def rescuable(
         )
         if spec.asset_key in team_keys
     ]
+    validation_specs += proof.proof_specs(manifest, keys, team_keys)
 
     @dg.multi_asset(
         name=team.op.name,
@@ -158,6 +166,9 @@ def rescuable(
         dbt = getattr(context.resources, dbt_key) if dbt_key else own_dbt(project)
         if config.reason:
             context.log.info(f"reason: {config.reason}")
+        if config.proof_of or _proof_only(context):
+            yield from _prove(context, config, dbt, project, manifest)
+            return
         if config.select:
             try:
                 wanted = selector_for(manifest_path, project_dir).resolve(config.select).models
@@ -212,6 +223,28 @@ def rescuable(
             )
 
     return dbt_models
+
+
+def _proof_only(context: dg.AssetExecutionContext) -> bool:
+    checks = context.selected_asset_check_keys
+    return (
+        not context.selected_asset_keys
+        and bool(checks)
+        and all(c.name == PROOF_CHECK for c in checks)
+    )
+
+
+def _prove(context, config: RescueRun, dbt, project, manifest) -> Iterator:
+    """The proof run's step: the selected proof checks, nothing built in prod."""
+    if not config.proof_of:
+        # the proof alone, by hand ("Execute checks"): it only means something after a
+        # rescue (whose proof run names it), and costs a full rebuild
+        context.log.info("not a rescue's proof run (no proof_of): nothing compared")
+        return
+    rules = rules_for(str(project.manifest_path), str(project.project_dir), Settings())
+    keys = model_asset_keys(manifest)
+    with while_running(context):  # signs of life (rescues/liveness.py)
+        yield from proof.prove(context, dbt, project, manifest, rules, keys, config.proof_of)
 
 
 def own_dbt(project: DbtProject) -> DbtCliResource:

@@ -1,6 +1,7 @@
 """rescue_proof_job: a rescue's incremental models, rebuilt from scratch in a scratch schema of
 the same warehouse and compared with the rescued tables through the dbt adapter (see
-checks/proof.py). rescue_sensor launches it after the stages."""
+checks/proof.py). rescue_sensor launches it after the stages; the step that proves is the dbt
+assets' own (assets/dbt.py), whose check specs include the proof's."""
 
 import contextlib
 import hashlib
@@ -14,13 +15,12 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
-from rescue_defs.assets.dbt import load_manifest, model_asset_keys, rules_for
 from rescue_defs.assets.dbt_build import WARN_ERROR_ARGS, remove_run_folders
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource, keep_parse_state
 from rescue_defs.checks.build_time import clock_columns, declared
 from rescue_defs.checks.equality import compare_relations, verdict_text
 from rescue_defs.checks.proof import PROOF_CHECK
-from rescue_defs.checks.rules import Settings, default_database
+from rescue_defs.checks.rules import default_database
 from rescue_defs.checks.scratch import (
     ScratchError,
     collisions,
@@ -31,73 +31,50 @@ from rescue_defs.checks.scratch import (
 from rescue_defs.checks.validation import release_adapter
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.stages import group_selection
-from rescue_defs.project import WAREHOUSE_POOL, manifest_is_current
-from rescue_defs.rescues.liveness import while_running
+from rescue_defs.project import manifest_is_current
 
 PROOF_JOB = "rescue_proof_job"
 KEEP_PARSES = 4  # scratch parses kept per generated profile (one per prod manifest)
 
 
-class ProofConfig(dg.Config):
-    rescue_id: str = ""
-    """The rescue being proven (shown in the logs)."""
+def proof_specs(manifest, keys, team_keys) -> list[dg.AssetCheckSpec]:
+    """The proof's check on each incremental model of the team's dbt assets. Part of their
+    dbt assets definition, not an op of its own: a plain run ("Materialize selected") then
+    runs the same steps as without rescue; only a proof run (RescueRun.proof_of) yields it."""
+    return [
+        dg.AssetCheckSpec(
+            PROOF_CHECK,
+            asset=key,
+            description="Equal, row for row, to a from-scratch (--full-refresh) build over "
+            "the same upstream tables; run after each rescue that rebuilt this model.",
+        )
+        for uid, key in keys.items()
+        if key in team_keys and is_incremental(manifest.models[uid])
+    ]
 
 
-def build_proof_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
-    manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
-    manifest = load_manifest(manifest_path, project_dir)
-    keys = {
-        uid: key
-        for uid, key in model_asset_keys(manifest).items()
-        if is_incremental(manifest.models[uid])
+def proof_check_keys(dbt_assets) -> list[dg.AssetCheckKey]:
+    return [k for a in dbt_assets for k in a.check_keys if k.name == PROOF_CHECK]
+
+
+def prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, keys, rescue_id):
+    """Reads the rescued tables, never writes them: rebuilds the selected incremental models
+    with --full-refresh in a scratch schema of the same warehouse (over prod's upstream
+    tables, dropped afterwards) and compares each with the rescued table, row for row,
+    through the dbt adapter."""
+    wanted = {
+        uid
+        for uid, key in keys.items()
+        if dg.AssetCheckKey(key, PROOF_CHECK) in context.selected_asset_check_keys
     }
-    if not keys:
-        return None
-
-    @dg.multi_asset_check(
-        name="rescue_proof",
-        specs=[
-            dg.AssetCheckSpec(
-                PROOF_CHECK,
-                asset=key,
-                description="Equal, row for row, to a from-scratch (--full-refresh) build over "
-                "the same upstream tables; run after each rescue that rebuilt this model.",
-            )
-            for key in keys.values()
-        ],
-        can_subset=True,
-        pool=WAREHOUSE_POOL,
-    )
-    def rescue_proof(
-        context: dg.AssetCheckExecutionContext, dbt: DbtCliResource, config: ProofConfig
-    ):
-        """Reads the rescued tables, never writes them: rebuilds the selected incremental models
-        with --full-refresh in a scratch schema of the same warehouse (over prod's upstream
-        tables, dropped afterwards) and compares each with the rescued table, row for row,
-        through the dbt adapter."""
-        if not config.rescue_id:
-            # selected with its assets (a UI "Materialize", the implicit job): the proof only
-            # means something after a rescue, and costs a full rebuild
-            context.log.info("not a rescue's proof run (no rescue_id): nothing compared")
-            return
-        wanted = {
-            uid
-            for uid, key in keys.items()
-            if dg.AssetCheckKey(key, PROOF_CHECK) in context.selected_asset_check_keys
-        }
-        rules = rules_for(manifest_path, project_dir, Settings())
-        with while_running(context):  # signs of life (rescues/liveness.py)
-            yield from _prove(
-                context, dbt, project, manifest, rules, keys, wanted, config.rescue_id
-            )
-
-    return rescue_proof
+    if wanted:
+        yield from _prove(context, dbt, project, manifest, rules, keys, wanted, rescue_id)
 
 
-def build_proof_job(checks: dg.AssetChecksDefinition):
+def build_proof_job(check_keys: list[dg.AssetCheckKey]):
     return dg.define_asset_job(
         PROOF_JOB,
-        selection=dg.AssetSelection.checks(checks),
+        selection=dg.AssetSelection.checks(*check_keys),
         description="The proof after a rescue: its incremental models rebuilt from scratch in a "
         "scratch schema of the warehouse (dropped afterwards) and compared row for row with the "
         "rescued tables, which it only reads (launched by rescue_sensor or `--wait`).",

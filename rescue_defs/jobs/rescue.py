@@ -15,13 +15,14 @@ from rescue_defs.settings import SettingError, reason_problem
 from rescue_defs.warehouse_reader import WarehouseTarget
 
 
-def build_rescue_step_job(dbt_assets: Sequence[dg.AssetsDefinition], excluded_checks=()):
-    # the models and their checks, except other ops' checks on them (the proof, which
-    # rescue_proof_job runs): never run here, and each such op over thousands of models costs
-    # every code load a pass over its checks per input (B3)
+def build_rescue_step_job(
+    dbt_assets: Sequence[dg.AssetsDefinition], proof_keys: Sequence[dg.AssetCheckKey] = ()
+):
+    # the models and their checks, except the proof's (rescue_proof_job runs it, after the
+    # stages): a step run never proves
     selection = dg.AssetSelection.assets(*dbt_assets)
-    for checks in excluded_checks:
-        selection = selection - dg.AssetSelection.checks(checks)
+    if proof_keys:
+        selection = selection - dg.AssetSelection.checks(*proof_keys)
     return dg.define_asset_job(
         rescues.STEP_JOB,
         selection=selection,

@@ -21,13 +21,17 @@ def proof_run(instance: dg.DagsterInstance, record: Mapping[str, Any]) -> dg.Dag
 
 
 def proof_request(record: Mapping[str, Any], keys: Mapping[str, dg.AssetKey]) -> dg.RunRequest:
+    from rescue_defs.assets.dbt import RESCUE_RUN
+
     proof = record["proof"]
     return dg.RunRequest(
         run_key=f"{record['id']}:proof:{proof.get('attempt', 0)}",
         job_name=PROOF_JOB,
         asset_selection=[],
         asset_check_keys=[dg.AssetCheckKey(keys[m], PROOF_CHECK) for m in proof["models"]],
-        run_config={"ops": {"rescue_proof": {"config": {"rescue_id": record["id"]}}}},
+        # the dbt assets' own step proves (their check specs include the proof's), configured
+        # like a rescue's step runs through the rescue_run resource
+        run_config={"resources": {RESCUE_RUN: {"config": {"proof_of": record["id"]}}}},
         tags={
             TAG_ID: record["id"],
             TAG_KIND: "proof",

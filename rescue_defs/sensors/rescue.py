@@ -8,6 +8,7 @@ from dagster_dbt import DbtProject
 from rescue_defs import rescues
 from rescue_defs.assets import keys as asset_keys
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.published import publish_schedules
 from rescue_defs.rescues.kickoff import BY_SENSOR, remember_ui_url
 
@@ -23,7 +24,8 @@ def build_rescue_sensor(
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     by_asset: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
     for check_key in (c for d in dbt_models or () for c in d.check_keys):
-        by_asset.setdefault(check_key.asset_key, []).append(check_key)
+        if check_key.name != PROOF_CHECK:  # the proof's run selects those, not a step's
+            by_asset.setdefault(check_key.asset_key, []).append(check_key)
 
     def checks_of(asset_keys) -> list[dg.AssetCheckKey]:
         return [c for key in asset_keys for c in by_asset.get(key, [])]
