@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from dagster._core.test_utils import create_run_for_test
 
 from rescue_defs import rescues
 from rescue_defs.assets.incidents import (
@@ -237,6 +238,11 @@ def test_outage_of_a_source_loaded_outside_dagster_is_seen_and_rescued(
     assert observed.metadata["incident_status"].value == "resolved"  # not the stale "rescuing"
     assert "## Next run\n\n- not yet" in latest_report(instance, rescue_id)
 
+    # a busy instance: other teams' jobs finish many runs before the next pipeline run
+    for _ in range(60):
+        create_run_for_test(
+            instance, job_name="other_teams_job", status=dg.DagsterRunStatus.SUCCESS
+        )
     # the next pipeline run builds the rescued models again: the report says it confirmed them
     assert materialize_all(defs, instance).success
     again = evaluate_sensor(defs, instance, "rescue_report_sensor").run_requests

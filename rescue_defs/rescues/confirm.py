@@ -22,6 +22,32 @@ def _planned(record: Mapping[str, Any]) -> list[str]:
     return [m for step in record["steps"] for m in step["models"]]
 
 
+# per rescued model, the materializations after the rescue's end that are read for the run
+# that made them (the product's own runs among them are skipped)
+SCANNED_PER_MODEL = 20
+
+
+def _runs_building(instance: dg.DagsterInstance, asset_keys, ended: datetime) -> list:
+    """Finished runs that materialized a rescued model after the rescue ended, oldest first:
+    found from the models' own materializations, so other jobs' runs on a busy instance (any
+    number of them) are never read."""
+    run_ids: set[str] = set()
+    for key in asset_keys:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_timestamp=ended.timestamp()),
+            limit=SCANNED_PER_MODEL,
+            ascending=True,
+        ).records
+        run_ids.update(r.run_id for r in records)
+    if not run_ids:
+        return []
+    return list(
+        instance.get_run_records(
+            filters=dg.RunsFilter(run_ids=sorted(run_ids), statuses=FINISHED), ascending=True
+        )
+    )
+
+
 def next_run_outcome(
     instance: dg.DagsterInstance,
     record: Mapping[str, Any],
@@ -33,10 +59,7 @@ def next_run_outcome(
     ended = datetime.fromisoformat(record["ended_at"])
     planned = _planned(record)
     names = record["names"]
-    runs = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=FINISHED, created_after=ended), ascending=True, limit=50
-    )
-    for run_record in runs:
+    for run_record in _runs_building(instance, [keys[m] for m in planned if m in keys], ended):
         run = run_record.dagster_run
         if TAG_ID in run.tags or TAG_REPORT_OF in run.tags or TAG_KIND in run.tags:
             continue  # a rescue's own runs, its status and the product's jobs prove nothing new
