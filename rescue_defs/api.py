@@ -26,30 +26,43 @@ def with_rescue(
     project: DbtProject | None = None,
     schedules: Sequence[dg.ScheduleDefinition] | None = None,
 ) -> dg.Definitions:
-    """`defs` with rescue added around its dbt assets: the `@dbt_assets` definitions of one dbt
-    project (one, or the project split over several, e.g. by `select=`).
+    """`defs` with rescue added around its dbt assets: every `@dbt_assets` definition, of one
+    dbt project or several (a project may be split over several definitions, e.g. by
+    `select=`). With several projects, each gets its own rescue_job and sensors, named after
+    it (`<project>_rescue_job`; scope.py).
 
     project: the DbtProject of those assets, when `@dbt_assets` was not given `project=`.
     schedules: the scheduled pipeline a rescue waits for and plans around; default: every
         schedule in `defs`.
     """
     from rescue_defs import settings
+    from rescue_defs.assembly import ProjectPart
     from rescue_defs.assets.dbt import rescuable
+    from rescue_defs.scope import Scope
 
     settings.check()
     teams = _dbt_assets_of(defs)
-    project = _one_project(teams, project)
-    twins = [rescuable(team, project, keyed_by=teams) for team in teams]
+    groups = _projects(teams, project)
+    resources = dict(defs.resources or {})
+    parts, twins = [], []
+    for index, (found, names, members) in enumerate(groups):
+        scope = Scope(names, primary=index == 0) if len(groups) > 1 else Scope()
+        mine = [rescuable(team, found, keyed_by=members) for team in members]
+        twins += mine
+        # the freshness checks ask for the project's DbtCliResource: the team's, else one
+        # of their own for the project
+        dbt_key = next((k for k in map(_dbt_key, members) if k in resources), None)
+        if dbt_key is None:
+            dbt_key = scope.named("dbt")
+            resources.setdefault(dbt_key, _own_dbt(found))
+        parts.append(ProjectPart(found, mine, scope, dbt_key))
+    if len(groups) == 1 and "dbt" not in resources:
+        resources["dbt"] = resources[parts[0].dbt_key]
     others = [a for a in (defs.assets or ()) if not any(a is team for team in teams)]
     if schedules is None:
         schedules = [s for s in (defs.schedules or ()) if isinstance(s, dg.ScheduleDefinition)]
-    rescue = _rescue_defs(project, twins, others, list(schedules))
-    resources = dict(rescue.resources or {})
-    resources.update(defs.resources or {})
-    # the proof and freshness checks ask for `dbt`: the team's, else one for the project
-    dbt_key = next((k for k in map(_dbt_key, teams) if k in resources), None)
-    if "dbt" not in resources:
-        resources["dbt"] = resources[dbt_key] if dbt_key else _own_dbt(project)
+    rescue = _rescue_defs(parts, others, list(schedules))
+    resources = {**(rescue.resources or {}), **resources}
     return dg.Definitions(
         assets=[*others, *twins, *(rescue.assets or ())],
         asset_checks=[*(defs.asset_checks or ()), *(rescue.asset_checks or ())],
@@ -82,24 +95,30 @@ def _dbt_assets_of(defs: dg.Definitions) -> list[dg.AssetsDefinition]:
     return found
 
 
-def _one_project(teams: list[dg.AssetsDefinition], given: DbtProject | None) -> DbtProject:
-    """The dbt project of every definition (rescue plans over one manifest)."""
+def _projects(
+    teams: list[dg.AssetsDefinition], given: DbtProject | None
+) -> list[tuple[DbtProject, str, list[dg.AssetsDefinition]]]:
+    """(project, its dbt name, its definitions) for each dbt project, in the order found:
+    a project split over several definitions (select=/exclude=) is one project."""
+    from rescue_defs.assets.dbt import load_manifest
     from rescue_defs.assets.twin import project_of
 
-    projects = {team.op.name: given or project_of(team) for team in teams}
-    folders = {}
-    for name, found in projects.items():
-        folders.setdefault(str(Path(found.project_dir).resolve()), []).append(name)
-    if len(folders) > 1:
-        said = "; ".join(
-            f"{Path(folder).name} in {folder}: {', '.join(names)}"
-            for folder, names in folders.items()
-        )
-        raise TeamAssetsError(
-            f"with_rescue adds rescue to one dbt project per Definitions, found {len(folders)} "
-            f"({said}): rescue covers one dbt project per Dagster instance for now"
-        )
-    return next(iter(projects.values()))
+    folders: dict[str, tuple[DbtProject, list[dg.AssetsDefinition]]] = {}
+    for team in teams:
+        found = given or project_of(team)
+        folders.setdefault(str(Path(found.project_dir).resolve()), (found, []))[1].append(team)
+    groups, named = [], {}
+    for folder, (found, members) in folders.items():
+        name = load_manifest(str(found.manifest_path), str(found.project_dir)).project_name
+        if name in named:
+            # each project's jobs and sensors are named after it, and records say whose
+            raise TeamAssetsError(
+                f"two dbt projects named {name!r} ({named[name]} and {folder}): rescue tells "
+                "a location's projects apart by their dbt_project.yml name; rename one"
+            )
+        named[name] = folder
+        groups.append((found, name, members))
+    return groups
 
 
 def _is_dbt_assets(asset) -> bool:
@@ -139,12 +158,11 @@ def _materialized_by_dagster(assets) -> set[dg.AssetKey]:
     return keys
 
 
-def _rescue_defs(project, twins, others, schedules) -> dg.Definitions:
+def _rescue_defs(parts, others, schedules) -> dg.Definitions:
     from rescue_defs import assembly
 
     return assembly.rescue_definitions(
-        project,
-        twins,
+        parts,
         defined=_defined_keys(others),
         loaded_by_dagster=_materialized_by_dagster(others),
         schedules=schedules,

@@ -3,6 +3,7 @@ checks, report and incident assets, and the resources they need (api.py merges t
 team's Definitions)."""
 
 from collections.abc import Sequence, Set
+from dataclasses import dataclass
 
 import dagster as dg
 from dagster_dbt import DbtProject
@@ -10,7 +11,9 @@ from dagster_dbt import DbtProject
 from rescue_defs import settings
 from rescue_defs.assets.dbt import RESCUE_RUN, RescueRun
 from rescue_defs.assets.incidents import incident_is_resolved, incident_spec
+from rescue_defs.assets.projects import LocationProjects
 from rescue_defs.assets.report import REPORT_SPEC, rescue_status_job, rescue_succeeded
+from rescue_defs.checks.freshness import FRESHNESS_CHECK
 from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.freshness import build_freshness_checks, build_freshness_job, source_keys
 from rescue_defs.jobs.proof import build_proof_job, proof_check_keys
@@ -19,15 +22,26 @@ from rescue_defs.jobs.rescue import (
     build_rescue_job,
     build_rescue_step_job,
 )
+from rescue_defs.scope import ONE_PROJECT, Scope
 from rescue_defs.sensors.merge import build_merge_sensor
 from rescue_defs.sensors.outage import build_source_outage_sensor
 from rescue_defs.sensors.report import build_rescue_report_sensor
 from rescue_defs.sensors.rescue import build_rescue_sensor
 
 
+@dataclass(frozen=True)
+class ProjectPart:
+    """One dbt project of the location: its rescuable dbt assets definitions (the twins),
+    its scope (names of its own jobs and sensors) and the resource key of its DbtCliResource."""
+
+    project: DbtProject
+    dbt_models: Sequence[dg.AssetsDefinition]
+    scope: Scope = ONE_PROJECT
+    dbt_key: str = "dbt"
+
+
 def rescue_definitions(
-    project: DbtProject,
-    dbt_models: Sequence[dg.AssetsDefinition],
+    parts: Sequence[ProjectPart],
     *,
     defined: Set[dg.AssetKey] = frozenset(),
     loaded_by_dagster: Set[dg.AssetKey] = frozenset(),
@@ -36,12 +50,24 @@ def rescue_definitions(
     """`defined`: asset keys the team's Definitions already has (its source loaders);
     `loaded_by_dagster`: those Dagster materializes (an outage then waits for their loads)."""
     schedules = list(schedules or ())
-    sources = source_keys(project)
-    assets: list = [
-        REPORT_SPEC,
+    all_models = [d for part in parts for d in part.dbt_models]
+    proof_keys = proof_check_keys(all_models)
+    # shared by the projects: a run selects one project's assets and checks
+    step_job = build_rescue_step_job(all_models, proof_keys)
+    proof_jobs = [build_proof_job(proof_keys)] if proof_keys else []
+    projects = LocationProjects([part.project for part in parts])
+    assets: list = [REPORT_SPEC]
+    checks: list = [rescue_succeeded]
+    jobs: list = [rescue_status_job, step_job, *proof_jobs, build_cancel_rescue_job(projects)]
+    sensors: list = [build_rescue_report_sensor(rescue_status_job, projects)]
+    judged: dict[dg.AssetKey, None] = {}  # sources with a freshness rule, in order
+    specified = set(defined)  # two projects reading one source: one asset
+    for part in parts:
+        project, scope = part.project, part.scope
+        sources = source_keys(project)
         # sources loaded outside Dagster (Fivetran, a COPY job): assets of their own, so their
         # freshness shows in the UI
-        *(
+        assets += [
             dg.AssetSpec(
                 key,
                 group_name="sources",
@@ -49,42 +75,33 @@ def rescue_definitions(
                 "its freshness check measures the warehouse.",
             )
             for uid, key in sources.items()
-            if key not in defined
-        ),
-    ]
-    proof_keys = proof_check_keys(dbt_models)
-    step_job = build_rescue_step_job(dbt_models, proof_keys)
-    proof_jobs = [build_proof_job(proof_keys)] if proof_keys else []
-    freshness_checks = build_freshness_checks(project)
-    freshness_jobs = [build_freshness_job(freshness_checks)] if freshness_checks is not None else []
-    record_checks = [rescue_succeeded]
-    if freshness_checks is not None:  # sources with a freshness rule: incidents to show
-        assets.append(incident_spec(sources.values()))
-        record_checks.append(incident_is_resolved)
-    sensors = [
-        build_rescue_sensor(project, step_job, dbt_models, proof_jobs, schedules),
-        build_merge_sensor(project, schedules),
-        build_rescue_report_sensor(rescue_status_job, project),
-    ]
-    if freshness_jobs:
-        loaded = any(key in loaded_by_dagster for key in sources.values())
-        sensors.insert(
-            1,
-            build_source_outage_sensor(
-                project, freshness_jobs[0], schedules, loaded_by_dagster=loaded
-            ),
+            if key not in specified
+        ]
+        specified |= set(sources.values())
+        freshness_checks = build_freshness_checks(project, scope, part.dbt_key)
+        sensors.append(
+            build_rescue_sensor(project, step_job, part.dbt_models, proof_jobs, schedules, scope)
         )
+        if freshness_checks is not None:  # sources with a freshness rule: incidents to show
+            judged.update(dict.fromkeys(sources.values()))
+            freshness_job = build_freshness_job(freshness_checks, scope)
+            checks.append(freshness_checks)
+            jobs.append(freshness_job)
+            loaded = any(key in loaded_by_dagster for key in sources.values())
+            sensors.append(
+                build_source_outage_sensor(
+                    project, freshness_job, schedules, loaded_by_dagster=loaded, scope=scope
+                )
+            )
+        sensors.append(build_merge_sensor(project, schedules, scope))
+        jobs.append(build_rescue_job(project, schedules, scope))
+    if judged:
+        assets.append(incident_spec(judged))
+        checks.append(incident_is_resolved)
     return dg.Definitions(
         assets=assets,
-        asset_checks=[c for c in (freshness_checks,) if c is not None] + record_checks,
-        jobs=[
-            rescue_status_job,
-            *freshness_jobs,
-            step_job,
-            *proof_jobs,
-            build_rescue_job(project, schedules),
-            build_cancel_rescue_job(project),
-        ],
+        asset_checks=checks,
+        jobs=jobs,
         sensors=sensors,
         resources={
             RESCUE_RUN: RescueRun(),
@@ -104,5 +121,6 @@ def rescue_only_checks(defs: dg.Definitions) -> list[dg.AssetChecksDefinition]:
     return [
         c
         for c in (defs.asset_checks or ())
-        if isinstance(c, dg.AssetChecksDefinition) and c.node_def.name == "source_freshness"
+        if isinstance(c, dg.AssetChecksDefinition)
+        and any(k.name == FRESHNESS_CHECK for k in c.check_keys)
     ]

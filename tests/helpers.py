@@ -76,8 +76,10 @@ def dbt_commands(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     ]
 
 
-def evaluate_rescue_sensor(defs: dg.Definitions, instance: dg.DagsterInstance):
-    sensor = defs.resolve_sensor_def("rescue_sensor")
+def evaluate_rescue_sensor(
+    defs: dg.Definitions, instance: dg.DagsterInstance, name: str = "rescue_sensor"
+):
+    sensor = defs.resolve_sensor_def(name)
     with dg.build_sensor_context(instance=instance, definitions=defs) as context:
         result = sensor.evaluate_tick(context)
     return result
@@ -126,12 +128,14 @@ def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProce
     )
 
 
-def drive_rescue(defs, instance, rescue_id: str, max_ticks: int = 12, on_request=None) -> dict:
+def drive_rescue(
+    defs, instance, rescue_id: str, max_ticks: int = 12, on_request=None, sensor="rescue_sensor"
+) -> dict:
     """Tick the real rescue_sensor and run what it asks for, until the rescue stops."""
     from rescue_defs import rescues
 
     for _ in range(max_ticks):
-        result = evaluate_rescue_sensor(defs, instance)
+        result = evaluate_rescue_sensor(defs, instance, sensor)
         for request in result.run_requests or []:
             (on_request or execute_request)(defs, instance, request)
         record = rescues.load(instance, rescue_id)
@@ -140,17 +144,21 @@ def drive_rescue(defs, instance, rescue_id: str, max_ticks: int = 12, on_request
     raise AssertionError(f"rescue {rescue_id} still active after {max_ticks} ticks")
 
 
-def start_rescue(defs, instance, **config) -> dg.ExecuteInProcessResult:
-    job = defs.resolve_job_def("rescue_job")
+def start_rescue(defs, instance, project: str = "", **config) -> dg.ExecuteInProcessResult:
+    """rescue_job's run as the launchpad starts it (`project`: the dbt project's, where the
+    location holds several)."""
+    prefix = f"{project}_" if project else ""
+    job = defs.resolve_job_def(f"{prefix}rescue_job")
     return job.execute_in_process(
         instance=instance,
-        run_config={"ops": {"start_rescue": {"config": config}}},
+        run_config={"ops": {f"{prefix}start_rescue": {"config": config}}},
         raise_on_error=False,
     )
 
 
 def rescue_id_of(result: dg.ExecuteInProcessResult) -> str:
-    return result.output_for_node("start_rescue")
+    (op,) = [n for n in result.job_def.graph.node_names() if n.endswith("start_rescue")]
+    return result.output_for_node(op)
 
 
 def checks_of(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
@@ -192,12 +200,13 @@ def drop_postgres_database(name: str) -> None:
     admin.close()
 
 
-def outage_ticker(defs: dg.Definitions, instance: dg.DagsterInstance):
+def outage_ticker(defs: dg.Definitions, instance: dg.DagsterInstance, project: str = ""):
     """tick(): one source_outage_sensor tick as the daemon runs it, the freshness run it
     queued, another tick to read its result; returns the sensor's open incidents."""
     import json
 
-    sensor = defs.resolve_sensor_def("source_outage_sensor")
+    prefix = f"{project}_" if project else ""
+    sensor = defs.resolve_sensor_def(f"{prefix}source_outage_sensor")
     cursor: list = [None]
 
     def tick() -> list[dict]:
@@ -213,7 +222,7 @@ def outage_ticker(defs: dg.Definitions, instance: dg.DagsterInstance):
             for request in result.dynamic_partitions_requests or []:
                 instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
             for request in result.run_requests if measure else ():
-                assert request.job_name == "source_freshness_job"
+                assert request.job_name == f"{prefix}source_freshness_job"
                 execute_request(defs, instance, request)
             # incident_is_resolved, as rescue_report_sensor evaluates it
             for request in evaluate_sensor(defs, instance, "rescue_report_sensor").run_requests:

@@ -186,8 +186,8 @@ def _dbt_assets(project: DbtProject | None, name: str, manifest: Path, partition
             "found none",
         ),
         (
-            "two projects",
-            "with_rescue adds rescue to one dbt project per Definitions, found 2 (jaffle_shop in ",
+            "two projects of one name",
+            "two dbt projects named 'jaffle_shop' (",
         ),
         (
             "no project",
@@ -206,7 +206,10 @@ def test_definitions_rescue_cannot_fit_say_why_in_one_line(team_env, case, messa
     manifest = project.manifest_path
     assets = {
         "none": [],
-        "two projects": [_dbt_assets(project, "first", manifest), _other_project(team_env)],
+        "two projects of one name": [
+            _dbt_assets(project, "first", manifest),
+            _other_project(team_env),
+        ],
         "no project": [_dbt_assets(None, "models", manifest)],
         "partitioned": [
             _dbt_assets(project, "daily", manifest, dg.DailyPartitionsDefinition("2026-01-01"))

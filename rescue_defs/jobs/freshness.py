@@ -28,6 +28,7 @@ from rescue_defs.checks.freshness import (
 )
 from rescue_defs.project import WAREHOUSE_POOL
 from rescue_defs.rescues.store import TAG_KIND
+from rescue_defs.scope import ONE_PROJECT, Scope
 
 FRESHNESS_JOB = "source_freshness_job"
 
@@ -82,8 +83,12 @@ def _measure(dbt: DbtCliResource, rules: list[SourceRule], project_dir: Path) ->
     return found
 
 
-def build_freshness_checks(project: DbtProject) -> dg.AssetChecksDefinition | None:
+def build_freshness_checks(
+    project: DbtProject, scope: Scope = ONE_PROJECT, dbt_key: str = "dbt"
+) -> dg.AssetChecksDefinition | None:
+    """`dbt_key`: the resource key of the project's DbtCliResource (the team's)."""
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+    job_name = scope.named(FRESHNESS_JOB)
     manifest = load_manifest(manifest_path, project_dir)
     rules = freshness_rules(manifest.raw)
     if not rules:
@@ -91,7 +96,7 @@ def build_freshness_checks(project: DbtProject) -> dg.AssetChecksDefinition | No
     keys = source_keys(project)
 
     @dg.multi_asset_check(
-        name="source_freshness",
+        name=scope.named("source_freshness"),
         specs=[
             dg.AssetCheckSpec(
                 FRESHNESS_CHECK,
@@ -103,15 +108,17 @@ def build_freshness_checks(project: DbtProject) -> dg.AssetChecksDefinition | No
         ],
         can_subset=True,
         pool=WAREHOUSE_POOL,
+        required_resource_keys={dbt_key},
     )
-    def source_freshness(context: dg.AssetCheckExecutionContext, dbt: DbtCliResource):
+    def source_freshness(context: dg.AssetCheckExecutionContext):
         """Runs `dbt source freshness` on the selected sources and judges each with dbt's
         thresholds, at the business clock's now."""
-        if context.run.job_name != FRESHNESS_JOB:
+        if context.run.job_name != job_name:
             # selected with the sources' assets (a UI "Materialize", the implicit job): the
             # measurement belongs to its own queued run, after the load has committed
-            context.log.info(f"source freshness is measured by {FRESHNESS_JOB} runs")
+            context.log.info(f"source freshness is measured by {job_name} runs")
             return
+        dbt: DbtCliResource = getattr(context.resources, dbt_key)
         wanted = [
             rules[uid]
             for uid, key in keys.items()
@@ -150,9 +157,9 @@ def build_freshness_checks(project: DbtProject) -> dg.AssetChecksDefinition | No
     return source_freshness
 
 
-def build_freshness_job(checks: dg.AssetChecksDefinition):
+def build_freshness_job(checks: dg.AssetChecksDefinition, scope: Scope = ONE_PROJECT):
     return dg.define_asset_job(
-        FRESHNESS_JOB,
+        scope.named(FRESHNESS_JOB),
         selection=dg.AssetSelection.checks(checks),
         description="Measures every judged dbt source's freshness in the warehouse (dbt source "
         "freshness). Requested by source_outage_sensor after loads and at least hourly.",

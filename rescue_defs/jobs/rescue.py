@@ -7,10 +7,12 @@ from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys, selector_for
+from rescue_defs.assets.projects import LocationProjects
 from rescue_defs.checks.proof import proof_settings
 from rescue_defs.planning.plan import Planner, PlanRequest
 from rescue_defs.planning.selection import SelectionError
 from rescue_defs.rescues import kickoff
+from rescue_defs.scope import ONE_PROJECT, Scope
 from rescue_defs.settings import SettingError, reason_problem
 from rescue_defs.warehouse_reader import WarehouseTarget
 
@@ -61,10 +63,12 @@ class StartRescueConfig(dg.Config):
     `rescue resume` then rebuilds what is missing."""
 
 
-def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
+def build_rescue_job(
+    project: DbtProject, schedules, scope: Scope = ONE_PROJECT
+) -> dg.JobDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
 
-    @dg.op(name="start_rescue")
+    @dg.op(name=scope.named("start_rescue"))
     def start_rescue(context: dg.OpExecutionContext, config: StartRescueConfig) -> dg.Output:
         """Plans the rescue (dbt's selector, stages, groups, advice, checklist) and records it;
         rescue_sensor then launches its runs in order. Bad input fails here, before any dbt."""
@@ -138,8 +142,9 @@ def build_rescue_job(project: DbtProject, schedules) -> dg.JobDefinition:
         )
 
     @dg.job(
-        name="rescue_job",
-        description="Start a rescue: fill `select` (and optionally exclude, full_refresh, "
+        name=scope.named("rescue_job"),
+        description=(f"dbt project {scope.project}. " if scope.project else "")
+        + "Start a rescue: fill `select` (and optionally exclude, full_refresh, "
         "layered, dry_run, reason) in the launchpad. The plan shows in this run's logs; the "
         "stage runs follow, tagged rescue/id.",
         tags={rescues.TAG_KIND: "start"},
@@ -166,16 +171,16 @@ class CancelRescueConfig(dg.Config):
     """The rescue to cancel (the `rescue/id` tag of its runs)."""
 
 
-def build_cancel_rescue_job(project: DbtProject) -> dg.JobDefinition:
-    manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+def build_cancel_rescue_job(projects: LocationProjects) -> dg.JobDefinition:
 
     @dg.op(name="cancel_rescue")
     def cancel_rescue(context: dg.OpExecutionContext, config: CancelRescueConfig) -> None:
         """Cancels a rescue: no further run starts, its runs in flight are terminated, and
         its report says what is left (`rescue resume` picks it up again)."""
-        keys = model_asset_keys(load_manifest(manifest_path, project_dir))
         try:
-            record = rescues.cancel(context.instance, config.rescue_id.strip(), keys, who="UI")
+            rescue_id = config.rescue_id.strip()
+            keys = projects.keys_of(rescues.load(context.instance, rescue_id))
+            record = rescues.cancel(context.instance, rescue_id, keys, who="UI")
         except rescues.RescueError as e:
             raise dg.Failure(description=str(e)) from None
         context.log.info(f"rescue {record['id']}: {record['message']}")

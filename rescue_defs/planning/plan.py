@@ -84,6 +84,9 @@ class Plan:
     inlined: tuple[str, ...] = ()
     """Ephemeral models in the selection: compiled into the planned models that use them,
     never built (nor run) on their own."""
+    project: str = ""
+    """The dbt project's name (dbt_project.yml): whose sensor runs it where a code location
+    holds several projects."""
 
     @property
     def stages(self) -> list[tuple[str, tuple[str, ...]]]:
@@ -120,6 +123,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "project": self.project,
             "select": self.request.select,
             "exclude": self.request.exclude,
             "reason": self.request.reason,
@@ -266,6 +270,7 @@ class Planner:
             inlined=tuple(sorted(inlined, key=manifest.name)),
             run_overhead_seconds=costs.run_overhead,
             model_overhead_seconds=costs.model_overhead,
+            project=manifest.project_name,
         )
 
     def _full_refresh(self, request, models, incremental, advice) -> frozenset[str]:

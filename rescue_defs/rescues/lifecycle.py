@@ -73,6 +73,7 @@ def register(
     record = {
         "id": rescue_id or new_rescue_id(plan.request.select),
         "version": 0,
+        "project": plan.project,
         "sandbox": sandbox,
         "max_runtime": max_runtime,
         "created_at": datetime.now(UTC).isoformat(),

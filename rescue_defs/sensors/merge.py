@@ -20,16 +20,21 @@ from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import PlanRequest
 from rescue_defs.planning.selection import SelectionError
 from rescue_defs.rescues.facts import runs_in_flight
+from rescue_defs.scope import ONE_PROJECT, Scope
 
 
-def build_merge_sensor(project: DbtProject, schedule_defs=()) -> dg.SensorDefinition:
+def build_merge_sensor(
+    project: DbtProject, schedule_defs=(), scope: Scope = ONE_PROJECT
+) -> dg.SensorDefinition:
     """`schedule_defs`: the scheduled pipeline(s); a merge waits for their jobs' runs to end."""
     pipeline_jobs = {s.job_name for s in schedule_defs}
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     target = Path(project.target_path).name  # the target's own folder (project.py)
+    if scope.project:  # two projects' deployed manifests apart
+        target = f"{scope.project}/{target}"
 
     @dg.sensor(
-        name="merge_sensor",
+        name=scope.named("merge_sensor"),
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Compares the deployed dbt manifest with the last one (dbt's state:modified, "

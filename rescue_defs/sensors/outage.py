@@ -20,12 +20,13 @@ from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.automation import incidents
 from rescue_defs.automation.launch import TAG_INCIDENT, launch, registered
 from rescue_defs.checks.freshness import FRESHNESS_CHECK, freshness_rules
-from rescue_defs.jobs.freshness import FRESHNESS_JOB, source_keys
+from rescue_defs.jobs.freshness import source_keys
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import PlanRequest
 from rescue_defs.planning.selection import SelectionError
 from rescue_defs.rescues.facts import IN_FLIGHT
+from rescue_defs.scope import ONE_PROJECT, Scope
 
 DONE = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
@@ -84,12 +85,17 @@ def rescue_scope(
 
 
 def build_source_outage_sensor(
-    project: DbtProject, freshness_job, schedule_defs=(), loaded_by_dagster: bool = False
+    project: DbtProject,
+    freshness_job,
+    schedule_defs=(),
+    loaded_by_dagster: bool = False,
+    scope: Scope = ONE_PROJECT,
 ) -> dg.SensorDefinition:
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+    freshness_job_name = freshness_job.name
 
     @dg.sensor(
-        name="source_outage_sensor",
+        name=scope.named("source_outage_sensor"),
         jobs=[freshness_job],
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -126,7 +132,9 @@ def build_source_outage_sensor(
         # 1. fold in the measurement runs that finished since the last tick, oldest first
         after = cursor.get("after", 0)
         latest_now = ""
-        runs = instance.get_run_records(filters=dg.RunsFilter(job_name=FRESHNESS_JOB), limit=50)
+        runs = instance.get_run_records(
+            filters=dg.RunsFilter(job_name=freshness_job_name), limit=50
+        )
         for record in sorted(runs, key=lambda r: r.storage_id):
             if record.storage_id <= after:
                 continue
@@ -145,7 +153,9 @@ def build_source_outage_sensor(
                 _rescue(instance, project, manifest, recovery, uid_of, schedule_defs, state)
             )
         # 3. a measurement, when one is due
-        requests = _measurement(instance, keys.values(), runs, loaded_by_dagster)
+        requests = _measurement(
+            instance, freshness_job_name, keys.values(), runs, loaded_by_dagster
+        )
         cursor = {"after": after, "state": state, "measured_at": now}
         for message in messages:
             context.log.info(message)
@@ -258,7 +268,9 @@ def _rescue(instance, project, manifest, recovery, uid_of, schedule_defs, state)
     )
 
 
-def _measurement(instance, source_keys, runs, loaded_by_dagster: bool) -> list[dg.RunRequest]:
+def _measurement(
+    instance, job_name: str, source_keys, runs, loaded_by_dagster: bool
+) -> list[dg.RunRequest]:
     if any(r.dagster_run.status in IN_FLIGHT for r in runs):
         return []
     last = max(runs, key=lambda r: r.storage_id, default=None)
@@ -283,4 +295,4 @@ def _measurement(instance, source_keys, runs, loaded_by_dagster: bool) -> list[d
             marker = f"after-{last.dagster_run.run_id}"
     if not marker:
         return []
-    return [dg.RunRequest(run_key=f"freshness:{marker}", job_name=FRESHNESS_JOB)]
+    return [dg.RunRequest(run_key=f"freshness:{marker}", job_name=job_name)]

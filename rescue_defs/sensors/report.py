@@ -2,18 +2,16 @@
 once the next run after a succeeded rescue has ended, its verdict is added to the report."""
 
 import dagster as dg
-from dagster_dbt import DbtProject
 
 from rescue_defs import rescues
 from rescue_defs.assets import incidents
-from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.assets.projects import LocationProjects
 from rescue_defs.automation.launch import TAG_INCIDENT
 from rescue_defs.rescues.confirm import UNCONFIRMED, next_run_outcome
 from rescue_defs.rescues.store import TAG_REPORT_OF, UNREPORTED_ENDS
 
 
-def build_rescue_report_sensor(status_job, project: DbtProject) -> dg.SensorDefinition:
-    manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
+def build_rescue_report_sensor(status_job, projects: LocationProjects) -> dg.SensorDefinition:
 
     @dg.sensor(
         name="rescue_report_sensor",
@@ -27,7 +25,7 @@ def build_rescue_report_sensor(status_job, project: DbtProject) -> dg.SensorDefi
     )
     def rescue_report_sensor(context: dg.SensorEvaluationContext):
         instance = context.instance
-        messages = _confirm(instance, manifest_path, project_dir)
+        messages = _confirm(instance, projects)
         ids = list(instance.get_dynamic_partitions(UNREPORTED_ENDS))
         published = list(instance.get_dynamic_partitions(incidents.UNEVALUATED))
         if not ids and not published:
@@ -80,15 +78,15 @@ def _incident_request(instance, status_job, incident_id: str) -> dg.RunRequest |
     )
 
 
-def _confirm(instance: dg.DagsterInstance, manifest_path: str, project_dir: str) -> list[str]:
+def _confirm(instance: dg.DagsterInstance, projects: LocationProjects) -> list[str]:
     """Succeeded rescues whose next run ended: the verdict into the record and the report; the
     report's new materialization needs the check evaluated again (UNREPORTED_ENDS)."""
     ids = list(instance.get_dynamic_partitions(UNCONFIRMED))
     if not ids:
         return []
-    keys = model_asset_keys(load_manifest(manifest_path, project_dir))
     messages = []
     for record in rescues.store.records(instance, ids):
+        keys = projects.keys_of(record)
         if record["status"] != rescues.SUCCEEDED:
             instance.delete_dynamic_partition(UNCONFIRMED, record["id"])
             continue

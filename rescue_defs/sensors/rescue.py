@@ -11,6 +11,7 @@ from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.published import publish_schedules
 from rescue_defs.rescues.kickoff import BY_SENSOR, remember_ui_url
+from rescue_defs.scope import ONE_PROJECT, Scope
 
 
 def build_rescue_sensor(
@@ -19,8 +20,10 @@ def build_rescue_sensor(
     dbt_models: Sequence[dg.AssetsDefinition] | None = None,
     other_jobs=(),
     schedules=(),
+    scope: Scope = ONE_PROJECT,
 ) -> dg.SensorDefinition:
-    """`schedules`: the scheduled pipeline, published for the CLI to plan around."""
+    """`schedules`: the scheduled pipeline, published for the CLI to plan around. `scope`: the
+    project's, where the location holds several (it advances only that project's rescues)."""
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
     by_asset: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
     for check_key in (c for d in dbt_models or () for c in d.check_keys):
@@ -31,7 +34,7 @@ def build_rescue_sensor(
         return [c for key in asset_keys for c in by_asset.get(key, [])]
 
     @dg.sensor(
-        name="rescue_sensor",
+        name=scope.named("rescue_sensor"),
         jobs=[step_job, *other_jobs],
         # the sensor daemon loops every 5 s; an interval of 5 s skipped every other loop (the
         # elapsed time since the last tick measured 4.99 s about half the time: ticks 10 s
@@ -61,6 +64,8 @@ def build_rescue_sensor(
                 if record["status"] != rescues.ACTIVE:
                     rescues.store.forget_inactive(instance, rescue_id)
                     continue
+                if not scope.owns(record):
+                    continue  # another dbt project's: its own sensor advances it
                 tick = rescues.advance(
                     instance,
                     record,
