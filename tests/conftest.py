@@ -222,6 +222,7 @@ MODULE_SECONDS = {
     "test_bad_input.py": 60,
     "test_settings.py": 30,
     "test_with_rescue.py": 110,
+    "test_several_projects.py": 85,
 }
 
 

@@ -110,6 +110,13 @@ def test_two_dbt_projects_in_one_location_each_get_their_own_rescue_and_share_th
 
     # each project's freshness is measured with its own dbt resource, by its own sensor
     assert outage_ticker(defs, instance, TICKETS)() == []
+    # each merge_sensor keeps its own project's deployed manifest (the instance's storage)
+    for project in (SHOP, TICKETS):
+        first = evaluate_sensor(defs, instance, f"{project}_merge_sensor")
+        assert "first deployment recorded" in first.skip_message
+    for project, dbt_project in zip((SHOP, TICKETS), two_projects, strict=True):
+        index = f"rescue/deployed_manifests/{project}/{Path(dbt_project.target_path).name}"
+        assert instance.run_storage.get_cursor_values({index}).get(index), index
 
     shop_id = rescue_id_of(start_rescue(defs, instance, SHOP, select="stg_orders+"))
     tickets_id = rescue_id_of(
