@@ -53,7 +53,7 @@ def rescue_definitions(
     all_models = [d for part in parts for d in part.dbt_models]
     proof_keys = proof_check_keys(all_models)
     # shared by the projects: a run selects one project's assets and checks
-    step_job = build_rescue_step_job(all_models, proof_keys)
+    step_job = build_rescue_step_job(all_models)
     proof_jobs = [build_proof_job(proof_keys)] if proof_keys else []
     projects = LocationProjects([part.project for part in parts])
     assets: list = [REPORT_SPEC]

@@ -52,8 +52,9 @@ class RescueRun(dg.ConfigurableResource):
     """Build against the dbt target `sandbox` (a copy of prod): models are reported as
     observations with `sandbox: true`, never as prod materializations or check results."""
     proof_of: str = ""
-    """Set by rescues on the proof run: the rescue whose incremental models the selected
-    proof checks compare with a from-scratch build (nothing is built in prod)."""
+    """Set by rescues on the run that proves: the rescue whose incremental models the selected
+    proof checks compare with a from-scratch build (nothing of it is built in prod): after the
+    run's stages when it builds the rescue's last steps, alone in a proof run."""
 
     def is_set(self) -> bool:
         return bool(
@@ -166,7 +167,7 @@ def rescuable(
         dbt = getattr(context.resources, dbt_key) if dbt_key else own_dbt(project)
         if config.reason:
             context.log.info(f"reason: {config.reason}")
-        if config.proof_of or _proof_only(context):
+        if _proof_only(context) or (config.proof_of and not selected):
             yield from _prove(context, config, dbt, project, manifest)
             return
         if config.select:
@@ -221,6 +222,8 @@ def rescuable(
                     "windows": windows_for(manifest_path, project_dir),
                 },
             )
+        if config.proof_of:  # the rescue's last steps, built and validated: now the proof
+            yield from _prove(context, config, dbt, project, manifest)
 
     return dbt_models
 

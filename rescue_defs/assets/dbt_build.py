@@ -9,10 +9,15 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
+from dagster_dbt.asset_utils import (
+    DAGSTER_DBT_UNIQUE_ID_METADATA_KEY,
+    get_dbt_test_names_for_check_keys,
+)
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from rescue_defs import dbt_child
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource, invocations_of, keep_parse_state
+from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.checks.validation import blocking_failures, validate
 from rescue_defs.planning.advice import is_incremental
 from rescue_defs.planning.cost import FULL_REFRESH_KEY
@@ -162,6 +167,31 @@ class Build:
             made = invocations_of(self.context.run.run_id)
             invocations += [i for i in made if not any(i is j for j in invocations)]
 
+    def exact(self, models: frozenset[str], built: list[str], invocations: list) -> Iterator:
+        """What dagster-dbt's selection builds for a rescue's step run (its models and the
+        dbt tests the run selected, no singular test: indirect selection `empty`), for a run
+        whose selection holds the proof's checks too, which are no dbt tests."""
+        assets_def = self.context.assets_def
+        tests = [
+            c
+            for c in self.context.selected_asset_check_keys
+            if DAGSTER_DBT_UNIQUE_ID_METADATA_KEY
+            in (assets_def.get_spec_for_check_key(c).metadata or {})
+        ]
+        names = get_dbt_test_names_for_check_keys(
+            self.translator, self.manifest.raw, assets_def, tests
+        )
+        selection = " ".join([group_selection(self.manifest, tuple(sorted(models))), *names])
+        args = ["build", *WARN_ERROR_ARGS, "--indirect-selection", "empty", "--select", selection]
+        invocation = self.dbt.cli(
+            args, manifest=self.project.manifest_path, dagster_dbt_translator=self.translator
+        )
+        invocations.append(invocation)
+        for event in _split_events(invocation.stream(), self.tests):
+            if (key := _built_key(self.context, event)) in self.by_key:
+                built.append(self.by_key[key])
+            yield event
+
     def adapter(self, invocations: list):
         """The adapter the validation queries go through: the last invocation's, else one
         for the team's resource (their function's invocations are not ours to see)."""
@@ -210,6 +240,9 @@ def build_in_stages(
     (by StopIteration) nothing: failures are raised."""
     context = build.context
     whole = len(stages) == 1 and not full_refresh and not build.sandbox
+    # dagster-dbt's own selection names every selected check as a dbt test: a run that proves
+    # after its stages (the proof's checks selected too) builds the same with its own
+    proving = any(c.name == PROOF_CHECK for c in context.selected_asset_check_keys)
     project_dir = Path(build.project.project_dir)
     observations: list = []
     for number, (name, models) in enumerate(stages, 1):
@@ -223,11 +256,12 @@ def build_in_stages(
         invocations: list = []
         error: DagsterDbtCliRuntimeError | None = None
         try:
-            events = (
-                build.whole_selection(built, invocations)
-                if whole
-                else build.models(models, full_refresh, built, invocations)
-            )
+            if whole and proving:
+                events = build.exact(models, built, invocations)
+            elif whole:
+                events = build.whole_selection(built, invocations)
+            else:
+                events = build.models(models, full_refresh, built, invocations)
             for event in events:
                 if not build.sandbox:
                     yield event

@@ -17,17 +17,12 @@ from rescue_defs.settings import SettingError, reason_problem
 from rescue_defs.warehouse_reader import WarehouseTarget
 
 
-def build_rescue_step_job(
-    dbt_assets: Sequence[dg.AssetsDefinition], proof_keys: Sequence[dg.AssetCheckKey] = ()
-):
-    # the models and their checks, except the proof's (rescue_proof_job runs it, after the
-    # stages): a step run never proves
-    selection = dg.AssetSelection.assets(*dbt_assets)
-    if proof_keys:
-        selection = selection - dg.AssetSelection.checks(*proof_keys)
+def build_rescue_step_job(dbt_assets: Sequence[dg.AssetsDefinition]):
+    # the models and their checks, the proof's too: the run of a rescue's last steps proves
+    # right after them (a step run selects the proof's checks only then)
     return dg.define_asset_job(
         rescues.STEP_JOB,
-        selection=selection,
+        selection=dg.AssetSelection.assets(*dbt_assets),
         description="One stage (or lineage group) of a rescue; launched by rescue_sensor with "
         "the stage's models as the run's asset selection. Select dbt assets and materialize to "
         "use it by hand.",

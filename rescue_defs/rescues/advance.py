@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import networkx as nx
 
+from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.rescues import liveness, markers
 from rescue_defs.rescues.facts import run_models, runs_in_flight
@@ -25,7 +26,7 @@ from rescue_defs.rescues.outcomes import (
     materialized,
     step_runs,
 )
-from rescue_defs.rescues.proving import settle_proof
+from rescue_defs.rescues.proving import proves, settle_proof
 from rescue_defs.rescues.report import finish
 from rescue_defs.rescues.requests import STEP_JOB, step_request, steps_request
 from rescue_defs.rescues.store import (
@@ -50,6 +51,10 @@ class Tick:
 def _stop(instance, record, keys, status: str, message: str) -> Tick:
     record["status"] = status
     record["message"] = message
+    proof = record.get("proof") or {}
+    if status != SUCCEEDED and proof.get("status") == "running":
+        # its run ended before proving: a resume proves afresh (the run's tag names this try)
+        proof.update(status="pending", attempt=proof.get("attempt", 0) + 1)
     finish(instance, record, keys)
     return Tick([], [message])
 
@@ -109,7 +114,8 @@ def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
             dg.DagsterRunStatus.FAILURE,
         ):
             continue
-        bad = failed_checks(instance, run.run_id)
+        # a proof in the same run is settled after the steps (settle_proof), not as a step's
+        bad = [c for c in failed_checks(instance, run.run_id) if c.name != PROOF_CHECK]
         if run.status == dg.DagsterRunStatus.SUCCESS and not bad:
             done.add(step["index"])
             continue
@@ -228,7 +234,10 @@ def advance(
     chain = _chain(record, done, latest)
     if chain and not _waits(chain, others, claimed, by_key, everything, names):
         claimed |= {m for step in chain for m in step["remaining"]}
-        request = steps_request(record, chain, keys, checks_of)
+        prove = proves(record, done, chain)
+        request = steps_request(record, chain, keys, checks_of, prove)
+        if prove:
+            record["proof"]["status"] = "running"
         record["message"] = (
             f"launched one run for steps {chain[0]['index'] + 1}-{chain[-1]['index'] + 1}, "
             "stage after stage (nothing else writes their models)"
@@ -253,7 +262,10 @@ def advance(
             )
             continue
         claimed |= models
-        requests.append(step_request(record, step, keys, checks_of))
+        prove = proves(record, done, [step])
+        requests.append(step_request(record, step, keys, checks_of, prove))
+        if prove:
+            record["proof"]["status"] = "running"
     if messages:
         record["message"] = messages[0]
     elif requests:

@@ -1,4 +1,5 @@
-"""The last step of a rescue: the proof run, and what its verdicts make of the rescue."""
+"""The last step of a rescue: its proof (in the run of its last steps, or a run of its own), and
+what its verdicts make of the rescue."""
 
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,16 @@ def proof_run(instance: dg.DagsterInstance, record: Mapping[str, Any]) -> dg.Dag
     attempt = str(record["proof"].get("attempt", 0))
     runs = [r for r in step_runs(instance, record["id"]) if r.tags.get(TAG_PROOF) == attempt]
     return runs[-1] if runs else None
+
+
+def proves(record: Mapping[str, Any], done: set[int], steps: list) -> bool:
+    """A run of `steps` that leaves no step unbuilt proves too (its pending proof), right
+    after its last stage, in the same step: no proof run of its own to queue and start."""
+    proof = record.get("proof") or {}
+    if proof.get("status") != "pending" or not proof.get("models"):
+        return False
+    left = {s["index"] for s in record["steps"] if s["index"] not in done}
+    return left == {s["index"] for s in steps}
 
 
 def proof_request(record: Mapping[str, Any], keys: Mapping[str, dg.AssetKey]) -> dg.RunRequest:

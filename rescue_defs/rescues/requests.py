@@ -5,6 +5,8 @@ from typing import Any
 
 import dagster as dg
 
+from rescue_defs.checks.proof import PROOF_CHECK
+from rescue_defs.rescues.proving import TAG_PROOF
 from rescue_defs.rescues.store import (
     TAG_ATTEMPT,
     TAG_GROUP,
@@ -24,10 +26,11 @@ def step_request(
     step: Mapping[str, Any],
     keys: Mapping[str, dg.AssetKey],
     checks_of=None,
+    prove: bool = False,
 ) -> dg.RunRequest:
     """The run of one step. `checks_of(asset keys) -> check keys` lists the asset checks of the
     step's models, to plan only the dbt tests among them (None: plan every check)."""
-    return steps_request(record, [step], keys, checks_of)
+    return steps_request(record, [step], keys, checks_of, prove)
 
 
 def steps_request(
@@ -35,10 +38,14 @@ def steps_request(
     steps: Sequence[Mapping[str, Any]],
     keys: Mapping[str, dg.AssetKey],
     checks_of=None,
+    prove: bool = False,
 ) -> dg.RunRequest:
     """One run of consecutive steps (in dependency order): each step a stage of the run's
     dbt_models step, built and validated before the next starts, so one run worker, one code
-    load and one queue wait serve the whole rescue when nothing else writes its models."""
+    load and one queue wait serve the whole rescue when nothing else writes its models.
+
+    `prove`: the run builds the rescue's last steps; once they are built and validated, the
+    same step proves the rescue's incremental models (no proof run of its own to wait for)."""
     from rescue_defs.assets.dbt import RESCUE_RUN
     from rescue_defs.checks.coverage import VALIDATION_CHECKS
 
@@ -88,6 +95,13 @@ def steps_request(
     indices = "-".join(str(step["index"]) for step in (steps[0], steps[-1])[: len(steps)])
     attempts = ".".join(str(step["attempt"]) for step in steps)
     limit = sum(record.get("max_runtime") or default_max_runtime(record, step) for step in steps)
+    if prove:
+        proof = record["proof"]
+        config["proof_of"] = record["id"]
+        tags[TAG_PROOF] = str(proof.get("attempt", 0))
+        if check_keys is not None:
+            check_keys += [dg.AssetCheckKey(keys[m], PROOF_CHECK) for m in proof["models"]]
+        limit += int(max(MIN_MAX_RUNTIME, RUNTIME_FACTOR * proof.get("expected_seconds", 0)))
     return dg.RunRequest(
         run_key=f"{record['id']}:{indices}:{attempts}",
         job_name=STEP_JOB,
