@@ -75,8 +75,12 @@ def test_late_returns_fail_the_window_check_and_a_default_rescue_ends_equal_to_a
 
     record = drive_rescue(shop_defs, instance, rescue_id)
     assert record["status"] == rescues.SUCCEEDED, record.get("message")
-    # the proof: every incremental model of the rescue rebuilt from scratch and compared
+    # the proof: every incremental model of the rescue rebuilt from scratch and compared, in
+    # the run that built the rescue's last stage (no proof run of its own)
     assert record["proof"]["status"] == "equal", record["proof"]
+    runs = [r for r in rescues.step_runs(instance, rescue_id) if r.job_name != "rescue_job"]
+    assert [r.job_name for r in runs] == ["rescue_step_job"], runs
+    assert record["proof"]["run_id"] == runs[0].run_id
     assert "equal a from-scratch build" in record["message"]
     report = rescues.report_markdown(instance, record, _keys(shop_project))
     assert "equal to a from-scratch build" in report
