@@ -74,6 +74,7 @@ def test_a_rescue_that_cannot_advance_fails_with_the_reason_and_others_go_on(
         # the project changed under the rescue: its model is gone
         record = rescues.load(instance, broken["id"])
         record["steps"][0]["remaining"] = ["model.shop.renamed_away"]
+        record["proof"] = {**(record.get("proof") or {}), "status": "running", "attempt": 0}
         rescues.save(instance, record)
 
         result = evaluate_rescue_sensor(shop_defs, instance)
@@ -81,6 +82,8 @@ def test_a_rescue_that_cannot_advance_fails_with_the_reason_and_others_go_on(
         failed = rescues.load(instance, broken["id"])
         assert failed["status"] == rescues.FAILED
         assert "cannot advance" in failed["message"] and "renamed_away" in failed["message"]
+        # its proof did not run: not shown as running on a failed rescue, proven on resume
+        assert failed["proof"]["status"] == "pending" and failed["proof"]["attempt"] == 1
         assert rescues.active_ids(instance) == [healthy["id"]]
 
 

@@ -9,7 +9,7 @@
 - `confirm`: the next run after a rescue, read and added to its report.
 """
 
-from rescue_defs.rescues.advance import STEP_JOB, Tick, advance, settle, step_request
+from rescue_defs.rescues.advance import STEP_JOB, Tick, advance, settle, step_request, stop
 from rescue_defs.rescues.facts import environment, history, next_ticks, plan_for
 from rescue_defs.rescues.lifecycle import cancel, new_rescue_id, register, resume
 from rescue_defs.rescues.outcomes import (
@@ -97,4 +97,5 @@ __all__ = [
     "status_lines",
     "step_request",
     "step_runs",
+    "stop",
 ]

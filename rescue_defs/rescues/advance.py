@@ -48,7 +48,9 @@ class Tick:
     messages: list[str]
 
 
-def _stop(instance, record, keys, status: str, message: str) -> Tick:
+def stop(instance, record, keys, status: str, message: str) -> Tick:
+    """End the rescue with `status` and report it; a proof its run did not reach is left to
+    prove on resume."""
     record["status"] = status
     record["message"] = message
     proof = record.get("proof") or {}
@@ -122,7 +124,7 @@ def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
         where = _where(instance, record, step, run, keys, bad)
         shown = [c.to_user_string() for c in bad]
         if run.status == dg.DagsterRunStatus.SUCCESS:
-            return _stop(
+            return stop(
                 instance,
                 record,
                 keys,
@@ -130,7 +132,7 @@ def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
                 f"stopped: {where} succeeded but blocking checks failed: {', '.join(shown)}",
             )
         if run.status == dg.DagsterRunStatus.CANCELED:
-            return _stop(
+            return stop(
                 instance,
                 record,
                 keys,
@@ -145,7 +147,7 @@ def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
             # a rescue nobody typed failed (no one is watching it): resume once without a human
             return _auto_resume(instance, record, keys, where, run)
         why = f"; blocking checks failed: {', '.join(shown)}" if bad else ""
-        return _stop(
+        return stop(
             instance,
             record,
             keys,
@@ -157,7 +159,7 @@ def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
         "pending",
         "running",
     ):
-        return _stop(instance, record, keys, SUCCEEDED, "every planned model was rebuilt")
+        return stop(instance, record, keys, SUCCEEDED, "every planned model was rebuilt")
     return done, latest
 
 
@@ -210,7 +212,7 @@ def advance(
             down = {m: nx.descendants(graph, m) for m in record["proof"]["differing"]}
             escalated = escalate(instance, record, down)
             return Tick([], [f"rescue {rescue_id}: {escalated['message']}"])
-        return _stop(instance, record, keys, status, message)
+        return stop(instance, record, keys, status, message)
 
     if not latest and record.get("heavy") and not record.get("start_now"):
         wait = heavy_wait(record, heavy_busy or set())
