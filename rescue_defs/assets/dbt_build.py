@@ -183,14 +183,7 @@ class Build:
         )
         selection = " ".join([group_selection(self.manifest, tuple(sorted(models))), *names])
         args = ["build", *WARN_ERROR_ARGS, "--indirect-selection", "empty", "--select", selection]
-        invocation = self.dbt.cli(
-            args, manifest=self.project.manifest_path, dagster_dbt_translator=self.translator
-        )
-        invocations.append(invocation)
-        for event in _split_events(invocation.stream(), self.tests):
-            if (key := _built_key(self.context, event)) in self.by_key:
-                built.append(self.by_key[key])
-            yield event
+        yield from self._invoke(args, built, invocations)
 
     def adapter(self, invocations: list):
         """The adapter the validation queries go through: the last invocation's, else one
@@ -202,23 +195,26 @@ class Build:
     def models(
         self, models: frozenset[str], full_refresh: frozenset[str], built, invocations
     ) -> Iterator:
-        """Exactly `models`, in refresh layers (dbt applies --full-refresh per invocation).
-        dagster-dbt adds its own selection to every invocation made with `context`, so these
-        pass their own exact selection (model names) and the manifest."""
+        """Exactly `models`, in refresh layers (dbt applies --full-refresh per invocation)."""
         for refresh, layer in refresh_layers(self.manifest, models, full_refresh & models):
             args = ["build", *(["--full-refresh"] if refresh else []), *WARN_ERROR_ARGS]
             args += ["--select", group_selection(self.manifest, tuple(layer))]
-            invocation = self.dbt.cli(
-                args, manifest=self.project.manifest_path, dagster_dbt_translator=self.translator
-            )
-            invocations.append(invocation)
-            for event in _split_events(invocation.stream(), self.tests):
-                if (key := _built_key(self.context, event)) in self.by_key:
-                    built.append(self.by_key[key])
-                    if refresh and isinstance(event, (dg.Output, dg.AssetMaterialization)):
-                        # the history learns what a full refresh costs from these (cost.py)
-                        event = event.with_metadata({**event.metadata, FULL_REFRESH_KEY: True})
-                yield event
+            yield from self._invoke(args, built, invocations, refresh=refresh)
+
+    def _invoke(self, args: list[str], built: list[str], invocations: list, refresh=False):
+        """One dbt invocation with its own exact selection and the manifest (dagster-dbt adds
+        its own selection to every invocation made with `context`)."""
+        invocation = self.dbt.cli(
+            args, manifest=self.project.manifest_path, dagster_dbt_translator=self.translator
+        )
+        invocations.append(invocation)
+        for event in _split_events(invocation.stream(), self.tests):
+            if (key := _built_key(self.context, event)) in self.by_key:
+                built.append(self.by_key[key])
+                if refresh and isinstance(event, (dg.Output, dg.AssetMaterialization)):
+                    # the history learns what a full refresh costs from these (cost.py)
+                    event = event.with_metadata({**event.metadata, FULL_REFRESH_KEY: True})
+            yield event
 
     def test_results(self) -> list[dg.AssetCheckResult]:
         selected = self.context.selected_asset_check_keys
