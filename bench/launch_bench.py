@@ -20,11 +20,13 @@ selection is a rescue of its own against plain `dbt build --select` of the same 
 
 With `--via ui` each rescue is started as the UI's launchpad starts it instead: `rescue_job`
 submitted through the webserver (GraphQL `launchRun`, what "Launch Run" sends), timed from the
-submission to the rescue's end as its record says (the report written).
+submission to the rescue's end as its record says (the report written). With `--via sensor`
+only `dagster-daemon run` serves the home (no webserver; the CLI has no UI address): `rescue
+launch --wait` registers, rescue_sensor's tick launches each run.
 
 Run: .venv/bin/python bench/launch_bench.py [--sizes 1 10 50 200] [--repeat 3]
      [--storage sqlite postgres] [--full-refresh both|no|only]
-     [--bundled "+int_orders_enriched+" "stg_orders+"] [--via cli|ui]
+     [--bundled "+int_orders_enriched+" "stg_orders+"] [--via cli|ui|sensor]
 """
 
 import argparse
@@ -99,21 +101,30 @@ def postgres_database(name: str, drop_only: bool = False) -> None:
 class Dagster:
     """`dagster dev` on the generated project, in its own Dagster home."""
 
-    def __init__(self, work: Path, env: dict, storage: str):
+    def __init__(self, work: Path, env: dict, storage: str, daemon_only: bool = False):
         self.env, self.port = env, free_port()
-        # where `rescue launch` and rescue_job's op submit runs (as `./dev demo` tells them);
-        # without it, rescue_sensor's tick launches
-        env["RESCUE_UI_URL"] = f"http://127.0.0.1:{self.port}"
         self.log = work / f"dagster-dev-{storage}.log"
+        if daemon_only:
+            # a deployment whose CLI cannot reach the UI: no address, rescue_sensor launches
+            env.pop("RESCUE_UI_URL", None)
+            command = [str(BIN / "dagster-daemon"), "run"]
+        else:
+            # where `rescue launch` and rescue_job's op submit runs (as `./dev demo` tells
+            # them); without it, rescue_sensor's tick launches
+            env["RESCUE_UI_URL"] = f"http://127.0.0.1:{self.port}"
+            command = [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(self.port)]
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
-                [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(self.port)],
+                command,
                 cwd=REPO,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if daemon_only:
+            self._wait_for_sensor_ticks()
+            return
         from dagster_graphql import DagsterGraphQLClient
 
         client = DagsterGraphQLClient("127.0.0.1", port_number=self.port)
@@ -128,6 +139,18 @@ class Dagster:
         else:
             raise SystemExit(f"dagster dev did not load: {self.log.read_text()[-3000:]}")
         time.sleep(10)  # the daemon's first sensor ticks
+
+    def _wait_for_sensor_ticks(self) -> None:
+        """The daemon has loaded the code location when its sensors tick."""
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"dagster-daemon ended: {self.log.read_text()[-3000:]}")
+            if "rescue_sensor" in self.log.read_text():
+                time.sleep(5)
+                return
+            time.sleep(1)
+        raise SystemExit(f"dagster-daemon did not tick: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -284,7 +307,7 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
     else:
         env["RESCUE_DBT_PROJECT_DIR"] = str(project)
         selections = [(size, f"tag:n{size}") for size in opts.sizes]
-    dagster = Dagster(work, env, storage)
+    dagster = Dagster(work, env, storage, daemon_only=opts.via == "sensor")
     rows = []
     try:
         if not opts.bundled:
@@ -366,7 +389,8 @@ def main() -> None:
     parser.add_argument("--storage", nargs="+", choices=["sqlite", "postgres"], default=None)
     parser.add_argument("--full-refresh", choices=["both", "no", "only"], default="both")
     parser.add_argument("--bundled", nargs="+", metavar="SELECTION", default=None)
-    parser.add_argument("--via", choices=["cli", "ui"], default="cli")
+    parser.add_argument("--via", choices=["cli", "ui", "sensor"], default="cli")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (homes, logs)")
     opts = parser.parse_args()
     if any(s not in (1, 10, 50, 200) for s in opts.sizes):
         raise SystemExit("--sizes: 1, 10, 50 and/or 200")
@@ -394,7 +418,8 @@ def main() -> None:
     print("|" + " --- |" * 9)
     for row in rows:
         print_timeline(row)
-    shutil.rmtree(work, ignore_errors=True)
+    if not opts.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
