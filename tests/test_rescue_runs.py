@@ -191,8 +191,10 @@ def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them
     commands = dbt_commands(instance, run.run_id)
     builds = [c for c in commands if " build " in c]
     assert len(builds) == 3, commands
-    # then, in the same run, the proof: the incremental models from scratch in a scratch schema
-    assert commands[:3] == builds and "--favor-state" in commands[-1], commands
+    # then, in the same run, the proof: the incremental models from scratch in a scratch
+    # schema (its scratch parse, when the kept one is stale, starts with the first stage)
+    assert [c for c in commands if not c.endswith(" parse")][:3] == builds, commands
+    assert "--favor-state" in commands[-1], commands
     keys = model_asset_keys(load_manifest(*_manifest_args(built)))
     stage_of = {keys[m]: step["index"] for step in record["steps"] for m in step["models"]}
     records = instance.get_records_for_run(

@@ -195,35 +195,44 @@ def rescuable(
             )
         full_refresh &= selected
         stages = _stages(manifest, config, run_models, selected)
-        # a rescue's run stamps signs of life: a worker killed with everything around it is
-        # then failed, not left STARTED for ever (rescues/liveness.py)
-        with while_running(context):
-            wait_for_warehouse(context, manifest, config.sandbox)
-            build = Build(
-                context,
-                dbt,
-                project,
-                manifest,
-                {uid: key for key, uid in by_key.items()},
-                translator,
-                config.sandbox,
-                config.reason,
-                # a rescue builds with its own invocations (stages, refresh layers, dbt that
-                # dies with its worker); every other run is the team's own function
-                team_compute=None if rescue_run(context, config) else team_compute,
-            )
-            yield from build_in_stages(
-                build,
-                stages,
-                frozenset(full_refresh),
-                {
-                    "rules": rules_for(manifest_path, project_dir, validation.settings()),
-                    "resource": validation,
-                    "windows": windows_for(manifest_path, project_dir),
-                },
-            )
-        if config.proof_of:  # the rescue's last steps, built and validated: now the proof
-            yield from _prove(context, config, dbt, project, manifest)
+        proving = bool(config.proof_of) and any(
+            c.name == PROOF_CHECK for c in context.selected_asset_check_keys
+        )
+        # the proof's scratch parse reads no table: it runs while the stages build
+        ahead = proof.ParseAhead(dbt, project) if proving else None
+        try:
+            # a rescue's run stamps signs of life: a worker killed with everything around it is
+            # then failed, not left STARTED for ever (rescues/liveness.py)
+            with while_running(context):
+                wait_for_warehouse(context, manifest, config.sandbox)
+                build = Build(
+                    context,
+                    dbt,
+                    project,
+                    manifest,
+                    {uid: key for key, uid in by_key.items()},
+                    translator,
+                    config.sandbox,
+                    config.reason,
+                    # a rescue builds with its own invocations (stages, refresh layers, dbt that
+                    # dies with its worker); every other run is the team's own function
+                    team_compute=None if rescue_run(context, config) else team_compute,
+                )
+                yield from build_in_stages(
+                    build,
+                    stages,
+                    frozenset(full_refresh),
+                    {
+                        "rules": rules_for(manifest_path, project_dir, validation.settings()),
+                        "resource": validation,
+                        "windows": windows_for(manifest_path, project_dir),
+                    },
+                )
+            if config.proof_of:  # the rescue's last steps, built and validated: now the proof
+                yield from _prove(context, config, dbt, project, manifest, ahead)
+        finally:
+            if ahead is not None:
+                ahead.close(Path(project.project_dir))
 
     return dbt_models
 
@@ -237,7 +246,7 @@ def _proof_only(context: dg.AssetExecutionContext) -> bool:
     )
 
 
-def _prove(context, config: RescueRun, dbt, project, manifest) -> Iterator:
+def _prove(context, config: RescueRun, dbt, project, manifest, ahead=None) -> Iterator:
     """The proof run's step: the selected proof checks, nothing built in prod."""
     if not config.proof_of:
         # the proof alone, by hand ("Execute checks"): it only means something after a
@@ -247,7 +256,7 @@ def _prove(context, config: RescueRun, dbt, project, manifest) -> Iterator:
     rules = rules_for(str(project.manifest_path), str(project.project_dir), Settings())
     keys = model_asset_keys(manifest)
     with while_running(context):  # signs of life (rescues/liveness.py)
-        yield from proof.prove(context, dbt, project, manifest, rules, keys, config.proof_of)
+        yield from proof.prove(context, dbt, project, manifest, rules, keys, config.proof_of, ahead)
 
 
 def own_dbt(project: DbtProject) -> DbtCliResource:

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -57,18 +58,81 @@ def proof_check_keys(dbt_assets) -> list[dg.AssetCheckKey]:
     return [k for a in dbt_assets for k in a.check_keys if k.name == PROOF_CHECK]
 
 
-def prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, keys, rescue_id):
+def prove(
+    context,
+    dbt: DbtCliResource,
+    project: DbtProject,
+    manifest,
+    rules,
+    keys,
+    rescue_id,
+    ahead: "ParseAhead | None" = None,
+):
     """Reads the rescued tables, never writes them: rebuilds the selected incremental models
     with --full-refresh in a scratch schema of the same warehouse (over prod's upstream
     tables, dropped afterwards) and compares each with the rescued table, row for row,
-    through the dbt adapter."""
+    through the dbt adapter. `ahead`: the scratch parse, started while the stages built."""
     wanted = {
         uid
         for uid, key in keys.items()
         if dg.AssetCheckKey(key, PROOF_CHECK) in context.selected_asset_check_keys
     }
     if wanted:
-        yield from _prove(context, dbt, project, manifest, rules, keys, wanted, rescue_id)
+        yield from _prove(context, dbt, project, manifest, rules, keys, wanted, rescue_id, ahead)
+
+
+class ParseAhead:
+    """The proof's scratch parse, started in a thread when a run that proves starts building:
+    `dbt parse` reads only the project's files (no warehouse connection), so it overlaps the
+    stages' dbt instead of following them (a full parse: seconds to minutes, by project).
+    `close()` waits for it and removes what it left; the proof calls it too (idempotent)."""
+
+    def __init__(self, dbt: DbtCliResource, project: DbtProject):
+        self.work = Path(tempfile.mkdtemp(prefix="rescue-proof-"))
+        self.invocations: list = []
+        self.profiles: Path | None = None
+        self.error: ScratchError | None = None
+        try:
+            self.profiles = _scratch_profiles(dbt, project)
+        except ScratchError as e:
+            self.error = e  # the proof refuses, saying why
+            self.future = None
+            return
+        pool = ThreadPoolExecutor(1, thread_name_prefix="rescue-scratch-parse")
+        args = (_runner(dbt, self.profiles), project, self.profiles, self.work, self.invocations)
+        self.future = pool.submit(_scratch_parse, *args)
+        pool.shutdown(wait=False)
+
+    def scratch(self) -> dict:
+        assert self.future is not None
+        return self.future.result()
+
+    def close(self, project_dir: Path) -> None:
+        if self.future is not None:
+            with contextlib.suppress(Exception):  # its error is the proof's to report
+                self.future.result()
+        remove_run_folders(self.invocations, project_dir)
+        self.invocations.clear()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _scratch_profiles(dbt: DbtCliResource, project: DbtProject) -> Path:
+    project_dir = Path(project.project_dir)
+    return write_scratch_profiles(
+        project_dir, Path(dbt.profiles_dir or project_dir), dbt.profile, dbt.target
+    )
+
+
+def _runner(dbt: DbtCliResource, profiles: Path) -> RescueDbtCliResource:
+    """The team's dbt settings with the scratch profile."""
+    return RescueDbtCliResource(
+        project_dir=dbt.project_dir,
+        profiles_dir=str(profiles),
+        profile=dbt.profile,
+        target=dbt.target,
+        dbt_executable=dbt.dbt_executable,
+        global_config_flags=dbt.global_config_flags,
+    )
 
 
 def build_proof_job(check_keys: list[dg.AssetCheckKey]):
@@ -94,28 +158,18 @@ def _refused(keys, wanted, rescue_id: str, why: str) -> Iterator[dg.AssetCheckRe
         )
 
 
-def _prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, keys, wanted, rid):
+def _prove(context, dbt, project: DbtProject, manifest, rules, keys, wanted, rid, ahead=None):
     project_dir = Path(project.project_dir)
-    try:
-        profiles = write_scratch_profiles(
-            project_dir, Path(dbt.profiles_dir or project_dir), dbt.profile, dbt.target
-        )
-    except ScratchError as e:
-        yield from _refused(keys, wanted, rid, str(e))
+    ahead = ahead if ahead is not None else ParseAhead(dbt, project)
+    if ahead.error is not None or ahead.profiles is None:
+        ahead.close(project_dir)
+        yield from _refused(keys, wanted, rid, str(ahead.error))
         return
-    runner = RescueDbtCliResource(
-        project_dir=dbt.project_dir,
-        profiles_dir=str(profiles),
-        profile=dbt.profile,
-        target=dbt.target,
-        dbt_executable=dbt.dbt_executable,
-        global_config_flags=dbt.global_config_flags,
-    )
-    work = Path(tempfile.mkdtemp(prefix="rescue-proof-"))
-    invocations = []
+    runner = _runner(dbt, ahead.profiles)
+    work, invocations = ahead.work, ahead.invocations
     ordered = manifest.topological(wanted)
     try:
-        scratch = _scratch_parse(runner, project, profiles, work, invocations)
+        scratch = ahead.scratch()
         problems = collisions(manifest.raw, scratch, ordered)
         if problems:
             yield from _refused(keys, wanted, rid, "; ".join(problems))
@@ -139,8 +193,7 @@ def _prove(context, dbt: DbtCliResource, project: DbtProject, manifest, rules, k
             if not _dropped_with(adapter, schemas):
                 _drop_scratch(runner, project, schemas, work, invocations)
     finally:
-        remove_run_folders(invocations, project_dir)
-        shutil.rmtree(work, ignore_errors=True)
+        ahead.close(project_dir)
 
 
 def _scratch_parse(runner, project: DbtProject, profiles: Path, work: Path, invocations) -> dict:
