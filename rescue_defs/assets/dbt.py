@@ -231,8 +231,8 @@ def rescuable(
             if config.proof_of:  # the rescue's last steps, built and validated: now the proof
                 yield from _prove(context, config, dbt, project, manifest, ahead)
         finally:
-            if ahead is not None:
-                ahead.close(Path(project.project_dir))
+            if ahead is not None:  # closed by the proof, or the run ends without one
+                ahead.close(Path(project.project_dir), stop=True)
 
     return dbt_models
 

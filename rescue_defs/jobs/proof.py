@@ -85,7 +85,7 @@ class ParseAhead:
     """The proof's scratch parse, started in a thread when a run that proves starts building:
     `dbt parse` reads only the project's files (no warehouse connection), so it overlaps the
     stages' dbt instead of following them (a full parse: seconds to minutes, by project).
-    `close()` waits for it and removes what it left; the proof calls it too (idempotent)."""
+    `close()` waits for it (or stops it) and removes what it left; idempotent."""
 
     def __init__(self, dbt: DbtCliResource, project: DbtProject):
         self.work = Path(tempfile.mkdtemp(prefix="rescue-proof-"))
@@ -107,7 +107,12 @@ class ParseAhead:
         assert self.future is not None
         return self.future.result()
 
-    def close(self, project_dir: Path) -> None:
+    def close(self, project_dir: Path, stop: bool = False) -> None:
+        """`stop`: the run ends without proving (a stage failed): the parse is stopped."""
+        if stop and self.future is not None and not self.future.done():
+            for invocation in list(self.invocations):
+                with contextlib.suppress(OSError):
+                    invocation.process.terminate()
         if self.future is not None:
             with contextlib.suppress(Exception):  # its error is the proof's to report
                 self.future.result()
