@@ -42,7 +42,21 @@ def test_materializing_over_200_models_writes_the_real_warehouse_and_leaves_no_c
     assert len(tables) > 200
 
     temp = Path(tempfile.gettempdir())
-    copies_before = {p for p in temp.iterdir() if (p / "dbt_project.yml").exists()}
+    ours = (project_dir / "dbt_project.yml").read_text()
+
+    def copies() -> set[Path]:
+        # copies of this project only: another test's files (a bare manifest's empty tree of
+        # project files) may come and go in the same temp dir meanwhile
+        found = set()
+        for p in temp.iterdir():
+            try:
+                if (p / "dbt_project.yml").read_text() == ours:
+                    found.add(p)
+            except OSError:
+                pass
+        return found
+
+    copies_before = copies()
     result = materialize_all(
         build_definitions(load_dbt_project(str(project_dir))), instance, raise_on_error=False
     )
@@ -56,6 +70,5 @@ def test_materializing_over_200_models_writes_the_real_warehouse_and_leaves_no_c
         )
     }
     assert tables <= in_warehouse, "dbt wrote somewhere else than the configured warehouse"
-    copies_after = {p for p in temp.iterdir() if (p / "dbt_project.yml").exists()}
-    assert copies_after <= copies_before, "the temp copy of the project was left behind"
+    assert copies() <= copies_before, "the temp copy of the project was left behind"
     assert not list((project_dir / "target").glob("dbt_models-*")), "per-run folders left"
