@@ -181,6 +181,7 @@ def _merge_small(graph: nx.DiGraph, pieces: list[set[str]], fits) -> list[set[st
     while merged:
         merged = False
         owner = {m: i for i, p in enumerate(pieces) for m in p}
+        q = _quotient(graph, owner)  # acyclic; rebuilt only after a merge
         for i in sorted(range(len(pieces)), key=lambda i: len(pieces[i])):
             neighbours = {
                 owner[n]
@@ -190,7 +191,7 @@ def _merge_small(graph: nx.DiGraph, pieces: list[set[str]], fits) -> list[set[st
             }
             for j in sorted(neighbours, key=lambda j: len(pieces[j])):
                 candidate = pieces[i] | pieces[j]
-                if fits(candidate) and _acyclic_after_merge(graph, pieces, owner, i, j):
+                if fits(candidate) and _acyclic_after_merge(q, i, j):
                     pieces[j] = candidate
                     del pieces[i]
                     merged = True
@@ -207,9 +208,15 @@ def _quotient(graph: nx.DiGraph, owner: dict[str, int]) -> nx.DiGraph:
     return q
 
 
-def _acyclic_after_merge(graph, pieces, owner, i: int, j: int) -> bool:
-    merged_owner = {m: (j if o == i else o) for m, o in owner.items()}
-    return nx.is_directed_acyclic_graph(_quotient(graph, merged_owner))
+def _acyclic_after_merge(q: nx.DiGraph, i: int, j: int) -> bool:
+    """Whether the acyclic order `q` between pieces stays acyclic with i and j as one: it
+    does unless a path joins them through a third piece (i -> k -> ... -> j, or back), which
+    would then run from the merged piece to itself (a direct edge i -> j merges away)."""
+    for a, b in ((i, j), (j, i)):
+        for k in q.successors(a):
+            if k != b and (b in nx.descendants(q, k)):
+                return False
+    return True
 
 
 def _order(graph: nx.DiGraph, pieces: list[set[str]], manifest: DbtManifest) -> list[Group]:
