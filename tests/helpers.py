@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster_dbt import DagsterDbtTranslator
 
 from rescue_defs.demo.raw import raw_sources
 
@@ -230,3 +231,14 @@ def outage_ticker(defs: dg.Definitions, instance: dg.DagsterInstance, project: s
         return json.loads(cursor[0])["state"]["open"]
 
     return tick
+
+
+class PrefixTranslator(DagsterDbtTranslator):
+    """dagster-dbt's translator with every asset key under `prefix`, as teams key theirs."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def get_asset_key(self, dbt_resource_props) -> dg.AssetKey:
+        return super().get_asset_key(dbt_resource_props).with_prefix(self.prefix)

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from rescue_defs import rescues
 from rescue_defs.api import with_rescue
 from rescue_defs.project import load_dbt_project
 from tests.conftest import FIXTURES
 from tests.helpers import (
+    PrefixTranslator,
     drive_rescue,
     evaluate_rescue_sensor,
     evaluate_sensor,
@@ -33,11 +34,6 @@ from tests.helpers import (
 from tests.tickets import DDL, RAW, Landing, install_packages, synced_after
 
 SHOP, TICKETS = "jaffle_shop", "ticket_analytics"
-
-
-class PrefixTranslator(DagsterDbtTranslator):
-    def get_asset_key(self, dbt_resource_props) -> dg.AssetKey:
-        return super().get_asset_key(dbt_resource_props).with_prefix("shop")
 
 
 @pytest.fixture
@@ -73,7 +69,7 @@ def two_projects(tmp_path: Path, warehouse: Path, monkeypatch) -> tuple[DbtProje
 
 def team_definitions(shop: DbtProject, tickets: DbtProject) -> dg.Definitions:
     @dbt_assets(
-        manifest=shop.manifest_path, project=shop, dagster_dbt_translator=PrefixTranslator()
+        manifest=shop.manifest_path, project=shop, dagster_dbt_translator=PrefixTranslator("shop")
     )
     def shop_models(context: dg.AssetExecutionContext, dbt_shop: DbtCliResource):
         yield from dbt_shop.cli(["build"], context=context).stream()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from rescue_defs import rescues
 from rescue_defs.api import TeamAssetsError, with_rescue
@@ -21,6 +21,7 @@ from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.published import published_schedules
 from tests.conftest import FIXTURES
 from tests.helpers import (
+    PrefixTranslator,
     checks_of,
     drive_rescue,
     evaluate_rescue_sensor,
@@ -243,15 +244,6 @@ def test_a_team_on_dagster_dbts_component_changes_one_line_of_defs_yaml(team_env
             result = materialize_all(defs, instance)
     assert result.success
     assert checks_of(result)[("orders", "row_count_is_expected")].passed
-
-
-class PrefixTranslator(DagsterDbtTranslator):
-    def __init__(self, prefix: str):
-        super().__init__()
-        self.prefix = prefix
-
-    def get_asset_key(self, dbt_resource_props) -> dg.AssetKey:
-        return super().get_asset_key(dbt_resource_props).with_prefix(self.prefix)
 
 
 def test_a_project_split_over_two_dbt_assets_definitions_is_rescued_across_both(team_env, instance):
