@@ -15,7 +15,11 @@ from rescue_defs import dbt_child, settings
 from rescue_defs.api import rescue_only_checks, with_rescue
 from rescue_defs.assets.dbt import plain_dbt_assets
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
-from rescue_defs.demo.pipeline import build_daily_pipeline_job, daily_pipeline_schedule
+from rescue_defs.demo.pipeline import (
+    RECORD_ASSETS,
+    build_daily_pipeline_job,
+    daily_pipeline_schedule,
+)
 from rescue_defs.demo.raw import raw_sources
 from rescue_defs.project import (
     ProjectNotReady,
@@ -48,9 +52,11 @@ def build_definitions(
     )
     defs = with_rescue(team)
     # the nightly job: every asset but rescue's records, without the checks only a rescue runs
-    return dg.Definitions.merge(
-        defs, dg.Definitions(jobs=[build_daily_pipeline_job(rescue_only_checks(defs))])
-    )
+    records = [
+        a.key for a in defs.assets or () if isinstance(a, dg.AssetSpec) and a.key in RECORD_ASSETS
+    ]
+    nightly = build_daily_pipeline_job(rescue_only_checks(defs), records)
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[nightly]))
 
 
 @dg.definitions

@@ -8,12 +8,18 @@ from rescue_defs.rescues.report import REPORT_ASSET
 DAILY_PIPELINE_JOB = "daily_pipeline_job"
 
 
-def build_daily_pipeline_job(excluded_checks=()):
+RECORD_ASSETS = (REPORT_ASSET, INCIDENT_ASSET)
+
+
+def build_daily_pipeline_job(excluded_checks=(), records=RECORD_ASSETS):
     # every asset and its checks, except the rescue proof (a from-scratch rebuild in a scratch
     # schema, run by rescue_proof_job after a rescue, never nightly), source freshness
     # (measured by its own queued runs, which source_outage_sensor requests); the rescues' own
-    # records are external assets, in no run of the pipeline
-    selection = dg.AssetSelection.all() - dg.AssetSelection.assets(REPORT_ASSET, INCIDENT_ASSET)
+    # records (`records`: those the location has; no incidents without freshness rules) are
+    # external assets, in no run of the pipeline
+    selection = dg.AssetSelection.all()
+    if records:
+        selection = selection - dg.AssetSelection.assets(*records)
     for checks in excluded_checks:
         selection = selection - dg.AssetSelection.checks(checks)
     return dg.define_asset_job(
