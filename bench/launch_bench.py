@@ -101,9 +101,19 @@ def postgres_database(name: str, drop_only: bool = False) -> None:
 class Dagster:
     """`dagster dev` on the generated project, in its own Dagster home."""
 
-    def __init__(self, work: Path, env: dict, storage: str, daemon_only: bool = False):
+    def __init__(
+        self,
+        work: Path,
+        env: dict,
+        storage: str,
+        daemon_only: bool = False,
+        location: tuple[str, ...] = (),
+        name: str = "dagster-dev",
+    ):
+        """`location`: `dagster dev` arguments naming another code location (`-f file.py`);
+        default: this repository's (pyproject.toml)."""
         self.env, self.port = env, free_port()
-        self.log = work / f"dagster-dev-{storage}.log"
+        self.log = work / f"{name}-{storage}.log"
         if daemon_only:
             # a deployment whose CLI cannot reach the UI: no address, rescue_sensor launches
             env.pop("RESCUE_UI_URL", None)
@@ -113,6 +123,7 @@ class Dagster:
             # them); without it, rescue_sensor's tick launches
             env["RESCUE_UI_URL"] = f"http://127.0.0.1:{self.port}"
             command = [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(self.port)]
+            command += list(location)
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 command,
