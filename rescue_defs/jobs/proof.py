@@ -166,7 +166,7 @@ def _refused(keys, wanted, rescue_id: str, why: str) -> Iterator[dg.AssetCheckRe
 def _prove(context, dbt, project: DbtProject, manifest, rules, keys, wanted, rid, ahead=None):
     project_dir = Path(project.project_dir)
     ahead = ahead if ahead is not None else ParseAhead(dbt, project)
-    if ahead.error is not None or ahead.profiles is None:
+    if ahead.profiles is None:  # no scratch profile could be made: ahead.error says why
         ahead.close(project_dir)
         yield from _refused(keys, wanted, rid, str(ahead.error))
         return
