@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import networkx as nx
 import pytest
 
+from rescue_defs.checks.proof import proof_record
 from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun
 from rescue_defs.planning.cost import CostModel, History, learn_full_refresh_factor
 from rescue_defs.planning.plan import Planner, PlanRequest, PlanSettings
@@ -128,6 +129,36 @@ def test_cost_comes_from_history_and_full_refresh_is_weighted(shop_manifest):
     assert CostModel(shop_manifest).full_refresh_factor == 10.0
     heavy = CostModel(shop_manifest, History(incremental={fct_orders: [400]}))
     assert heavy.model(fct_orders).heavy and not heavy.model(fct_page_views).heavy
+
+
+def test_a_first_build_with_full_refresh_teaches_every_estimate(shop_manifest):
+    # a project's first build through the product is a full refresh: every model it built is
+    # marked so, tables and views too, for which --full-refresh changes nothing
+    dim_customers = shop_manifest.by_name["dim_customers"][0]
+    fct_orders = shop_manifest.by_name["fct_orders"][0]
+    costs = CostModel(
+        shop_manifest, History(full_refresh={dim_customers: [3.0], fct_orders: [20.0]})
+    )
+    assert costs.model(dim_customers).seconds == 3.0
+    assert costs.model(dim_customers, full_refresh=True).source == "history"
+    assert costs.model(fct_orders, full_refresh=True).seconds == 20.0
+    normal = costs.model(fct_orders)
+    assert normal.seconds == 2.0 and normal.source == "history (full refresh) / 10"
+
+
+def test_the_proof_is_estimated_from_each_models_own_full_refresh(shop_manifest):
+    fct_orders = shop_manifest.by_name["fct_orders"][0]
+    fct_page_views = shop_manifest.by_name["fct_page_views"][0]
+    history = History(
+        incremental={fct_orders: [1.0], fct_page_views: [4.0]},
+        full_refresh={fct_orders: [2.0], fct_page_views: [24.0]},
+    )
+    plan = Planner(shop_manifest).plan(
+        PlanRequest("fct_orders fct_page_views", full_refresh=False), history=history
+    )
+    assert plan.full_refresh_factor == 4.0  # the median of 2x and 6x
+    settings = {"on": True, "max_seconds": 600, "why_off": ""}
+    assert proof_record(plan, settings, sandbox=False)["expected_seconds"] == 26.0
 
 
 def test_checklist_blocks_a_rescue_that_overlaps_a_running_pipeline(shop_planner, shop_manifest):

@@ -36,8 +36,7 @@ def proof_record(plan, settings: Mapping[str, Any], sandbox: bool) -> dict[str, 
     models = sorted(plan.advice)  # the plan's incremental models
     if not models:
         return None
-    factor = plan.full_refresh_factor
-    expected = sum(plan.seconds[m] * (1 if m in plan.full_refresh else factor) for m in models)
+    expected = sum(plan.scratch_seconds[m] for m in models)
     record: dict[str, Any] = {"models": models, "expected_seconds": round(expected, 1)}
     if sandbox:
         return {**record, "status": "skipped", "reason": "a sandbox rescue leaves prod as it was"}

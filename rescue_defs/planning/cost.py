@@ -106,6 +106,9 @@ class CostModel:
         incremental = materialized == "incremental"
         full = self.history.full_refresh.get(unique_id)
         normal = self.history.incremental.get(unique_id)
+        if not incremental:
+            # --full-refresh changes nothing for a table or a view: every build of it counts
+            normal = [*(normal or []), *(full or [])]
         if full_refresh and incremental and full:
             seconds, source = statistics.median(full), "history (full refresh)"
         elif normal:
@@ -113,6 +116,10 @@ class CostModel:
             if full_refresh and incremental:
                 seconds *= self.full_refresh_factor
                 source = f"history x {self.full_refresh_factor:g} (full refresh)"
+        elif full:
+            # only full refreshes seen yet (a project's first build is one)
+            seconds = statistics.median(full) / self.full_refresh_factor
+            source = f"history (full refresh) / {self.full_refresh_factor:g}"
         else:
             seconds = self.settings.default_seconds.get(materialized, 20.0)
             source = f"default for {materialized}"

@@ -84,6 +84,8 @@ class Plan:
     inlined: tuple[str, ...] = ()
     """Ephemeral models in the selection: compiled into the planned models that use them,
     never built (nor run) on their own."""
+    scratch_seconds: Mapping[str, float] = field(default_factory=dict)
+    """Each incremental model's from-scratch (--full-refresh) build: what its proof costs."""
     project: str = ""
     """The dbt project's name (dbt_project.yml): whose sensor runs it where a code location
     holds several projects."""
@@ -270,6 +272,7 @@ class Planner:
             inlined=tuple(sorted(inlined, key=manifest.name)),
             run_overhead_seconds=costs.run_overhead,
             model_overhead_seconds=costs.model_overhead,
+            scratch_seconds={m: costs.model(m, full_refresh=True).seconds for m in incremental},
             project=manifest.project_name,
         )
 
