@@ -66,15 +66,16 @@ def rows_differing(a: Path, b: Path, table: str) -> int:
 
 
 def dbt_commands(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """The dbt command lines a run logged, as dagster-dbt prints them."""
+    """The dbt command lines a run logged, as dagster-dbt prints them (and as the step says
+    those it started in a thread, whose own log Dagster may not capture: once each)."""
     import re
 
-    records = instance.all_logs(run_id)
-    return [
-        m.group(1)
-        for r in records
-        if (m := re.search(r"Running dbt command: `(.*)`", r.user_message or ""))
-    ]
+    commands: list[str] = []
+    for r in instance.all_logs(run_id):
+        m = re.search(r"(Running dbt command|Ran dbt command ahead): `(.*)`", r.user_message or "")
+        if m and not (m.group(1).startswith("Ran") and m.group(2) in commands):
+            commands.append(m.group(2))
+    return commands
 
 
 def evaluate_rescue_sensor(

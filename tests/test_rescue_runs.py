@@ -15,6 +15,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.checks.proof import PROOF_CHECK
 from tests.conftest import NO_COMPUTE_LOGS, copy_of_build
 from tests.helpers import (
     dbt_commands,
@@ -197,6 +198,21 @@ def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them
     assert "--favor-state" in commands[-1], commands
     keys = model_asset_keys(load_manifest(*_manifest_args(built)))
     stage_of = {keys[m]: step["index"] for step in record["steps"] for m in step["models"]}
+    # the from-scratch build starts once the last stage is built and validated, while that
+    # stage's check results are being stored, not after them
+    logs = instance.all_logs(run.run_id)
+    scratch_build = next(
+        i for i, r in enumerate(logs) if "from-scratch build of" in (r.user_message or "")
+    )
+    last_stage_checks = [
+        i
+        for i, r in enumerate(logs)
+        if r.dagster_event is not None
+        and r.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and stage_of.get(r.dagster_event.asset_check_evaluation_data.asset_key) == 2
+        and r.dagster_event.asset_check_evaluation_data.check_name != PROOF_CHECK
+    ]
+    assert last_stage_checks and scratch_build < max(last_stage_checks)
     records = instance.get_records_for_run(
         run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records

@@ -21,6 +21,7 @@ from rescue_defs.checks.validation import (
     check_specs,
 )
 from rescue_defs.jobs import proof
+from rescue_defs.jobs.scratch_build import ProofAhead
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.project import WAREHOUSE_POOL, sandbox_warehouse_path, warehouse_path
@@ -195,11 +196,11 @@ def rescuable(
             )
         full_refresh &= selected
         stages = _stages(manifest, config, run_models, selected)
-        proving = bool(config.proof_of) and any(
-            c.name == PROOF_CHECK for c in context.selected_asset_check_keys
-        )
-        # the proof's scratch parse reads no table: it runs while the stages build
-        ahead = proof.ParseAhead(dbt, project) if proving else None
+        keys = {uid: key for key, uid in by_key.items()}
+        proven = manifest.topological(proof.proven_models(context, keys)) if config.proof_of else []
+        # the proof's scratch parse reads no table: it runs while the stages build; its
+        # scratch build starts once they are built and validated (jobs/scratch_build.py)
+        ahead = ProofAhead(dbt, project, context.log) if proven else None
         try:
             # a rescue's run stamps signs of life: a worker killed with everything around it is
             # then failed, not left STARTED for ever (rescues/liveness.py)
@@ -210,7 +211,7 @@ def rescuable(
                     dbt,
                     project,
                     manifest,
-                    {uid: key for key, uid in by_key.items()},
+                    keys,
                     translator,
                     config.sandbox,
                     config.reason,
@@ -227,12 +228,13 @@ def rescuable(
                         "resource": validation,
                         "windows": windows_for(manifest_path, project_dir),
                     },
+                    built_cleanly=(lambda: ahead.start_build(manifest, proven)) if ahead else None,
                 )
             if config.proof_of:  # the rescue's last steps, built and validated: now the proof
                 yield from _prove(context, config, dbt, project, manifest, ahead)
         finally:
             if ahead is not None:  # closed by the proof, or the run ends without one
-                ahead.close(Path(project.project_dir), stop=True)
+                ahead.close(manifest, stop=True)
 
     return dbt_models
 

@@ -3,7 +3,7 @@ the next starts (the playbook's upstream -> target -> downstream, gated in one r
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,15 +230,18 @@ def build_in_stages(
     stages: Sequence[tuple[str, frozenset[str]]],
     full_refresh: frozenset[str],
     validation_args: Mapping[str, Any],
+    built_cleanly: Callable[[], None] | None = None,
 ) -> Iterator:
     """Each stage's dbt, then its validation; a stage whose dbt failed or whose blocking checks
     failed ends the step before the next stage starts. Yields what the step reports; returns
-    (by StopIteration) nothing: failures are raised."""
+    (by StopIteration) nothing: failures are raised. `built_cleanly` is called once the last
+    stage is built and validated with no blocking failure, before its results are stored
+    (the proof's scratch build starts there)."""
     context = build.context
     whole = len(stages) == 1 and not full_refresh and not build.sandbox
-    # dagster-dbt's own selection names every selected check as a dbt test: a run that proves
-    # after its stages (the proof's checks selected too) builds the same with its own
-    proving = any(c.name == PROOF_CHECK for c in context.selected_asset_check_keys)
+    # dagster-dbt's own selection names every selected check as a dbt test: a run with the
+    # proof's checks selected builds the same with its own
+    exact = any(c.name == PROOF_CHECK for c in context.selected_asset_check_keys)
     project_dir = Path(build.project.project_dir)
     observations: list = []
     for number, (name, models) in enumerate(stages, 1):
@@ -252,7 +255,7 @@ def build_in_stages(
         invocations: list = []
         error: DagsterDbtCliRuntimeError | None = None
         try:
-            if whole and proving:
+            if whole and exact:
                 events = build.exact(models, built, invocations)
             elif whole:
                 events = build.whole_selection(built, invocations)
@@ -264,21 +267,25 @@ def build_in_stages(
         except DagsterDbtCliRuntimeError as e:
             error = e  # validate what did get built, then fail the step
         adapter = build.adapter(invocations) if (built or invocations) else None
-        results = []
         try:
-            for result in validate(
-                context,
-                adapter,
-                keys=build.keys,
-                built=built,
-                full_refresh=full_refresh,
-                **validation_args,
-            ):
-                results.append(result)
-                if not build.sandbox:
-                    yield result
+            # the queries first (the warehouse is released after them), then the results
+            results = list(
+                validate(
+                    context,
+                    adapter,
+                    keys=build.keys,
+                    built=built,
+                    full_refresh=full_refresh,
+                    **validation_args,
+                )
+            )
         finally:
             remove_run_folders(invocations, project_dir)
+        last = number == len(stages)
+        if last and built_cleanly and error is None and not blocking_failures(results):
+            built_cleanly()
+        if not build.sandbox:
+            yield from results
         if build.sandbox:
             observations += list(_sandbox_observations(build, built, results))
         not_started = f" (not started: {', '.join(later)})" if later else ""

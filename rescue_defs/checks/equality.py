@@ -63,10 +63,16 @@ def compare_relations(
     scratch,
     build_time: Iterable[str] = (),
     date_column: str | None = None,
+    scratch_columns: Sequence[str] | None = None,
 ) -> Compared:
-    """Compare two relations (the adapter's Relation objects) in an open connection."""
+    """Compare two relations (the adapter's Relation objects) in an open connection.
+    `scratch_columns`: the scratch relation's, when the caller has them already."""
     names_a = [c.name for c in adapter.get_columns_in_relation(rescued)]
-    names_b = [c.name for c in adapter.get_columns_in_relation(scratch)]
+    names_b = (
+        list(scratch_columns)
+        if scratch_columns is not None
+        else [c.name for c in adapter.get_columns_in_relation(scratch)]
+    )
     if not names_a or not names_b:
         missing = rescued if not names_a else scratch
         raise RuntimeError(f"{missing} does not exist or has no columns")
@@ -79,9 +85,14 @@ def compare_relations(
         c for c in names_b if c.lower() not in in_a
     ]
     a, b = str(rescued), str(scratch)
-    rows = _count(adapter, f"select count(*) from {a}")
-    only_a = _count(adapter, _rows_of(adapter, _difference(adapter, a, b, columns)))
-    only_b = _count(adapter, _rows_of(adapter, _difference(adapter, b, a, columns)))
+    # one round trip for the three counts (scalar subqueries: standard SQL, any warehouse)
+    counts = [
+        f"select count(*) from {a}",
+        _rows_of(adapter, _difference(adapter, a, b, columns)),
+        _rows_of(adapter, _difference(adapter, b, a, columns)),
+    ]
+    (found,) = _run(adapter, "select " + ", ".join(f"({sql})" for sql in counts))
+    rows, only_a, only_b = (int(n or 0) for n in found)
     differing: list[str] = []
     periods: list[dict[str, Any]] = []
     if only_a or only_b:

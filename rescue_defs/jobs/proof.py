@@ -3,39 +3,21 @@ the same warehouse and compared with the rescued tables through the dbt adapter 
 checks/proof.py). rescue_sensor launches it after the stages; the step that proves is the dbt
 assets' own (assets/dbt.py), whose check specs include the proof's."""
 
-import contextlib
-import hashlib
-import json
-import os
-import shutil
-import tempfile
+import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
-from rescue_defs.assets.dbt_build import WARN_ERROR_ARGS, remove_run_folders
-from rescue_defs.assets.dbt_cli import RescueDbtCliResource, keep_parse_state
 from rescue_defs.checks.build_time import clock_columns, declared
 from rescue_defs.checks.equality import compare_relations, verdict_text
 from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.checks.rules import default_database
-from rescue_defs.checks.scratch import (
-    ScratchError,
-    collisions,
-    scratch_schemas,
-    state_manifest,
-    write_scratch_profiles,
-)
 from rescue_defs.checks.validation import release_adapter
+from rescue_defs.jobs.scratch_build import ProofAhead
 from rescue_defs.planning.advice import is_incremental
-from rescue_defs.planning.stages import group_selection
-from rescue_defs.project import manifest_is_current
 
 PROOF_JOB = "rescue_proof_job"
-KEEP_PARSES = 4  # scratch parses kept per generated profile (one per prod manifest)
 
 
 def proof_specs(manifest, keys, team_keys) -> list[dg.AssetCheckSpec]:
@@ -58,6 +40,12 @@ def proof_check_keys(dbt_assets) -> list[dg.AssetCheckKey]:
     return [k for a in dbt_assets for k in a.check_keys if k.name == PROOF_CHECK]
 
 
+def proven_models(context, keys) -> set[str]:
+    """The models whose proof check the step runs."""
+    selected = context.selected_asset_check_keys
+    return {uid for uid, key in keys.items() if dg.AssetCheckKey(key, PROOF_CHECK) in selected}
+
+
 def prove(
     context,
     dbt: DbtCliResource,
@@ -66,78 +54,18 @@ def prove(
     rules,
     keys,
     rescue_id,
-    ahead: "ParseAhead | None" = None,
+    ahead: ProofAhead | None = None,
 ):
     """Reads the rescued tables, never writes them: rebuilds the selected incremental models
     with --full-refresh in a scratch schema of the same warehouse (over prod's upstream
     tables, dropped afterwards) and compares each with the rescued table, row for row,
-    through the dbt adapter. `ahead`: the scratch parse, started while the stages built."""
-    wanted = {
-        uid
-        for uid, key in keys.items()
-        if dg.AssetCheckKey(key, PROOF_CHECK) in context.selected_asset_check_keys
-    }
+    through the dbt adapter. `ahead`: the scratch parse and build, started while the stages
+    built (jobs/scratch_build.py)."""
+    wanted = proven_models(context, keys)
     if wanted:
         yield from _prove(context, dbt, project, manifest, rules, keys, wanted, rescue_id, ahead)
-
-
-class ParseAhead:
-    """The proof's scratch parse, started in a thread when a run that proves starts building:
-    `dbt parse` reads only the project's files (no warehouse connection), so it overlaps the
-    stages' dbt instead of following them (a full parse: seconds to minutes, by project).
-    `close()` waits for it (or stops it) and removes what it left; idempotent."""
-
-    def __init__(self, dbt: DbtCliResource, project: DbtProject):
-        self.work = Path(tempfile.mkdtemp(prefix="rescue-proof-"))
-        self.invocations: list = []
-        self.profiles: Path | None = None
-        self.error: ScratchError | None = None
-        try:
-            self.profiles = _scratch_profiles(dbt, project)
-        except ScratchError as e:
-            self.error = e  # the proof refuses, saying why
-            self.future = None
-            return
-        pool = ThreadPoolExecutor(1, thread_name_prefix="rescue-scratch-parse")
-        args = (_runner(dbt, self.profiles), project, self.profiles, self.work, self.invocations)
-        self.future = pool.submit(_scratch_parse, *args)
-        pool.shutdown(wait=False)
-
-    def scratch(self) -> dict:
-        assert self.future is not None
-        return self.future.result()
-
-    def close(self, project_dir: Path, stop: bool = False) -> None:
-        """`stop`: the run ends without proving (a stage failed): the parse is stopped."""
-        if stop and self.future is not None and not self.future.done():
-            for invocation in list(self.invocations):
-                with contextlib.suppress(OSError):
-                    invocation.process.terminate()
-        if self.future is not None:
-            with contextlib.suppress(Exception):  # its error is the proof's to report
-                self.future.result()
-        remove_run_folders(self.invocations, project_dir)
-        self.invocations.clear()
-        shutil.rmtree(self.work, ignore_errors=True)
-
-
-def _scratch_profiles(dbt: DbtCliResource, project: DbtProject) -> Path:
-    project_dir = Path(project.project_dir)
-    return write_scratch_profiles(
-        project_dir, Path(dbt.profiles_dir or project_dir), dbt.profile, dbt.target
-    )
-
-
-def _runner(dbt: DbtCliResource, profiles: Path) -> RescueDbtCliResource:
-    """The team's dbt settings with the scratch profile."""
-    return RescueDbtCliResource(
-        project_dir=dbt.project_dir,
-        profiles_dir=str(profiles),
-        profile=dbt.profile,
-        target=dbt.target,
-        dbt_executable=dbt.dbt_executable,
-        global_config_flags=dbt.global_config_flags,
-    )
+    elif ahead is not None:
+        ahead.close(manifest)
 
 
 def build_proof_job(check_keys: list[dg.AssetCheckKey]):
@@ -164,126 +92,33 @@ def _refused(keys, wanted, rescue_id: str, why: str) -> Iterator[dg.AssetCheckRe
 
 
 def _prove(context, dbt, project: DbtProject, manifest, rules, keys, wanted, rid, ahead=None):
-    project_dir = Path(project.project_dir)
-    ahead = ahead if ahead is not None else ParseAhead(dbt, project)
-    if ahead.profiles is None:  # no scratch profile could be made: ahead.error says why
-        ahead.close(project_dir)
-        yield from _refused(keys, wanted, rid, str(ahead.error))
-        return
-    runner = _runner(dbt, ahead.profiles)
-    work, invocations = ahead.work, ahead.invocations
-    ordered = manifest.topological(wanted)
+    ahead = ahead if ahead is not None else ProofAhead(dbt, project)
     try:
-        scratch = ahead.scratch()
-        problems = collisions(manifest.raw, scratch, ordered)
-        if problems:
-            yield from _refused(keys, wanted, rid, "; ".join(problems))
+        if ahead.profiles is None:  # no scratch profile could be made: ahead.error says why
+            yield from _refused(keys, wanted, rid, str(ahead.error))
             return
-        state = state_manifest(manifest.raw, scratch, work / "state")
-        args = ["run", "--full-refresh", "--select", group_selection(manifest, tuple(ordered))]
-        args += ["--defer", "--state", str(state), "--favor-state", *WARN_ERROR_ARGS]
-        run = None
+        ordered = manifest.topological(wanted)
+        done = ahead.take(manifest, ordered)  # raises what the scratch parse raised
+        if done.problems:
+            yield from _refused(keys, wanted, rid, "; ".join(done.problems))
+            return
         try:
-            run = runner.cli(args, target_path=work / "run", manifest=project.manifest_path)
-            invocations.append(run)
-            run.wait()
-            built = run.get_artifact("manifest.json")
+            if done.error is not None:
+                raise done.error
+            built = done.run.get_artifact("manifest.json")
             yield from _compare(
-                context, run.adapter, manifest, rules, scratch, built, keys, ordered, rid
+                context, done.run.adapter, manifest, rules, done.scratch, built, keys, ordered, rid
             )
         finally:  # also when the scratch build failed half way: nothing of it stays
-            own = default_database(scratch)  # a schema is dropped in the target's database
-            schemas = [s for s in scratch_schemas(manifest.raw, scratch, ordered) if s[0] == own]
-            adapter = run.adapter if run is not None else None
-            if not _dropped_with(adapter, schemas):
-                _drop_scratch(runner, project, schemas, work, invocations)
+            ahead.drop(manifest, done)
     finally:
-        ahead.close(project_dir)
-
-
-def _scratch_parse(runner, project: DbtProject, profiles: Path, work: Path, invocations) -> dict:
-    """The project as the scratch profile parses it, kept beside the generated profile for the
-    next proof: a dbt invocation saved per rescue. The copy is used only while no file dbt
-    parses is newer than it and prod's manifest is the one it was made beside (a cache: when
-    it is gone or stale, dbt parses again)."""
-    prod = Path(project.manifest_path).stat()
-    stamp = json.dumps([runner.state_key([]), str(project.manifest_path), prod.st_mtime_ns])
-    kept = profiles / f"parse-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}.json"
-    if manifest_is_current(Path(project.project_dir), profiles, kept):
-        try:
-            return json.loads(kept.read_text())
-        except (OSError, ValueError):
-            pass  # half written by a process that died, or pruned meanwhile: parse
-    parse = runner.cli(["parse"], target_path=work / "parse", manifest=project.manifest_path)
-    invocations.append(parse)
-    parse.wait()
-    # what it parsed seeds the run and the clean-up (else each parses the project in full)
-    keep_parse_state(parse.target_path)
-    scratch = parse.get_artifact("manifest.json")
-    try:
-        partial = kept.with_name(f".{kept.name}.{os.getpid()}")
-        partial.write_text(json.dumps(scratch))
-        os.replace(partial, kept)  # a concurrent proof reads the old copy or this one
-        for stale in sorted(profiles.glob("parse-*.json"), key=os.path.getmtime)[:-KEEP_PARSES]:
-            stale.unlink(missing_ok=True)
-    except OSError:
-        pass
-    return scratch
-
-
-def _dropped_with(adapter, schemas: list[tuple[str, str]]) -> bool:
-    """The scratch schemas dropped through the run's own adapter (dbt's drop_schema macro):
-    no dbt process to start. False when it could not: the caller drops them through dbt."""
-    if adapter is None:
-        return False
-    try:
-        with _writable(adapter), adapter.connection_named("rescue_proof_drop"):
-            for database, schema in schemas:
-                adapter.drop_schema(adapter.Relation.create(database=database, schema=schema))
-            adapter.commit_if_has_connection()
-        return True
-    except Exception:  # the caller's dbt invocation drops them, and fails loudly if it cannot
-        return False
-    finally:
-        release_adapter(adapter)
-
-
-@contextlib.contextmanager
-def _writable(adapter) -> Iterator[None]:
-    """dagster-dbt opens a DuckDB warehouse read-only (a dbt run may be writing it); the drop
-    comes after the scratch build ended, and writes. dbt-duckdb reads the access mode when it
-    opens the file: the connection the comparison left is closed first, and once the drop's is
-    closed the adapter is read-only again for whatever uses it next in this process."""
-    options = getattr(adapter.config.credentials, "config_options", None)
-    if adapter.type() != "duckdb" or not isinstance(options, dict):
-        yield
-        return
-    before = options.pop("access_mode", None)
-    release_adapter(adapter)
-    try:
-        yield
-    finally:
-        release_adapter(adapter)
-        if before is not None:
-            options["access_mode"] = before
-
-
-def _drop_scratch(runner, project, schemas, work: Path, invocations) -> None:
-    """dbt's own macro, in a dbt invocation of the scratch profile (when the adapter could
-    not drop them). Only schemas no prod relation uses."""
-    for _, schema in schemas:
-        drop = runner.cli(
-            ["run-operation", "drop_schema_named", "--args", json.dumps({"schema_name": schema})],
-            target_path=work / "drop",
-            manifest=project.manifest_path,
-        )
-        invocations.append(drop)
-        drop.wait()
+        ahead.close(manifest)
 
 
 def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, rescue_id):
     prod_db, here_db = default_database(manifest.raw), default_database(scratch)
     kind = adapter.type()
+    start, verdicts = time.monotonic(), {"equal": 0, "differ": 0, "not compared": 0}
     try:
         for uid in ordered:
             # a connection per model, released before the verdict is yielded: nothing holds
@@ -302,25 +137,32 @@ def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, r
                     schema=mine["schema"],
                     identifier=mine.get("alias") or mine["name"],
                 )
+                columns = [c.name for c in adapter.get_columns_in_relation(rebuilt)]
                 found = clock_columns(
-                    (built["nodes"].get(uid) or {}).get("compiled_code") or "",
-                    [c.name for c in adapter.get_columns_in_relation(rebuilt)],
-                    kind,
+                    (built["nodes"].get(uid) or {}).get("compiled_code") or "", columns, kind
                 )
                 build_time = sorted({*declared(node), *found}, key=str.lower)
                 rule = rules.get(uid)
                 try:
                     diff = compare_relations(
-                        adapter, rescued, rebuilt, build_time, rule.date_column if rule else None
+                        adapter,
+                        rescued,
+                        rebuilt,
+                        build_time,
+                        rule.date_column if rule else None,
+                        scratch_columns=columns,
                     )
                 except Exception as e:  # a query that fails proves nothing: say so
                     why = str(e).strip().splitlines()[0][:300] if str(e).strip() else repr(e)
                     diff = None
             if diff is None:
+                verdicts["not compared"] += 1
                 yield from _refused(keys, [uid], rescue_id, f"comparison failed: {why}")
                 continue
             passed, text = verdict_text(node["name"], diff)
-            context.log.info(f"rescue {rescue_id}: {text}")
+            verdicts["equal" if passed else "differ"] += 1
+            if not passed:  # the check says each verdict; the log names what needs a look
+                context.log.warning(f"rescue {rescue_id}: {text}")
             yield dg.AssetCheckResult(
                 asset_key=keys[uid],
                 check_name=PROOF_CHECK,
@@ -344,5 +186,10 @@ def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, r
                     "rescue_id": rescue_id,
                 },
             )
+        counted = ", ".join(f"{n} {what}" for what, n in verdicts.items() if n)
+        context.log.info(
+            f"rescue {rescue_id}: compared {len(ordered)} model(s) with their from-scratch "
+            f"build in {time.monotonic() - start:.1f} s: {counted}"
+        )
     finally:
         release_adapter(adapter)
