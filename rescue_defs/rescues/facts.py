@@ -118,21 +118,45 @@ def _warehouse_holder(manifest: DbtManifest) -> str:
 
 def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit: int = 5):
     """Recent durations per model (dagster-dbt's `Execution Duration` of each model), and what
-    recent rescue runs cost besides their models (request to end, minus model time)."""
+    recent rescue runs cost besides their models (request to end, minus model time). Read in a
+    bounded number of queries whatever the rescue's size (it was one per model): each model's
+    latest materialization from the asset index (one query for all), and the materializations
+    of the last successful runs, rescues (read for their overheads anyway) and others (the
+    pipeline's normal builds)."""
+    by_key = {key: uid for uid, key in keys.items()}
     incremental: dict[str, list[float]] = {}
     full_refresh: dict[str, list[float]] = {}
-    for uid, key in keys.items():
-        events = instance.fetch_materializations(key, limit=limit).records
-        for record in events:
-            meta = record.asset_materialization.metadata if record.asset_materialization else {}
-            value = meta.get("Execution Duration")
-            if value is None:
-                continue
-            # rescue runs mark the models they built with --full-refresh (assets/dbt_build.py)
-            full = meta.get(FULL_REFRESH_KEY)
-            kind = full_refresh if full is not None and full.value else incremental
-            kind.setdefault(uid, []).append(float(value.value))
-    overheads = run_overheads(instance)
+    seen: set[tuple] = set()
+
+    def add(record) -> None:
+        uid = by_key.get(record.asset_key)
+        materialization = record.asset_materialization
+        # the asset index and a run's own events number the same event apart (SQLite shards)
+        same = (record.run_id, record.asset_key, record.timestamp)
+        if uid is None or materialization is None or same in seen:
+            return
+        value = materialization.metadata.get("Execution Duration")
+        if value is None:
+            return
+        seen.add(same)
+        # rescue runs mark the models they built with --full-refresh (assets/dbt_build.py)
+        full = materialization.metadata.get(FULL_REFRESH_KEY)
+        kind = full_refresh if full is not None and full.value else incremental
+        samples = kind.setdefault(uid, [])
+        if len(samples) < limit:
+            samples.append(float(value.value))
+
+    for entry in instance.get_asset_records(list(by_key)):
+        if entry.asset_entry.last_materialization_record is not None:
+            add(entry.asset_entry.last_materialization_record)
+    overheads = []
+    for overhead, events in recent_rescue_runs(instance):
+        overheads.append(overhead)
+        for event in events:
+            add(event)
+    for events in _recent_other_runs(instance):
+        for event in events:
+            add(event)
     return History(
         incremental=incremental,
         full_refresh=full_refresh,
@@ -141,15 +165,28 @@ def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit
     )
 
 
-def run_overheads(instance: dg.DagsterInstance, limit: int = 10) -> list[tuple[float, int]]:
-    """(seconds besides the models' own time, models built) of recent successful rescue runs."""
+def _recent_other_runs(instance: dg.DagsterInstance, limit: int = 5):
+    """The materialization records of the last successful runs that are not rescues."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), limit=limit * 4
+    )
+    runs = [r.dagster_run.run_id for r in records if TAG_ID not in r.dagster_run.tags][:limit]
+    for run_id in runs:
+        yield instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+
+
+def recent_rescue_runs(instance: dg.DagsterInstance, limit: int = 10):
+    """((seconds besides the models' own time, models built), their materialization records)
+    of recent successful rescue runs, the latest first."""
     from rescue_defs.rescues.requests import STEP_JOB
 
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=STEP_JOB, statuses=[dg.DagsterRunStatus.SUCCESS]),
         limit=limit,
     )
-    overheads = []
+    found = []
     for record in records:
         if record.end_time is None or TAG_ID not in record.dagster_run.tags:
             continue
@@ -158,12 +195,13 @@ def run_overheads(instance: dg.DagsterInstance, limit: int = 10) -> list[tuple[f
             record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ).records
         for event in events:
-            materialization = event.event_log_entry.asset_materialization
-            value = materialization.metadata.get("Execution Duration") if materialization else None
+            if event.asset_materialization is None:
+                continue
+            value = event.asset_materialization.metadata.get("Execution Duration")
             model_seconds += float(value.value) if value is not None else 0.0
         wall = record.end_time - record.create_timestamp.timestamp()
-        overheads.append((max(0.0, wall - model_seconds), len(events)))
-    return overheads
+        found.append(((max(0.0, wall - model_seconds), len(events)), events))
+    return found
 
 
 def plan_for(
