@@ -235,6 +235,14 @@ def test_checklist_warns_about_consumers_left_stale(shop_planner):
     assert status(shop_planner.plan(PlanRequest("+fct_orders+")), "scope") == "ok"
 
 
+def test_runs_all_of_one_size_never_cost_more_per_model_than_they_cost_in_all(shop_manifest):
+    # three 200-model rescue runs, each 16.6 s besides its models' own time: the per-model
+    # part cannot be told from the per-run part, but it cannot be more than all of it
+    costs = CostModel(shop_manifest, History(run_overhead=[16.6] * 3, run_models=[200] * 3))
+    assert costs.model_overhead == pytest.approx(0.083)
+    assert 200 * costs.model_overhead + costs.run_overhead == pytest.approx(16.6 + 5.0, abs=0.1)
+
+
 def test_full_refresh_reaches_only_incremental_models_named_or_advised(shop_planner):
     plan = shop_planner.plan(PlanRequest("fct_orders+ fct_page_views", full_refresh=True))
     assert {plan.name(m) for m in plan.full_refresh} == {"fct_orders", "fct_page_views"}

@@ -88,9 +88,12 @@ class CostModel:
             self.model_overhead = self.settings.model_overhead_seconds
         else:
             learned = per_model_slope(sized)
-            self.model_overhead = (
-                DEFAULT_MODEL_OVERHEAD_SECONDS if learned is None else round(learned, 3)
-            )
+            if learned is None:
+                learned = DEFAULT_MODEL_OVERHEAD_SECONDS
+                if sized and all(n for _, n in sized):
+                    # one run size seen: the per-model part is at most what the runs cost
+                    learned = min(learned, statistics.median(o / n for o, n in sized))
+            self.model_overhead = round(learned, 3)
         if self.settings.run_overhead_seconds is not None:
             self.run_overhead = self.settings.run_overhead_seconds
         elif runs:
