@@ -3,6 +3,9 @@ the same warehouse and compared with the rescued tables through the dbt adapter 
 checks/proof.py). rescue_sensor launches it after the stages; the step that proves is the dbt
 assets' own (assets/dbt.py), whose check specs include the proof's."""
 
+import contextlib
+import queue
+import threading
 import time
 from collections.abc import Iterator
 
@@ -116,45 +119,22 @@ def _prove(context, dbt, project: DbtProject, manifest, rules, keys, wanted, rid
 
 
 def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, rescue_id):
-    prod_db, here_db = default_database(manifest.raw), default_database(scratch)
+    """Each model's verdict, in order. The queries run in a thread of their own (its own
+    connection), up to two models ahead of the step, which stores each verdict meanwhile."""
     kind = adapter.type()
     start, verdicts = time.monotonic(), {"equal": 0, "differ": 0, "not compared": 0}
+    compared: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    args = (adapter, manifest, rules, scratch, built, ordered, compared, stop)
+    worker = threading.Thread(target=_queries, args=args, name="rescue-proof-compare")
+    worker.start()
     try:
         for uid in ordered:
-            # a connection per model, released before the verdict is yielded: nothing holds
-            # one while Dagster has the generator suspended (a connection held across a yield
-            # was found gone at the next model: "connection never acquired", soak seed 3)
-            with adapter.connection_named("rescue_proof"):
-                node, mine = manifest.models[uid], scratch["nodes"][uid]
-                database = node.get("database")
-                rescued = adapter.Relation.create(
-                    database=here_db if database == prod_db else database,
-                    schema=node["schema"],
-                    identifier=node.get("alias") or node["name"],
-                )
-                rebuilt = adapter.Relation.create(
-                    database=mine.get("database"),
-                    schema=mine["schema"],
-                    identifier=mine.get("alias") or mine["name"],
-                )
-                columns = [c.name for c in adapter.get_columns_in_relation(rebuilt)]
-                found = clock_columns(
-                    (built["nodes"].get(uid) or {}).get("compiled_code") or "", columns, kind
-                )
-                build_time = sorted({*declared(node), *found}, key=str.lower)
-                rule = rules.get(uid)
-                try:
-                    diff = compare_relations(
-                        adapter,
-                        rescued,
-                        rebuilt,
-                        build_time,
-                        rule.date_column if rule else None,
-                        scratch_columns=columns,
-                    )
-                except Exception as e:  # a query that fails proves nothing: say so
-                    why = str(e).strip().splitlines()[0][:300] if str(e).strip() else repr(e)
-                    diff = None
+            item = compared.get()
+            if isinstance(item, BaseException):
+                raise item  # not a comparison's failure: the proof cannot go on
+            _, rescued, rebuilt, diff, why = item
+            node = manifest.models[uid]
             if diff is None:
                 verdicts["not compared"] += 1
                 yield from _refused(keys, [uid], rescue_id, f"comparison failed: {why}")
@@ -192,4 +172,61 @@ def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, r
             f"build in {time.monotonic() - start:.1f} s: {counted}"
         )
     finally:
+        stop.set()
+        while worker.is_alive():  # unblock a worker waiting to hand over a verdict
+            with contextlib.suppress(queue.Empty):
+                compared.get(timeout=0.05)
         release_adapter(adapter)
+
+
+def _queries(adapter, manifest, rules, scratch, built, ordered, compared, stop) -> None:
+    """The comparison's queries, model after model, each in a connection of its own released
+    before the next: (uid, rescued, rebuilt, diff or None, why) per model on `compared`."""
+    prod_db, here_db = default_database(manifest.raw), default_database(scratch)
+    kind = adapter.type()
+    try:
+        for uid in ordered:
+            if stop.is_set():
+                return
+            why = ""
+            with adapter.connection_named("rescue_proof"):
+                node, mine = manifest.models[uid], scratch["nodes"][uid]
+                database = node.get("database")
+                rescued = adapter.Relation.create(
+                    database=here_db if database == prod_db else database,
+                    schema=node["schema"],
+                    identifier=node.get("alias") or node["name"],
+                )
+                rebuilt = adapter.Relation.create(
+                    database=mine.get("database"),
+                    schema=mine["schema"],
+                    identifier=mine.get("alias") or mine["name"],
+                )
+                columns = [c.name for c in adapter.get_columns_in_relation(rebuilt)]
+                found = clock_columns(
+                    (built["nodes"].get(uid) or {}).get("compiled_code") or "", columns, kind
+                )
+                build_time = sorted({*declared(node), *found}, key=str.lower)
+                rule = rules.get(uid)
+                try:
+                    diff = compare_relations(
+                        adapter,
+                        rescued,
+                        rebuilt,
+                        build_time,
+                        rule.date_column if rule else None,
+                        scratch_columns=columns,
+                    )
+                except Exception as e:  # a query that fails proves nothing: say so
+                    why = str(e).strip().splitlines()[0][:300] if str(e).strip() else repr(e)
+                    diff = None
+            _hand_over(compared, stop, (uid, rescued, rebuilt, diff, why))
+    except Exception as e:  # the step raises it
+        _hand_over(compared, stop, e)
+
+
+def _hand_over(compared: queue.Queue, stop: threading.Event, item) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(queue.Full):
+            compared.put(item, timeout=0.05)
+            return
