@@ -157,6 +157,18 @@ def test_launch_wait_ends_the_rescue_when_its_run_ends_not_at_the_next_sensor_ti
     assert f"rescue {rescue_id}: succeeded" in capsys.readouterr().out
 
 
+def test_a_rescue_ends_with_its_proving_run_not_at_the_sensors_next_tick(built, instance):
+    rescue_id = rescue_id_of(start_rescue(built, instance, select="fct_orders"))
+    (request,) = evaluate_rescue_sensor(built, instance).run_requests
+    assert execute_request(built, instance, request).success  # it builds, then proves
+    # what `rescue launch --wait` does while it waits, between two of the sensor's ticks
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    assert rescues.settle(instance, rescues.load(instance, rescue_id), keys) is not None
+    record = rescues.load(instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert record["proof"]["status"] == "equal"
+
+
 def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):
     # a duplicated customer makes stg_customers' unique test (blocking) fail in stage one
     with duckdb.connect(str(warehouse)) as conn:

@@ -94,7 +94,22 @@ def settle(
     automatically. None: nothing to settle now. `rescue launch --wait` calls it while it
     waits, so the rescue ends when its run does, not at the sensor's next tick."""
     settled = _settle(instance, record, keys)
-    return settled if isinstance(settled, Tick) else None
+    if isinstance(settled, Tick):
+        return settled
+    done, _ = settled
+    if len(done) == len(record["steps"]) and (record.get("proof") or {}).get("status") == "running":
+        # the proof's run ended: its verdict ends the rescue, unless models differ and are
+        # to be rebuilt (rescue_sensor escalates: it plans what they feed)
+        proven = settle_proof(instance, record, keys)
+        if isinstance(proven, tuple) and not _escalates(record):
+            return stop(instance, record, keys, *proven)
+    return None
+
+
+def _escalates(record: dict[str, Any]) -> bool:
+    return bool(record["proof"].get("differing")) and (
+        record.get("proof_escalations", 0) < MAX_PROOF_ESCALATIONS
+    )
 
 
 def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
@@ -203,10 +218,7 @@ def advance(
         if settled_proof is None:
             return Tick([], [f"rescue {rescue_id}: proof run in progress"])
         status, message = settled_proof
-        if (
-            record["proof"].get("differing")
-            and record.get("proof_escalations", 0) < MAX_PROOF_ESCALATIONS
-        ):
+        if _escalates(record):
             # never a "succeeded" on rows a from-scratch build would not have: rebuild them
             graph = manifest.model_graph
             down = {m: nx.descendants(graph, m) for m in record["proof"]["differing"]}
