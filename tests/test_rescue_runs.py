@@ -188,6 +188,24 @@ def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):
     assert not evaluate_rescue_sensor(built, instance).run_requests
 
 
+def test_a_last_stage_that_fails_starts_no_from_scratch_build(built, instance, warehouse):
+    # one stage with an incremental model (so the run proves), and a customer duplicated so
+    # that stg_customers' unique test fails in it
+    with duckdb.connect(str(warehouse)) as conn:
+        conn.execute("insert into raw.customers select * from raw.customers limit 1")
+    rescue_id = rescue_id_of(
+        start_rescue(built, instance, select="stg_customers fct_orders", layered=False)
+    )
+    record = drive_rescue(built, instance, rescue_id)
+    assert record["status"] == rescues.FAILED
+    assert record["proof"]["models"] and record["proof"]["status"] != "equal"
+    (run,) = rescue_runs(instance, rescue_id)
+    logs = [r.user_message or "" for r in instance.all_logs(run.run_id)]
+    assert not [m for m in logs if "from-scratch build of" in m or "--favor-state" in m]
+    schemas = query(warehouse, "select distinct schema_name from information_schema.schemata")
+    assert not [s for (s,) in schemas if "rescue_proof" in s]
+
+
 def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them(
     built, instance, capsys
 ):
