@@ -146,7 +146,8 @@ def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit
         if len(samples) < limit:
             samples.append(float(value.value))
 
-    for entry in instance.get_asset_records(list(by_key)):
+    # (no keys would read every asset's record: an empty list is no filter to the storage)
+    for entry in instance.get_asset_records(list(by_key)) if by_key else ():
         if entry.asset_entry.last_materialization_record is not None:
             add(entry.asset_entry.last_materialization_record)
     overheads = []
