@@ -10,7 +10,7 @@ under `dagster dev` of this repository (launch_bench.py's B1), timed from the co
 exit. Plain dbt: `dbt build --select` on a copy of the product's warehouse. The three
 alternate; each Dagster home and warehouse is its own, first built by a 200-model build.
 
-Run: .venv/bin/python bench/peer_bench.py [--sizes 10 200] [--repeat 3]
+Run: .venv/bin/python bench/peer_bench.py [--sizes 10 200] [--repeat 3] [--storage postgres]
 """
 
 import argparse
@@ -100,7 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 200])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--storage", choices=["sqlite", "postgres"], default="sqlite", help="both homes'"
+    )
     opts = parser.parse_args()
+    if opts.storage == "postgres" and not lb.postgres_available():
+        raise SystemExit("--storage postgres: no PostgreSQL answers on 127.0.0.1:5432")
     if any(s not in (1, 10, 50, 200) for s in opts.sizes):
         raise SystemExit("--sizes: 1, 10, 50 and/or 200")
     work = Path(tempfile.mkdtemp(prefix="peer-bench-"))
@@ -115,11 +120,15 @@ def main() -> None:
             cwd=folder,
             check=True,
         )
-    homes = {}
+    homes, databases = {}, []
     for name in ("product", "peer"):
         homes[name] = work / f"home-{name}"
         homes[name].mkdir()
-        (homes[name] / "dagster.yaml").write_text(lb.dagster_yaml("sqlite", ""))
+        database = f"peer_bench_{name}_{os.getpid()}"
+        if opts.storage == "postgres":
+            lb.postgres_database(database)
+            databases.append(database)
+        (homes[name] / "dagster.yaml").write_text(lb.dagster_yaml(opts.storage, database))
     env = {
         **base,
         "DAGSTER_HOME": str(homes["product"]),
@@ -134,11 +143,14 @@ def main() -> None:
         "PEER_PROJECT_DIR": str(peer_project),
     }
     (work / "peer_defs.py").write_text(PEER_DEFS)
-    product = lb.Dagster(work, env, "sqlite")
+    product = lb.Dagster(work, env, opts.storage)
     peer = lb.Dagster(
-        work, peer_env, "sqlite", location=("-f", str(work / "peer_defs.py")), name="peer"
+        work, peer_env, opts.storage, location=("-f", str(work / "peer_defs.py")), name="peer"
     )
-    print(f"B1 against the peer, {os.cpu_count()} cores, medians of {opts.repeat}; {work}")
+    print(
+        f"B1 against the peer, {opts.storage} storage, {os.cpu_count()} cores, medians of "
+        f"{opts.repeat}; {work}"
+    )
     rows = []
     try:
         # the first builds: tables exist, both instances have history
@@ -163,6 +175,8 @@ def main() -> None:
     finally:
         product.stop()
         peer.stop()
+        for database in databases:
+            lb.postgres_database(database, drop_only=True)
     print(
         "\n| models | plain dbt | peer (Materialize selected) | product (rescue launch --wait) "
         "| product / peer | product - plain dbt |"
