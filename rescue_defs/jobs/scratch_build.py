@@ -95,17 +95,16 @@ class ProofAhead:
                 )
 
     def take(self, manifest, ordered: Sequence[str]) -> ScratchBuild:
-        """The build of `ordered`: the one under way, else made now. Its result raises what
-        the scratch parse raised."""
+        """The build of `ordered`: the one under way (started with the same selection: the
+        step proves what it selected), else made now. Raises what the scratch parse raised."""
         self.taken = True
-        if self.built is not None:
-            done = self.built.result()
-            if done.run is not None and self.log is not None:
-                self.log.info(f"Ran dbt command ahead: `{done.run.dbt_command}`.")
-            if done.ordered == tuple(ordered):
-                return done
-            self.drop(manifest, done)  # not what is proven (cannot happen: one selection)
-        return self.build(manifest, tuple(ordered))
+        if self.built is None:
+            return self.build(manifest, tuple(ordered))
+        done = self.built.result()
+        assert done.ordered == tuple(ordered), "the proof's selection changed in the step"
+        if done.run is not None and self.log is not None:
+            self.log.info(f"Ran dbt command ahead: `{done.run.dbt_command}`.")
+        return done
 
     def build(self, manifest, ordered: tuple[str, ...]) -> ScratchBuild:
         scratch = self.scratch()
