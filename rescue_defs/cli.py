@@ -356,7 +356,9 @@ def _follow(instance, rescue_id: str, keys, timeout: float, start=None) -> int:
     import time
 
     from rescue_defs import rescues
+    from rescue_defs.console_script import resume_collecting
 
+    resume_collecting()  # following may take an hour: collect what each poll leaves
     deadline = time.monotonic() + timeout
     if warning := daemon_warning(instance):
         print(f"rescue: warning: {warning}", file=sys.stderr, flush=True)
@@ -654,4 +656,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rescue_defs.console_script import run
+
+    run()

@@ -89,6 +89,32 @@ def test_console_script_exits_2_on_an_empty_selection(shop_project, tmp_path):
     assert result.stdout == ""
 
 
+def test_the_console_script_says_all_main_says_and_leaves_no_temporary_folder(
+    shop_project, tmp_path, capsys
+):
+    """The script leaves without Python's teardown (bench/plan_bench.py): its output is whole
+    (block-buffered, as in a terminal's pipe) and nothing is left behind (a bare manifest's
+    `path:` selection makes a folder of empty files)."""
+    plan = ["plan", "--manifest", str(shop_project.manifest_path), "--json"]
+    plan += ["--select", "path:models/marts/fct_orders.sql", "--today", "2026-03-10"]
+    assert main(plan) == 0
+    in_process = json.loads(capsys.readouterr().out)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "rescue"), *plan],
+        capture_output=True,
+        text=True,
+        env={**env, "TMPDIR": str(temporary), "RESCUE_DUCKDB_PATH": str(tmp_path)},
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert json.loads(result.stdout) == in_process
+    assert in_process["models"]
+    assert list(temporary.iterdir()) == []
+
+
 def test_the_console_script_run_by_its_path_finds_dbt_without_the_environment_on_path(
     shop_project, tmp_path, warehouse
 ):
