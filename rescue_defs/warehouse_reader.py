@@ -12,6 +12,7 @@ supports is reached the same way, with the profile's own credentials.
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from rescue_defs.planning.checklist import WarehouseLoad
 
@@ -29,12 +30,18 @@ class WarehouseTarget:
     project_dir: str
     profiles_dir: str | None = None
     target: str | None = None
+    profile: str | None = None
 
     @classmethod
     def of(cls, project) -> "WarehouseTarget":
         """From a dagster-dbt DbtProject."""
         profiles = getattr(project, "profiles_dir", None)
         return cls(str(project.project_dir), str(profiles) if profiles else None, project.target)
+
+    @classmethod
+    def of_resource(cls, dbt, target: str | None = None) -> "WarehouseTarget":
+        """From a dagster-dbt DbtCliResource, as its dbt commands run (`target`: another)."""
+        return cls(str(dbt.project_dir), dbt.profiles_dir, target or dbt.target, dbt.profile)
 
 
 def _first_line(error: BaseException) -> str:
@@ -44,25 +51,53 @@ def _first_line(error: BaseException) -> str:
     return (lines[0] if lines else type(error).__name__)[:300]
 
 
+def _profile(where: WarehouseTarget):
+    """dbt's profile for the target, rendered as dbt renders it (env_var and all)."""
+    import os
+    from argparse import Namespace
+
+    from dbt.config.runtime import load_profile
+    from dbt.flags import set_from_args
+    from dbt_common.context import set_invocation_context
+
+    set_invocation_context(os.environ.copy())
+    set_from_args(Namespace(profiles_dir=where.profiles_dir or where.project_dir), None)
+    return load_profile(where.project_dir, {}, where.profile, where.target)
+
+
+def _local_file(where: WarehouseTarget, path: str) -> Path | None:
+    """A DuckDB `path` as dbt opens it (relative to the project folder, where dbt runs), or
+    None when it is no file here (in memory, MotherDuck, a URL)."""
+    if not path or path == ":memory:" or path.startswith("md:") or "://" in path:
+        return None
+    return (Path(where.project_dir) / Path(path).expanduser()).resolve()
+
+
+def duckdb_file(where: WarehouseTarget) -> Path | None:
+    """The DuckDB file the target's profile writes, None on another adapter (or a profile
+    that does not load: opening the adapter says why, in one line)."""
+    try:
+        credentials = _profile(where).credentials
+    except Exception:
+        return None
+    if credentials.type != "duckdb":
+        return None
+    return _local_file(where, str(credentials.path))
+
+
 def planning_adapter(where: WarehouseTarget):
     """dbt's adapter for the profile's target, built as dagster-dbt builds a step's (dbt's
     own profile, project and adapter classes; DuckDB opened read-only) but without parsing
     the adapter's macros (~1.1 s of a `rescue launch`): planning runs its own bound queries
     and calls no macro. Not registered in dbt's adapter factory, whose adapters the steps'
     dbt macros run on."""
-    import os
-    from argparse import Namespace
-
     from dbt.adapters.factory import FACTORY
     from dbt.config import RuntimeConfig
-    from dbt.config.runtime import load_profile, load_project
-    from dbt.flags import get_flags, set_from_args
+    from dbt.config.runtime import load_project
+    from dbt.flags import get_flags
     from dbt.mp_context import get_mp_context
-    from dbt_common.context import set_invocation_context
 
-    set_invocation_context(os.environ.copy())
-    set_from_args(Namespace(profiles_dir=where.profiles_dir or where.project_dir), None)
-    profile = load_profile(where.project_dir, {}, None, where.target)
+    profile = _profile(where)
     project = load_project(where.project_dir, False, profile, {})
     config = RuntimeConfig.from_parts(project, profile, get_flags())
     credentials = config.credentials
@@ -72,8 +107,9 @@ def planning_adapter(where: WarehouseTarget):
             **(credentials.config_options or {}),
             "access_mode": "READ_ONLY",
         }
-        if credentials.path != ":memory:":
-            credentials.path = os.path.join(where.project_dir, credentials.path)
+        local = _local_file(where, str(credentials.path))
+        if local is not None:
+            credentials.path = str(local)
     return FACTORY.get_adapter_class_by_name(credentials.type)(config, get_mp_context())
 
 

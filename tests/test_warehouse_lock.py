@@ -1,5 +1,6 @@
 """An analyst's open DuckDB connection: named before launch, and no dbt run fails on it."""
 
+import shutil
 import subprocess
 import sys
 import time
@@ -78,3 +79,83 @@ def test_a_run_waits_for_the_holder_then_fails_naming_it_before_any_dbt_command(
     assert f"held by PID {notebook.pid}" in failure.step_failure_data.error.message
     assert dbt_commands(instance, result.run_id) == []
     assert time.monotonic() - started < 60
+
+
+@pytest.fixture
+def own_file_project(tmp_path: Path, warehouse: Path):
+    """A team's DuckDB project whose profile names its own file (an absolute path, no
+    RESCUE_DUCKDB_PATH), beside this test's bundled-warehouse setting, which names another."""
+    from tests.conftest import FIXTURES, prepare
+
+    project = tmp_path / "their_project"
+    shutil.copytree(FIXTURES / "jaffle_shop", project)
+    own = tmp_path / "theirs" / "jaffle.duckdb"
+    own.parent.mkdir()
+    duckdb.connect(str(own)).close()
+    (project / "profiles.yml").write_text(
+        f"jaffle_shop:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n"
+        f"      path: {own}\n      threads: 2\n"
+    )
+    return prepare(project, own)
+
+
+def _holding(path: Path):
+    """A notebook's read-write connection on `path`, as the `notebook` fixture opens one."""
+    code = (
+        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
+        "time.sleep(120)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "open"
+    return proc
+
+
+def test_launch_names_a_notebook_on_the_projects_own_file_not_on_the_bundled_one(
+    own_file_project, warehouse, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    args = ["launch", "--project-dir", str(own_file_project.project_dir)]
+    args += ["--select", "customers"]
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    duckdb.connect(str(warehouse)).close()
+    on_bundled = _holding(warehouse)  # another project's file: none of this rescue's business
+    try:
+        assert main([*args, "--dry-run"]) == 0
+        out, err = capsys.readouterr()
+        assert "held by" not in out + err and "no warehouse file" not in out + err
+    finally:
+        on_bundled.kill()
+        on_bundled.wait()
+    on_theirs = _holding(tmp_path / "theirs" / "jaffle.duckdb")
+    try:
+        assert main(args) == 2
+        out, err = capsys.readouterr()
+        assert f"held by PID {on_theirs.pid}" in out + err
+    finally:
+        on_theirs.kill()
+        on_theirs.wait()
+
+
+def test_a_run_of_another_duckdb_project_waits_for_a_notebook_on_its_own_file(
+    own_file_project, instance, tmp_path, monkeypatch
+):
+    from rescue_defs.definitions import build_definitions
+
+    monkeypatch.setenv("RESCUE_LOCK_WAIT_SECONDS", "2")
+    defs = build_definitions(own_file_project)
+    job = defs.resolve_implicit_global_asset_job_def()
+    models = [k for k in defs.resolve_asset_graph().materializable_asset_keys]
+    on_theirs = _holding(tmp_path / "theirs" / "jaffle.duckdb")
+    try:
+        result = job.execute_in_process(
+            instance=instance, asset_selection=models, raise_on_error=False
+        )
+    finally:
+        on_theirs.kill()
+        on_theirs.wait()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert f"held by PID {on_theirs.pid}" in failure.step_failure_data.error.message
+    assert dbt_commands(instance, result.run_id) == []

@@ -24,9 +24,11 @@ from rescue_defs.jobs import proof
 from rescue_defs.jobs.scratch_build import ProofAhead
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
-from rescue_defs.project import WAREHOUSE_POOL, sandbox_warehouse_path, warehouse_path
+from rescue_defs.project import WAREHOUSE_POOL
 from rescue_defs.rescues.liveness import while_running
+from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
 from rescue_defs.warehouse_lock import WarehouseHeld, require_free
+from rescue_defs.warehouse_reader import WarehouseTarget, duckdb_file
 
 DBT_ASSETS_NAME = "dbt_models"
 RESCUE_RUN = "rescue_run"  # the resource a rescue's step run is configured through
@@ -205,7 +207,8 @@ def rescuable(
             # a rescue's run stamps signs of life: a worker killed with everything around it is
             # then failed, not left STARTED for ever (rescues/liveness.py)
             with while_running(context):
-                wait_for_warehouse(context, manifest, config.sandbox)
+                where = WarehouseTarget.of_resource(dbt, SANDBOX_TARGET if config.sandbox else None)
+                wait_for_warehouse(context, manifest, where)
                 build = Build(
                     context,
                     dbt,
@@ -308,12 +311,15 @@ def _stages(
     ]
 
 
-def wait_for_warehouse(context, manifest: DbtManifest, sandbox: bool) -> None:
+def wait_for_warehouse(context, manifest: DbtManifest, where: WarehouseTarget) -> None:
     """An open DuckDB connection elsewhere (a notebook) makes dbt fail at its first connection
-    with a lock error: wait for it, then fail naming it, before any dbt command."""
+    with a lock error: wait for it, then fail naming it, before any dbt command. The file is
+    the one the profile's target names (`where`), whichever project it is."""
     if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
         return
-    path = sandbox_warehouse_path() if sandbox else warehouse_path()
+    path = duckdb_file(where)
+    if path is None:
+        return
     try:
         require_free(path, "resume; nothing was built", context.log.warning)
     except WarehouseHeld as e:

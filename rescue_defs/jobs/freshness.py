@@ -29,6 +29,7 @@ from rescue_defs.checks.freshness import (
 from rescue_defs.project import WAREHOUSE_POOL
 from rescue_defs.rescues.store import TAG_KIND
 from rescue_defs.scope import ONE_PROJECT, Scope
+from rescue_defs.warehouse_reader import WarehouseTarget
 
 FRESHNESS_JOB = "source_freshness_job"
 
@@ -124,7 +125,7 @@ def build_freshness_checks(
             for uid, key in keys.items()
             if dg.AssetCheckKey(key, FRESHNESS_CHECK) in context.selected_asset_check_keys
         ]
-        wait_for_warehouse(context, manifest, sandbox=False)
+        wait_for_warehouse(context, manifest, WarehouseTarget.of_resource(dbt))
         now, clock_label = _now(context)
         measured = _measure(dbt, wanted, Path(project_dir))
         for rule in wanted:

@@ -58,8 +58,10 @@ def environment(
     schedules: Iterable[tuple[str, datetime]] = (),
     now: datetime | None = None,
     exclude_rescue: str | None = None,
+    warehouse=None,
 ) -> Environment:
-    """What the checklist needs to know about the instance right now."""
+    """What the checklist needs to know about the instance right now (and about the DuckDB
+    file of `warehouse`, a warehouse_reader.WarehouseTarget, when it is one)."""
     by_key = {k: uid for uid, k in keys.items()}
     everything = frozenset(keys)
     active = tuple(
@@ -72,7 +74,7 @@ def environment(
     from rescue_defs.project import business_timezone, clock_now, peak_hours
 
     return Environment(
-        warehouse_holder=_warehouse_holder(manifest),
+        warehouse_holder=_warehouse_holder(manifest, warehouse),
         now=now or clock_now().replace(tzinfo=UTC),
         timezone=business_timezone(),
         peak_hours=peak_hours(),
@@ -83,22 +85,23 @@ def environment(
     )
 
 
-def _duckdb_file(manifest: DbtManifest):
-    """The DuckDB warehouse file the project writes, None on another adapter."""
-    from rescue_defs.project import warehouse_path
+def _duckdb_file(manifest: DbtManifest, warehouse):
+    """The DuckDB file the project's profile writes (its own, wherever the profile puts it),
+    None on another adapter or without a warehouse (a bare manifest)."""
+    from rescue_defs.warehouse_reader import duckdb_file
 
-    if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
+    if warehouse is None or manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
         return None
-    return warehouse_path()
+    return duckdb_file(warehouse)
 
 
-def _duckdb_busy(manifest: DbtManifest) -> str:
+def _duckdb_busy(manifest: DbtManifest, warehouse) -> str:
     """Why a DuckDB warehouse is not to be opened now, "" when it may be: a process holding it
     (a pipeline run too: even a read-only connection would fail, or make it fail), or no file
     yet (dbt creates it with the first run: nothing to measure, said as a warning)."""
     from rescue_defs.warehouse_lock import holder
 
-    path = _duckdb_file(manifest)
+    path = _duckdb_file(manifest, warehouse)
     if path is None:
         return ""
     if not path.exists():
@@ -107,11 +110,11 @@ def _duckdb_busy(manifest: DbtManifest) -> str:
     return f"held by {found.describe()}" if found is not None else ""
 
 
-def _warehouse_holder(manifest: DbtManifest) -> str:
+def _warehouse_holder(manifest: DbtManifest, warehouse) -> str:
     """A process outside the pipeline holding the DuckDB warehouse, described."""
     from rescue_defs.warehouse_lock import holder
 
-    path = _duckdb_file(manifest)
+    path = _duckdb_file(manifest, warehouse)
     found = holder(path) if path is not None else None
     return found.describe() if found is not None and not found.is_pipeline else ""
 
@@ -228,13 +231,13 @@ def plan_for(
 
     if request.today is None:
         request = dataclasses.replace(request, today=_data_today(instance, business_today()))
-    env = environment(instance, planner.manifest, keys, schedules)
+    env = environment(instance, planner.manifest, keys, schedules, warehouse=warehouse)
     # the history of the models in scope only: one event-log query per model, and a project
     # of thousands of models made every launch (and every automatic rescue) wait seconds
     scope = planner.selector.resolve(request.select, request.exclude).models
     if warehouse is None:
         late, note = None, "not measured: no warehouse connection (a bare manifest)"
-    elif busy := _duckdb_busy(planner.manifest):
+    elif busy := _duckdb_busy(planner.manifest, warehouse):
         late, note = None, f"warehouse not read: {busy}"
         env = dataclasses.replace(env, warehouse_load=WarehouseLoad(note=f"not measured: {note}"))
     else:
