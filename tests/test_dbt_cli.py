@@ -157,3 +157,26 @@ def test_a_cached_adapter_runs_dbts_macros_on_its_own_connection(tmp_path, monke
     from rescue_defs.checks.validation import release_adapter
 
     release_adapter(again)
+
+
+def test_a_build_asks_for_dbts_fast_test_edges_unless_the_team_chose(monkeypatch):
+    from rescue_defs.assets.dbt_cli import with_fast_test_edges
+
+    for name in ("DBT_USE_FAST_TEST_EDGES", "DBT_ENGINE_USE_FAST_TEST_EDGES"):
+        monkeypatch.delenv(name, raising=False)
+    assert with_fast_test_edges(["build", "--select", "a"]) == [
+        "build",
+        "--select",
+        "a",
+        "--use-fast-test-edges",
+    ]
+    assert with_fast_test_edges(["--quiet", "build"])[-1] == "--use-fast-test-edges"
+    # other commands have no test edges; a team's own choice, either way, stands
+    assert with_fast_test_edges(["run", "--select", "a"]) == ["run", "--select", "a"]
+    assert with_fast_test_edges(["build", "--no-use-fast-test-edges"]) == [
+        "build",
+        "--no-use-fast-test-edges",
+    ]
+    assert with_fast_test_edges(["build"], ["--no-use-fast-test-edges"]) == ["build"]
+    monkeypatch.setenv("DBT_ENGINE_USE_FAST_TEST_EDGES", "false")
+    assert with_fast_test_edges(["build"]) == ["build"]

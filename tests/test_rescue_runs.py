@@ -222,6 +222,8 @@ def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them
     commands = dbt_commands(instance, run.run_id)
     builds = [c for c in commands if " build " in c]
     assert len(builds) == 3, commands
+    # dbt's fast test edges: the same order, without dbt's quadratic edge-adding on big graphs
+    assert all(" --use-fast-test-edges" in c for c in builds), builds
     # then, in the same run, the proof: the incremental models from scratch in a scratch
     # schema (its scratch parse, when the kept one is stale, starts with the first stage)
     assert [c for c in commands if not c.endswith(" parse")][:3] == builds, commands

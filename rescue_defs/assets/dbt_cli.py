@@ -107,6 +107,24 @@ def _prune(folder: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+# dbt build's test edges in dbt's fast form: the same execution order with far fewer edges
+# (a 200-model build in a generated 3,000-model project: 49-58 s -> 17 s, bench/README.md);
+# dbt's docs still call the flag experimental, so a team that says either way is obeyed
+FAST_TEST_EDGES = "--use-fast-test-edges"
+_FAST_TEST_EDGES_ENV = ("DBT_USE_FAST_TEST_EDGES", "DBT_ENGINE_USE_FAST_TEST_EDGES")
+
+
+def with_fast_test_edges(args: Sequence[str], global_flags: Sequence[str] = ()) -> list[str]:
+    """`args` of a `dbt build` with dbt's fast test edges, unless the team chose (a flag
+    either way, or dbt's environment variable)."""
+    args = list(args)
+    command = next((a for a in args if not a.startswith("-")), None)
+    chosen = any("fast-test-edges" in a for a in [*args, *global_flags]) or any(
+        os.environ.get(name) is not None for name in _FAST_TEST_EDGES_ENV
+    )
+    return args if command != "build" or chosen else [*args, FAST_TEST_EDGES]
+
+
 def dbt_target_path() -> Path:
     """The project's target folder as dbt and dagster-dbt name it (dbt's DBT_TARGET_PATH)."""
     return Path(os.getenv("DBT_TARGET_PATH", "target"))
@@ -158,6 +176,7 @@ class RescueDbtCliResource(DbtCliResource):
         return project if (project / "profiles.yml").exists() else Path.home() / ".dbt"
 
     def cli(self, args: Sequence[str], *, context=None, target_path: Path | None = None, **kw):
+        args = with_fast_test_edges(args, self.global_config_flags)
         project_dir = Path(self.project_dir).resolve()
         target_path = Path(target_path or self._get_unique_target_path(context=context))
         if not target_path.is_absolute():
