@@ -271,6 +271,30 @@ def upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> list[str]:
     return sorted(found)
 
 
+def sources_upstream_of_each(manifest: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    """`upstream_sources` of every node at once, each from its parents' (one pass over the
+    lineage: one walk over all of a model's ancestors per model took 3.7 s of loading a
+    3,000-model code location). A cycle, which dbt refuses, adds nothing twice."""
+    parents = manifest["parent_map"]
+    found: dict[str, frozenset[str]] = {}
+    entered: set[str] = set()
+    for start in parents:
+        stack = [(start, False)]
+        while stack:
+            node, done = stack.pop()
+            above = parents.get(node, [])
+            if done:
+                sources = {p for p in above if p.startswith("source.")}
+                for parent in above:
+                    sources |= found.get(parent, frozenset())
+                found[node] = frozenset(sources)
+            elif node not in entered:
+                entered.add(node)
+                stack.append((node, True))
+                stack.extend((p, False) for p in above if not p.startswith("source."))
+    return found
+
+
 def _has_freshness_policy(source: Mapping[str, Any]) -> bool:
     policy = source.get("freshness") or (source.get("config") or {}).get("freshness") or {}
     return any((policy.get(k) or {}).get("count") for k in ("warn_after", "error_after"))
@@ -294,6 +318,7 @@ def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, Mo
                 field_name,
             )
     final = final_models(manifest)
+    upstream = sources_upstream_of_each(manifest)
     rules = {}
     for uid, node in manifest["nodes"].items():
         config = node.get("config") or {}
@@ -334,7 +359,7 @@ def model_rules(manifest: Mapping[str, Any], settings: Settings) -> dict[str, Mo
             date_note=note,
             max_lag_days=_number(rescue, "max_lag_days", name, int, settings.max_lag_days),
             expected_date=expected,
-            sources=tuple(freshness[s] for s in upstream_sources(manifest, uid) if s in freshness),
+            sources=tuple(freshness[s] for s in sorted(upstream.get(uid, ())) if s in freshness),
         )
     return rules
 
