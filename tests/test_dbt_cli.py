@@ -180,3 +180,19 @@ def test_a_build_asks_for_dbts_fast_test_edges_unless_the_team_chose(monkeypatch
     assert with_fast_test_edges(["build"], ["--no-use-fast-test-edges"]) == ["build"]
     monkeypatch.setenv("DBT_ENGINE_USE_FAST_TEST_EDGES", "false")
     assert with_fast_test_edges(["build"]) == ["build"]
+
+
+def test_a_dbt_without_the_flag_in_core_is_not_given_it(tmp_path):
+    """dbt-core before 1.9 has no such flag, and the fusion engine (2.x) warns about it."""
+    project = tmp_path / "jaffle_shop"
+    shutil.copytree(FIXTURES / "jaffle_shop", project)
+    fusion = tmp_path / "bin" / "dbt"
+    fusion.parent.mkdir()
+    fusion.write_text("#!/bin/sh\necho 'dbt-fusion 2.0.0-preview.45'\n")
+    fusion.chmod(0o755)
+    dbt = RescueDbtCliResource(project_dir=str(project), dbt_executable=str(fusion))
+    invocation = dbt.cli(["build"], target_path=tmp_path / "target")
+    invocation.process.wait()
+    assert "--use-fast-test-edges" not in invocation.process.args
+    assert invocation.process.args[1] == "build"  # (this environment's dbt gets it:
+    # test_rescue_runs' stages)
