@@ -52,8 +52,10 @@ sys.path.insert(0, str(REPO))  # --via ui reads the rescue's record
 
 
 def write_project(root: Path, models: int) -> Path:
+    """Tags n1, n10, n50, n200 (and n2000 in a project that large) select the first models."""
+    sizes = tuple(n for n in (1, 10, 50, 200, 2000) if n <= max(models, 200))
     return write_layered_project(
-        root, models, name="launch_bench", incremental=True, tag_sizes=(1, 10, 50, 200)
+        root, models, name="launch_bench", incremental=True, tag_sizes=sizes
     )
 
 

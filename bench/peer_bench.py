@@ -10,7 +10,8 @@ under `dagster dev` of this repository (launch_bench.py's B1), timed from the co
 exit. Plain dbt: `dbt build --select` on a copy of the product's warehouse. The three
 alternate; each Dagster home and warehouse is its own, first built by a 200-model build.
 
-Run: .venv/bin/python bench/peer_bench.py [--sizes 10 200] [--repeat 3] [--storage postgres]
+Run: .venv/bin/python bench/peer_bench.py [--sizes 10 200 2000] [--repeat 3] [--storage postgres]
+(with 2000: a 2,000-model project, both homes first built whole)
 """
 
 import argparse
@@ -106,10 +107,11 @@ def main() -> None:
     opts = parser.parse_args()
     if opts.storage == "postgres" and not lb.postgres_available():
         raise SystemExit("--storage postgres: no PostgreSQL answers on 127.0.0.1:5432")
-    if any(s not in (1, 10, 50, 200) for s in opts.sizes):
-        raise SystemExit("--sizes: 1, 10, 50 and/or 200")
+    if any(s not in (1, 10, 50, 200, 2000) for s in opts.sizes):
+        raise SystemExit("--sizes: 1, 10, 50, 200 and/or 2000")
+    whole = max(200, *opts.sizes)
     work = Path(tempfile.mkdtemp(prefix="peer-bench-"))
-    project = lb.write_project(work, 200)
+    project = lb.write_project(work, whole)
     peer_project = work / "peer" / project.name
     shutil.copytree(project, peer_project)
     base = {**os.environ, "PATH": f"{lb.BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -154,8 +156,8 @@ def main() -> None:
     rows = []
     try:
         # the first builds: tables exist, both instances have history
-        lb.launch(env, "tag:n200", True)
-        materialize_selected(peer.port, models_tagged(peer_project, 200))
+        lb.launch(env, f"tag:n{whole}", True)
+        materialize_selected(peer.port, models_tagged(peer_project, whole))
         for size in opts.sizes:
             names = models_tagged(peer_project, size)
             times: dict[str, list[float]] = {"product": [], "peer": [], "dbt": []}
