@@ -1,5 +1,6 @@
 """An analyst's open DuckDB connection: named before launch, and no dbt run fails on it."""
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -16,22 +17,30 @@ from rescue_defs.warehouse_lock import holder
 from tests.helpers import dbt_commands, materialize_all, raw_config
 
 
-@pytest.fixture
-def notebook(warehouse: Path):
-    """Another process with the warehouse open read-write, as a notebook would."""
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    duckdb.connect(str(warehouse)).close()
+@contextlib.contextmanager
+def holding(path: Path):
+    """Another process with the DuckDB file at `path` open read-write, as a notebook would."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    duckdb.connect(str(path)).close()
     code = (
         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
         "time.sleep(120)"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(warehouse)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True
     )
-    assert proc.stdout.readline().strip() == "open"
-    yield proc
-    proc.kill()
-    proc.wait()
+    try:
+        assert proc.stdout.readline().strip() == "open"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def notebook(warehouse: Path):
+    with holding(warehouse) as proc:
+        yield proc
 
 
 def test_the_holder_is_named_by_pid_and_command_without_taking_the_lock(notebook, warehouse):
@@ -99,43 +108,20 @@ def own_file_project(tmp_path: Path, warehouse: Path):
     return prepare(project, own)
 
 
-def _holding(path: Path):
-    """A notebook's read-write connection on `path`, as the `notebook` fixture opens one."""
-    code = (
-        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('open', flush=True); "
-        "time.sleep(120)"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout.readline().strip() == "open"
-    return proc
-
-
 def test_launch_names_a_notebook_on_the_projects_own_file_not_on_the_bundled_one(
     own_file_project, warehouse, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     args = ["launch", "--project-dir", str(own_file_project.project_dir)]
     args += ["--select", "customers"]
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
-    duckdb.connect(str(warehouse)).close()
-    on_bundled = _holding(warehouse)  # another project's file: none of this rescue's business
-    try:
+    with holding(warehouse):  # another project's file: none of this rescue's business
         assert main([*args, "--dry-run"]) == 0
         out, err = capsys.readouterr()
         assert "held by" not in out + err and "no warehouse file" not in out + err
-    finally:
-        on_bundled.kill()
-        on_bundled.wait()
-    on_theirs = _holding(tmp_path / "theirs" / "jaffle.duckdb")
-    try:
+    with holding(tmp_path / "theirs" / "jaffle.duckdb") as on_theirs:
         assert main(args) == 2
         out, err = capsys.readouterr()
         assert f"held by PID {on_theirs.pid}" in out + err
-    finally:
-        on_theirs.kill()
-        on_theirs.wait()
 
 
 def test_a_run_of_another_duckdb_project_waits_for_a_notebook_on_its_own_file(
@@ -147,14 +133,10 @@ def test_a_run_of_another_duckdb_project_waits_for_a_notebook_on_its_own_file(
     defs = build_definitions(own_file_project)
     job = defs.resolve_implicit_global_asset_job_def()
     models = [k for k in defs.resolve_asset_graph().materializable_asset_keys]
-    on_theirs = _holding(tmp_path / "theirs" / "jaffle.duckdb")
-    try:
+    with holding(tmp_path / "theirs" / "jaffle.duckdb") as on_theirs:
         result = job.execute_in_process(
             instance=instance, asset_selection=models, raise_on_error=False
         )
-    finally:
-        on_theirs.kill()
-        on_theirs.wait()
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert f"held by PID {on_theirs.pid}" in failure.step_failure_data.error.message
