@@ -105,6 +105,11 @@ class DbtManifest:
         return graph
 
     @functools.cached_property
+    def packages(self) -> frozenset[str]:
+        """The packages (the project and its dbt deps) that define models."""
+        return frozenset(node["fqn"][0] for node in self.models.values())
+
+    @functools.cached_property
     def by_name(self) -> dict[str, list[str]]:
         names: dict[str, list[str]] = {}
         for uid in self.models:

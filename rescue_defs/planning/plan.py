@@ -5,12 +5,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import networkx as nx
-
 from rescue_defs.planning import advice as advice_mod
 from rescue_defs.planning.advice import Advice, ChangeContext, advise, is_incremental
 from rescue_defs.planning.checklist import BLOCK, Environment, Item, PlanFacts, evaluate
 from rescue_defs.planning.cost import STAGE_SECONDS, CostModel, CostSettings, History
+from rescue_defs.planning.lineage import reached
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.planning.stages import (
@@ -224,9 +223,8 @@ class Planner:
         )
 
         upstream, middle, downstream = split_layers(manifest, models, targets)
-        graph = manifest.model_graph
         # consumers of the target and downstream parts left out of the rescue stay stale
-        outside = set().union(*(nx.descendants(graph, m) for m in models - upstream)) - models
+        outside = reached(manifest.model_graph, models - upstream) - models
         tested = {m for m in models if manifest.tests_of({m})}
         facts = PlanFacts(
             models=models,
