@@ -348,3 +348,66 @@ def test_succeeded_failed_and_canceled_rescues_are_told_apart_by_their_check_par
         # the next tick has nothing left to evaluate
         assert not evaluate_sensor(shop_defs, instance, "rescue_report_sensor").run_requests
         assert active["id"] not in latest
+
+
+def _run_that_built(instance, keys, status: dg.DagsterRunStatus, tags=None) -> dg.DagsterRun:
+    """A finished (or still running) run of the daily pipeline, or of a rescue (`tags`), that
+    stored a materialization of each of `keys`, as its step would."""
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+    from dagster._core.test_utils import create_run_for_test
+
+    run = create_run_for_test(
+        instance, job_name="daily_pipeline_job", status=status, tags=tags or {}
+    )
+    for key in keys:
+        instance.report_dagster_event(
+            DagsterEvent(
+                event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+                job_name=run.job_name,
+                event_specific_data=StepMaterializationData(dg.AssetMaterialization(key)),
+            ),
+            run_id=run.run_id,
+        )
+    return run
+
+
+def test_a_succeeded_rescue_awaiting_its_next_run_reads_each_new_materialization_once(
+    dagster_home, shop_planner, shop_defs, monkeypatch
+):
+    """rescue_report_sensor looks for the next run after a succeeded rescue on every tick,
+    for days: it read the materializations of every rescued model on each tick (2,000 queries,
+    ~9 s a tick at 2,000 models, while the next rescue's dbt waited for the cores)."""
+    from rescue_defs.rescues.store import TAG_ID
+
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        record = rescues.register(instance, shop_planner.plan(PlanRequest("+fct_orders")), keys)
+        record["status"] = rescues.SUCCEEDED
+        rescues.finish(instance, record, keys)
+        rescued = [keys[m] for step in record["steps"] for m in step["models"]]
+        assert len(rescued) >= 5
+        reads = []
+        fetch = instance.fetch_materializations
+        monkeypatch.setattr(
+            instance,
+            "fetch_materializations",
+            lambda *a, **k: reads.append(a) or fetch(*a, **k),
+        )
+
+        def tick() -> dict:
+            reads.clear()
+            evaluate_sensor(shop_defs, instance, "rescue_report_sensor")
+            return rescues.load(instance, record["id"])
+
+        assert "confirmation" not in tick() and reads == [], "nothing was built since the end"
+        # the next rescue's run rebuilds the same models: proves nothing, read once
+        _run_that_built(instance, rescued, dg.DagsterRunStatus.SUCCESS, {TAG_ID: "another"})
+        assert "confirmation" not in tick() and 0 < len(reads) <= len(rescued)
+        assert "confirmation" not in tick() and reads == []
+        # the pipeline builds them: not confirmed while its run goes on, then read as it ended
+        pipeline = _run_that_built(instance, rescued[:2], dg.DagsterRunStatus.STARTED)
+        assert "confirmation" not in tick()
+        assert "confirmation" not in tick() and len(reads) <= 2
+        instance.report_run_failed(pipeline)
+        found = tick()["confirmation"]
+        assert (found["run_id"], found["verdict"], found["rebuilt"]) == (pipeline.run_id, "failed", 2)

@@ -25,27 +25,66 @@ def _planned(record: Mapping[str, Any]) -> list[str]:
 # per rescued model, the materializations after the rescue's end that are read for the run
 # that made them (the product's own runs among them are skipped)
 SCANNED_PER_MODEL = 20
+# per rescue, in the instance's key-value store: every materialization of its models up to
+# this storage id has been read (the runs that made them were the product's, or ended without
+# confirming), so that a tick reads only what is new since, not every model again
+SCANNED_KEY = "rescue/confirm_scanned/{}"
 
 
-def _runs_building(instance: dg.DagsterInstance, asset_keys, ended: datetime) -> list:
-    """Finished runs that materialized a rescued model after the rescue ended, oldest first:
-    found from the models' own materializations, so other jobs' runs on a busy instance (any
-    number of them) are never read."""
-    run_ids: set[str] = set()
-    for key in asset_keys:
+def _scanned(instance: dg.DagsterInstance, rescue_id: str) -> int:
+    key = SCANNED_KEY.format(rescue_id)
+    return int(instance.run_storage.get_cursor_values({key}).get(key) or 0)
+
+
+def _set_scanned(instance: dg.DagsterInstance, rescue_id: str, storage_id: int) -> None:
+    instance.run_storage.set_cursor_values({SCANNED_KEY.format(rescue_id): str(storage_id)})
+
+
+def _runs_building(
+    instance: dg.DagsterInstance, asset_keys, ended: datetime, scanned: int
+) -> tuple[list, int]:
+    """Finished runs that materialized a rescued model after the rescue ended and after
+    storage id `scanned`, oldest first, and up to which storage id everything is now read.
+
+    Found from the models' own materializations, so other jobs' runs on a busy instance (any
+    number of them) are never read; and only for the models the asset index says were
+    materialized since (one query for all of them), so a tick with nothing new reads nothing.
+    A run still going holds the mark before its first materialization: read again once it
+    ends."""
+    after = ended.timestamp()
+    fresh = [
+        record.asset_entry.asset_key
+        for record in instance.get_asset_records(list(asset_keys))
+        if (last := record.asset_entry.last_materialization_record) is not None
+        and last.storage_id > scanned
+        and last.timestamp > after
+    ]
+    found: dict[str, int] = {}  # run id -> its first materialization read
+    mark, held = scanned, float("inf")
+    for key in fresh:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_timestamp=ended.timestamp()),
+            dg.AssetRecordsFilter(asset_key=key, after_timestamp=after, after_storage_id=scanned),
             limit=SCANNED_PER_MODEL,
             ascending=True,
         ).records
-        run_ids.update(r.run_id for r in records)
-    if not run_ids:
-        return []
-    return list(
-        instance.get_run_records(
-            filters=dg.RunsFilter(run_ids=sorted(run_ids), statuses=FINISHED), ascending=True
-        )
-    )
+        for r in records:
+            found[r.run_id] = min(found.get(r.run_id, r.storage_id), r.storage_id)
+        if records:
+            mark = max(mark, records[-1].storage_id)
+        if len(records) == SCANNED_PER_MODEL:  # more of this model's are left to read
+            held = min(held, records[-1].storage_id)
+    mark = int(min(mark, held))
+    if not found:
+        return [], mark
+    runs = {
+        r.dagster_run.run_id: r
+        for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=sorted(found)))
+    }
+    going = [found[i] for i, r in runs.items() if not r.dagster_run.is_finished]
+    if going:
+        mark = min(going) - 1
+    finished = [r for r in runs.values() if r.dagster_run.status in FINISHED]
+    return sorted(finished, key=lambda r: r.create_timestamp), mark
 
 
 def next_run_outcome(
@@ -59,7 +98,9 @@ def next_run_outcome(
     ended = datetime.fromisoformat(record["ended_at"])
     planned = _planned(record)
     names = record["names"]
-    for run_record in _runs_building(instance, [keys[m] for m in planned if m in keys], ended):
+    scanned = _scanned(instance, record["id"])
+    runs, mark = _runs_building(instance, [keys[m] for m in planned if m in keys], ended, scanned)
+    for run_record in runs:
         run = run_record.dagster_run
         if TAG_ID in run.tags or TAG_REPORT_OF in run.tags or TAG_KIND in run.tags:
             continue  # a rescue's own runs, its status and the product's jobs prove nothing new
@@ -82,6 +123,8 @@ def next_run_outcome(
             "failed": failed,
             "verdict": "confirmed" if not failed and run.status.value == "SUCCESS" else "failed",
         }
+    if mark != scanned:
+        _set_scanned(instance, record["id"], mark)
     if (now or datetime.now(UTC)) - ended > CONFIRM_WITHIN:
         return {"verdict": "none", "planned": len(planned)}
     return None
