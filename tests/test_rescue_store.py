@@ -410,4 +410,8 @@ def test_a_succeeded_rescue_awaiting_its_next_run_reads_each_new_materialization
         assert "confirmation" not in tick() and len(reads) <= 2
         instance.report_run_failed(pipeline)
         found = tick()["confirmation"]
-        assert (found["run_id"], found["verdict"], found["rebuilt"]) == (pipeline.run_id, "failed", 2)
+        assert (found["run_id"], found["verdict"], found["rebuilt"]) == (
+            pipeline.run_id,
+            "failed",
+            2,
+        )

@@ -58,6 +58,10 @@ class RescueRun(dg.ConfigurableResource):
     """Set by rescues on the run that proves: the rescue whose incremental models the selected
     proof checks compare with a from-scratch build (nothing of it is built in prod): after the
     run's stages when it builds the rescue's last steps, alone in a proof run."""
+    proof_models: list[str] = []
+    """Set by rescues with proof_of on the run of their last steps: the models it proves
+    (unique ids). Their checks are not planned in the run: each verdict is one stored event
+    instead of three (checks/verdicts.py). Empty: the selected proof checks."""
 
     def is_set(self) -> bool:
         return bool(
@@ -199,7 +203,11 @@ def rescuable(
         full_refresh &= selected
         stages = _stages(manifest, config, run_models, selected)
         keys = {uid: key for key, uid in by_key.items()}
-        proven = manifest.topological(proof.proven_models(context, keys)) if config.proof_of else []
+        proven = (
+            manifest.topological(proof.proven_models(context, keys, config.proof_models))
+            if config.proof_of
+            else []
+        )
         # the proof's scratch parse reads no table: it runs while the stages build; its
         # scratch build starts once they are built and validated (jobs/scratch_build.py)
         ahead = ProofAhead(dbt, project, context.log) if proven else None
@@ -261,7 +269,17 @@ def _prove(context, config: RescueRun, dbt, project, manifest, ahead=None) -> It
     rules = rules_for(str(project.manifest_path), str(project.project_dir), Settings())
     keys = model_asset_keys(manifest)
     with while_running(context):  # signs of life (rescues/liveness.py)
-        yield from proof.prove(context, dbt, project, manifest, rules, keys, config.proof_of, ahead)
+        yield from proof.prove(
+            context,
+            dbt,
+            project,
+            manifest,
+            rules,
+            keys,
+            config.proof_of,
+            ahead,
+            config.proof_models,
+        )
 
 
 def own_dbt(project: DbtProject) -> DbtCliResource:

@@ -31,6 +31,7 @@ from rescue_defs.checks.rules import (
     source_sql,
     stats_sql,
 )
+from rescue_defs.checks.verdicts import emitted
 
 RESCUE_TAG = "rescue/id"  # rescue_defs.rescues.TAG_ID (rescues imports this package's users)
 
@@ -190,9 +191,7 @@ def _query(adapter, sql: str) -> tuple:
 def _result(
     key: dg.AssetKey, name: str, rule: ModelRule, verdict: Verdict
 ) -> dg.AssetCheckEvaluation:
-    # An evaluation event rather than an AssetCheckResult output: the same record for the UI
-    # and the check history, one event instead of two (step output + evaluation). At 10-20 ms
-    # per stored event, that is most of what checks cost a 200-model rescue.
+    # an evaluation, reported as an output only where the run planned the check (verdicts.py)
     # a check that measured nothing is a warning, never green and never blocking
     blocking = rule.blocking and verdict.status != "not configured"
     severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
@@ -276,20 +275,8 @@ def validate(
     context.log.info(f"validated {len(todo)} model(s) in {elapsed:.2f} s: {failed} check(s) failed")
     planned = context.selected_asset_check_keys
     for result in results:
-        key = dg.AssetCheckKey(result.asset_key, result.check_name)
-        if key in planned:
-            # a planned check is an output of the step: yield it as one (else Dagster logs
-            # every such check as "did not yield expected outputs")
-            yield dg.AssetCheckResult(
-                asset_key=result.asset_key,
-                check_name=result.check_name,
-                passed=result.passed,
-                severity=result.severity,
-                metadata=result.metadata,
-                description=result.description,
-            )
-        elif key in selected:
-            yield result
+        if dg.AssetCheckKey(result.asset_key, result.check_name) in selected:
+            yield emitted(result, planned)
 
 
 def _query_and_judge(

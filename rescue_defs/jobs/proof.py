@@ -7,7 +7,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
@@ -17,6 +17,7 @@ from rescue_defs.checks.equality import compare_relations, verdict_text
 from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.checks.rules import default_database
 from rescue_defs.checks.validation import release_adapter
+from rescue_defs.checks.verdicts import emitted
 from rescue_defs.jobs.scratch_build import ProofAhead
 from rescue_defs.planning.advice import is_incremental
 
@@ -43,8 +44,12 @@ def proof_check_keys(dbt_assets) -> list[dg.AssetCheckKey]:
     return [k for a in dbt_assets for k in a.check_keys if k.name == PROOF_CHECK]
 
 
-def proven_models(context, keys) -> set[str]:
-    """The models whose proof check the step runs."""
+def proven_models(context, keys, named: Sequence[str] = ()) -> set[str]:
+    """The models whose proof check the step runs: those a rescue's run names (`named`: its
+    config's proof_models, checks it does not plan), else those whose check the run selected
+    (a rescue_proof_job run, "Execute checks")."""
+    if named:
+        return {uid for uid in named if uid in keys}
     selected = context.selected_asset_check_keys
     return {uid for uid, key in keys.items() if dg.AssetCheckKey(key, PROOF_CHECK) in selected}
 
@@ -58,13 +63,15 @@ def prove(
     keys,
     rescue_id,
     ahead: ProofAhead | None = None,
+    named: Sequence[str] = (),
 ):
     """Reads the rescued tables, never writes them: rebuilds the selected incremental models
     with --full-refresh in a scratch schema of the same warehouse (over prod's upstream
     tables, dropped afterwards) and compares each with the rescued table, row for row,
     through the dbt adapter. `ahead`: the scratch parse and build, started while the stages
-    built (jobs/scratch_build.py)."""
-    wanted = proven_models(context, keys)
+    built (jobs/scratch_build.py). `named`: the models a rescue's run proves (its checks not
+    planned)."""
+    wanted = proven_models(context, keys, named)
     if wanted:
         yield from _prove(context, dbt, project, manifest, rules, keys, wanted, rescue_id, ahead)
     elif ahead is not None:
@@ -82,15 +89,19 @@ def build_proof_job(check_keys: list[dg.AssetCheckKey]):
     )
 
 
-def _refused(keys, wanted, rescue_id: str, why: str) -> Iterator[dg.AssetCheckResult]:
+def _refused(context, keys, wanted, rescue_id: str, why: str) -> Iterator:
+    planned = context.selected_asset_check_keys
     for uid in wanted:
-        yield dg.AssetCheckResult(
-            asset_key=keys[uid],
-            check_name=PROOF_CHECK,
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=f"not proven: {why}",
-            metadata={"status": "not run", "rescue_id": rescue_id},
+        yield emitted(
+            dg.AssetCheckEvaluation(
+                asset_key=keys[uid],
+                check_name=PROOF_CHECK,
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"not proven: {why}",
+                metadata={"status": "not run", "rescue_id": rescue_id},
+            ),
+            planned,
         )
 
 
@@ -98,12 +109,12 @@ def _prove(context, dbt, project: DbtProject, manifest, rules, keys, wanted, rid
     ahead = ahead if ahead is not None else ProofAhead(dbt, project)
     try:
         if ahead.profiles is None:  # no scratch profile could be made: ahead.error says why
-            yield from _refused(keys, wanted, rid, str(ahead.error))
+            yield from _refused(context, keys, wanted, rid, str(ahead.error))
             return
         ordered = manifest.topological(wanted)
         done = ahead.take(manifest, ordered)  # raises what the scratch parse raised
         if done.problems:
-            yield from _refused(keys, wanted, rid, "; ".join(done.problems))
+            yield from _refused(context, keys, wanted, rid, "; ".join(done.problems))
             return
         try:
             if done.error is not None:
@@ -122,6 +133,7 @@ def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, r
     """Each model's verdict, in order. The queries run in a thread of their own (its own
     connection), up to two models ahead of the step, which stores each verdict meanwhile."""
     kind = adapter.type()
+    planned = context.selected_asset_check_keys
     start, verdicts = time.monotonic(), {"equal": 0, "differ": 0, "not compared": 0}
     compared: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -137,34 +149,39 @@ def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, r
             node = manifest.models[uid]
             if diff is None:
                 verdicts["not compared"] += 1
-                yield from _refused(keys, [uid], rescue_id, f"comparison failed: {why}")
+                yield from _refused(context, keys, [uid], rescue_id, f"comparison failed: {why}")
                 continue
             passed, text = verdict_text(node["name"], diff)
             verdicts["equal" if passed else "differ"] += 1
             if not passed:  # the check says each verdict; the log names what needs a look
                 context.log.warning(f"rescue {rescue_id}: {text}")
-            yield dg.AssetCheckResult(
-                asset_key=keys[uid],
-                check_name=PROOF_CHECK,
-                passed=passed,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=text,
-                metadata={
-                    "status": "equal" if passed else "differs",
-                    "rows": diff["rows"],
-                    "only_rescued": diff["only_rescued"],
-                    "only_from_scratch": diff["only_from_scratch"],
-                    "compared_columns": diff["columns"],
-                    "differing_columns": diff["differing_columns"],
-                    "build_time_columns": {
-                        c: "declared in meta.rescue" if c in declared(node) else "reads the clock"
-                        for c in diff["excluded"]
+            yield emitted(
+                dg.AssetCheckEvaluation(
+                    asset_key=keys[uid],
+                    check_name=PROOF_CHECK,
+                    passed=passed,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    description=text,
+                    metadata={
+                        "status": "equal" if passed else "differs",
+                        "rows": diff["rows"],
+                        "only_rescued": diff["only_rescued"],
+                        "only_from_scratch": diff["only_from_scratch"],
+                        "compared_columns": diff["columns"],
+                        "differing_columns": diff["differing_columns"],
+                        "build_time_columns": {
+                            c: "declared in meta.rescue"
+                            if c in declared(node)
+                            else "reads the clock"
+                            for c in diff["excluded"]
+                        },
+                        "missing_columns": diff["missing_columns"],
+                        "differing_periods": diff["periods"],
+                        "compared": f"{rescued} against {rebuilt} ({kind}, through dbt)",
+                        "rescue_id": rescue_id,
                     },
-                    "missing_columns": diff["missing_columns"],
-                    "differing_periods": diff["periods"],
-                    "compared": f"{rescued} against {rebuilt} ({kind}, through dbt)",
-                    "rescue_id": rescue_id,
-                },
+                ),
+                planned,
             )
         counted = ", ".join(f"{n} {what}" for what, n in verdicts.items() if n)
         context.log.info(

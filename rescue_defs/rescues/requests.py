@@ -5,7 +5,6 @@ from typing import Any
 
 import dagster as dg
 
-from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.rescues.proving import TAG_PROOF
 from rescue_defs.rescues.store import (
     TAG_ATTEMPT,
@@ -98,9 +97,9 @@ def steps_request(
     if prove:
         proof = record["proof"]
         config["proof_of"] = record["id"]
+        # named, not planned: like validation's, each verdict is then one stored event
+        config["proof_models"] = list(proof["models"])
         tags[TAG_PROOF] = str(proof.get("attempt", 0))
-        if check_keys is not None:
-            check_keys += [dg.AssetCheckKey(keys[m], PROOF_CHECK) for m in proof["models"]]
         limit += int(max(MIN_MAX_RUNTIME, RUNTIME_FACTOR * proof.get("expected_seconds", 0)))
     return dg.RunRequest(
         run_key=f"{record['id']}:{indices}:{attempts}",
