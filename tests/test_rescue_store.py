@@ -415,3 +415,36 @@ def test_a_succeeded_rescue_awaiting_its_next_run_reads_each_new_materialization
             "failed",
             2,
         )
+
+
+def test_a_run_that_built_many_steps_is_read_once_not_once_a_step_when_the_rescue_settles(
+    dagster_home, shop_planner, monkeypatch
+):
+    """Its steps share one run: the run's check verdicts were read again for each step (54
+    steps of a 2,000-model rescue: 27 s between the run's end and the rescue's)."""
+    from dagster._core.test_utils import create_run_for_test
+
+    from rescue_defs.rescues.store import TAG_ID, TAG_STEPS
+
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        record = rescues.register(
+            instance, shop_planner.plan(PlanRequest("+int_orders_enriched+")), keys
+        )
+        assert len(record["steps"]) == 3
+        steps = ",".join(f"{step['index']}:0" for step in record["steps"])
+        create_run_for_test(
+            instance,
+            job_name="rescue_step_job",
+            status=dg.DagsterRunStatus.SUCCESS,
+            tags={TAG_ID: record["id"], TAG_STEPS: steps},
+        )
+        reads = []
+        read = instance.get_records_for_run
+        monkeypatch.setattr(
+            instance, "get_records_for_run", lambda *a, **k: reads.append(a) or read(*a, **k)
+        )
+        rescues.settle(instance, rescues.load(instance, record["id"]), keys)
+        # once to settle its three steps, once for the report it ends with (was once a step)
+        assert rescues.load(instance, record["id"])["status"] == rescues.SUCCEEDED
+        assert len(reads) == 2

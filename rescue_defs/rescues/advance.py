@@ -120,6 +120,7 @@ def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
     # settled as any dead run (liveness.py)
     latest = latest_by_step(liveness.fail_silent(instance, step_runs(instance, rescue_id)))
     done: set[int] = set()
+    failed: dict[str, list[dg.AssetCheckKey]] = {}  # per run: its steps share one (a stage each)
     for step in record["steps"]:
         run = latest.get((step["index"], step["attempt"]))
         if not step["remaining"]:
@@ -132,7 +133,9 @@ def _settle(instance, record, keys) -> Tick | tuple[set[int], dict]:
         ):
             continue
         # a proof in the same run is settled after the steps (settle_proof), not as a step's
-        bad = [c for c in failed_checks(instance, run.run_id) if c.name != PROOF_CHECK]
+        if run.run_id not in failed:
+            failed[run.run_id] = failed_checks(instance, run.run_id)
+        bad = [c for c in failed[run.run_id] if c.name != PROOF_CHECK]
         if run.status == dg.DagsterRunStatus.SUCCESS and not bad:
             done.add(step["index"])
             continue
