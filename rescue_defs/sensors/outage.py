@@ -22,6 +22,7 @@ from rescue_defs.automation.launch import TAG_INCIDENT, launch, registered
 from rescue_defs.checks.freshness import FRESHNESS_CHECK, freshness_rules
 from rescue_defs.jobs.freshness import source_keys
 from rescue_defs.planning.advice import is_incremental
+from rescue_defs.planning.lineage import reached
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import PlanRequest
 from rescue_defs.planning.selection import SelectionError
@@ -63,18 +64,17 @@ def rescue_scope(
     models are rebuilt whatever the pipeline did: a backlog older than their cursor is what a
     plain incremental run misses (the advice and the proof decide how)."""
     keys = model_asset_keys(manifest)
-    downstream = set()
-    for source in sources:
-        downstream |= nx.descendants(manifest.graph, source)
-    downstream &= set(manifest.models)
+    # one walk and one query for the lineage, not one each per model (a source feeding
+    # 2,000 models: the recovery tick did 2,000 of each)
+    downstream = reached(manifest.graph, sources) & set(manifest.models)
+    built = [uid for uid in downstream if uid not in manifest.ephemeral]
+    latest = instance.get_latest_materialization_events([keys[uid] for uid in built])
     stale = set()
-    for uid in downstream - manifest.ephemeral:
-        event = instance.get_latest_materialization_event(keys[uid])
+    for uid in built:
+        event = latest.get(keys[uid])
         if is_incremental(manifest.models[uid]) or event is None or event.timestamp <= since_ts:
             stale.add(uid)
-    rebuild = set(stale)
-    for uid in stale:
-        rebuild |= nx.descendants(manifest.model_graph, uid) & downstream
+    rebuild = stale | (reached(manifest.model_graph, stale) & downstream)
     # an ephemeral model goes with its consumers
     rebuild |= {
         uid
