@@ -55,9 +55,10 @@ class RescueRun(dg.ConfigurableResource):
     """Build against the dbt target `sandbox` (a copy of prod): models are reported as
     observations with `sandbox: true`, never as prod materializations or check results."""
     proof_of: str = ""
-    """Set by rescues on the run that proves: the rescue whose incremental models the selected
-    proof checks compare with a from-scratch build (nothing of it is built in prod): after the
-    run's stages when it builds the rescue's last steps, alone in a proof run."""
+    """Set by rescues on the run that proves: the rescue whose incremental models (proof_models,
+    else the selected proof checks) are compared with a from-scratch build (nothing of it is
+    built in prod): after the run's stages when it builds the rescue's last steps, alone in a
+    proof run."""
     proof_models: list[str] = []
     """Set by rescues with proof_of on the run of their last steps: the models it proves
     (unique ids). Their checks are not planned in the run: each verdict is one stored event
