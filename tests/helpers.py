@@ -130,6 +130,25 @@ def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProce
     )
 
 
+def kill_child_dbt(*words: str) -> bool:
+    """SIGKILL this process's dbt children whose command line holds each of `words` (e.g.
+    "build"); True when one was killed. A child that exits meanwhile (the proof's `dbt parse`
+    runs beside a build) is skipped: reading its command line would raise, ending the test
+    with its run still going in a thread, which deadlocks the next test's run in logging."""
+    import psutil
+
+    killed = False
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            line = proc.cmdline()
+            if any("dbt" in a for a in line) and all(w in line for w in words):
+                proc.kill()
+                killed = True
+        except psutil.Error:
+            continue
+    return killed
+
+
 def drive_rescue(
     defs, instance, rescue_id: str, max_ticks: int = 12, on_request=None, sensor="rescue_sensor"
 ) -> dict:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import psutil
 from dagster_dbt import DbtCliResource
 
 from rescue_defs import rescues
@@ -26,6 +25,7 @@ from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from tests.helpers import (
     evaluate_rescue_sensor,
     execute_request,
+    kill_child_dbt,
     raw_config,
     rescue_id_of,
     rows_differing,
@@ -143,15 +143,15 @@ class Incidents:
         worker = threading.Thread(target=execute_request, args=(self.defs, instance, request))
         worker.start()
         deadline = time.monotonic() + 120
-        while worker.is_alive() and time.monotonic() < deadline:
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
-            if len(rescues.materialized(instance, (r.run_id for r in runs))) >= 2:
-                for proc in psutil.Process().children(recursive=True):
-                    if any("dbt" in a for a in proc.cmdline()):
-                        proc.kill()
-                break
-            time.sleep(0.05)
-        worker.join()
+        try:
+            while worker.is_alive() and time.monotonic() < deadline:
+                runs = instance.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
+                if len(rescues.materialized(instance, (r.run_id for r in runs))) >= 2:
+                    kill_child_dbt()
+                    break
+                time.sleep(0.05)
+        finally:  # never leave the run going into the next test
+            worker.join()
         return rescue_id
 
     def assert_claims_hold(self, instance, record: dict) -> None:

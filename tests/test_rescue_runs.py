@@ -9,7 +9,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import psutil
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
@@ -22,6 +21,7 @@ from tests.helpers import (
     drive_rescue,
     evaluate_rescue_sensor,
     execute_request,
+    kill_child_dbt,
     query,
     raw_config,
     rescue_id_of,
@@ -305,16 +305,15 @@ def test_killed_rescue_resumes_with_only_what_is_missing_and_equals_a_clean_run(
         worker = threading.Thread(target=execute_request, args=(defs, inst, request))
         worker.start()
         deadline = time.monotonic() + 120
-        while worker.is_alive() and time.monotonic() < deadline and not killed:
-            runs = inst.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
-            done = rescues.materialized(inst, (r.run_id for r in runs))
-            if len(done) >= 4:
-                for proc in psutil.Process().children(recursive=True):
-                    if "build" in proc.cmdline() and any("dbt" in a for a in proc.cmdline()):
-                        proc.kill()
-                        killed["after"] = len(done)
-            time.sleep(0.05)
-        worker.join()
+        try:
+            while worker.is_alive() and time.monotonic() < deadline and not killed:
+                runs = inst.get_runs(filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id}))
+                done = rescues.materialized(inst, (r.run_id for r in runs))
+                if len(done) >= 4 and kill_child_dbt("build"):
+                    killed["after"] = len(done)
+                time.sleep(0.05)
+        finally:  # never leave the run going into the next test
+            worker.join()
 
     record = drive_rescue(built, instance, rescue_id, max_ticks=3, on_request=kill_dbt_midway)
     assert killed, "dbt was not caught mid-run"
