@@ -35,7 +35,6 @@ from layered_project import write_layered_project  # bench/ is the script's fold
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-RESCUE = 200
 
 
 def timed(fn) -> float:
@@ -44,14 +43,14 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(root: Path, models: int, repeat: int) -> dict[str, float]:
+def measure(root: Path, models: int, repeat: int, rescue: int) -> dict[str, float]:
     from dagster_dbt import DbtCliResource, dbt_assets
 
     from rescue_defs.definitions import build_definitions
     from rescue_defs.project import load_dbt_project
 
     project_dir = write_layered_project(
-        root / f"p{models}", models, tag_sizes=(RESCUE,), date_meta=True
+        root / f"p{models}", models, tag_sizes=(rescue,), date_meta=True
     )
     os.environ["RESCUE_DUCKDB_PATH"] = str(root / f"p{models}.duckdb")
     project = load_dbt_project(str(project_dir))
@@ -70,13 +69,13 @@ def measure(root: Path, models: int, repeat: int) -> dict[str, float]:
     ).resolve_implicit_global_asset_job_def()
     defs = build_definitions(project)
     graph = defs.resolve_asset_graph()
-    wanted = {f"m_{i // 20:02d}_{i % 20:02d}" for i in range(RESCUE)}
+    wanted = {f"m_{i // 20:02d}_{i % 20:02d}" for i in range(rescue)}
     keys = {k for k in graph.materializable_asset_keys if k.path[-1] in wanted}
-    assert len(keys) == RESCUE, len(keys)
+    assert len(keys) == rescue, len(keys)
     stage_job = defs.resolve_job_def("rescue_step_job").get_subset(
         asset_selection=keys, asset_check_selection=set()
     )
-    dbt = [str(Path(sys.executable).parent / "dbt"), "build", "--select", f"tag:n{RESCUE}"]
+    dbt = [str(Path(sys.executable).parent / "dbt"), "build", "--select", f"tag:n{rescue}"]
     dbt += ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
     dbt += ["--target-path", str(root / "cli-target")]
     subprocess.run(dbt, capture_output=True, check=True)  # the tables exist, as in a rescue
@@ -111,18 +110,16 @@ def main() -> None:
     args.add_argument("--repeat", type=int, default=2)
     args.add_argument("--rescue", type=int, default=200, help="models rebuilt (tag nN)")
     opts = args.parse_args()
-    global RESCUE
-    RESCUE = opts.rescue
     os.environ["RESCUE_TODAY"] = "2026-01-30"
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     root = Path(tempfile.mkdtemp(prefix="size-bench-"))
     rows = []
     try:
         for models in opts.sizes:
-            rows.append((models, measure(root, models, opts.repeat)))
+            rows.append((models, measure(root, models, opts.repeat, opts.rescue)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"\n{RESCUE} models rebuilt, medians of {opts.repeat}:")
+    print(f"\n{opts.rescue} models rebuilt, medians of {opts.repeat}:")
     print(
         "| project | plain dbt | plain dbt, fast test edges | @dbt_assets | rescue stage "
         "| ms a model over dbt: @dbt_assets / rescue (over fast) | rescue / @dbt_assets |"
@@ -131,7 +128,7 @@ def main() -> None:
     for models, t in rows:
         base, fast = t["plain dbt"], t["plain dbt, fast test edges"]
         plain, ours = t["@dbt_assets"], t["rescue stage"]
-        over = ((plain - base) / RESCUE * 1000, (ours - fast) / RESCUE * 1000)
+        over = ((plain - base) / opts.rescue * 1000, (ours - fast) / opts.rescue * 1000)
         print(
             f"| {models} | {base:.1f} s | {fast:.1f} s | {plain:.1f} s | {ours:.1f} s "
             f"| {over[0]:.0f} / {over[1]:.0f} | {ours / plain:.2f}x |"

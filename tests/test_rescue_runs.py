@@ -167,6 +167,25 @@ def test_a_rescue_ends_with_its_proving_run_not_at_the_sensors_next_tick(built, 
     record = rescues.load(instance, rescue_id)
     assert record["status"] == rescues.SUCCEEDED, record["message"]
     assert record["proof"]["status"] == "equal"
+    # the verdict is one stored event, not planned and not a step output (three events at
+    # 1,000 incremental models: 2,000 more to store), and the UI shows it as the check's latest
+    proof = dg.AssetCheckKey(dg.AssetKey("fct_orders"), PROOF_CHECK)
+    (run,) = rescue_runs(instance, rescue_id)
+    events = [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event]
+
+    def about_proof(e) -> bool:
+        data = e.event_specific_data
+        if e.event_type == dg.DagsterEventType.STEP_OUTPUT:
+            return PROOF_CHECK in data.step_output_handle.output_name
+        return (
+            dg.AssetCheckKey(getattr(data, "asset_key", None), getattr(data, "check_name", ""))
+            == proof
+        )
+
+    kinds = [e.event_type for e in events if about_proof(e)]
+    assert kinds == [dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([proof])[proof]
+    assert latest.status.value == "SUCCEEDED" and latest.run_id == run.run_id
 
 
 def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):

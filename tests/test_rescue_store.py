@@ -3,6 +3,7 @@ several writers, and one broken rescue never stopping the others."""
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -350,6 +351,21 @@ def test_succeeded_failed_and_canceled_rescues_are_told_apart_by_their_check_par
         assert active["id"] not in latest
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_home(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real home with the demo's dagster.yaml, its storage on SQLite or on the PostgreSQL
+    server (skipped when there is none): storage ids and the asset index differ between them."""
+    from tests.helpers import create_postgres_database, drop_postgres_database
+    from tests.test_soak import make_home
+
+    database = create_postgres_database("rescue_store") if request.param == "postgres" else None
+    try:
+        yield make_home(tmp_path, monkeypatch, database)
+    finally:
+        if database:
+            drop_postgres_database(database)
+
+
 def _run_that_built(instance, keys, status: dg.DagsterRunStatus, tags=None) -> dg.DagsterRun:
     """A finished (or still running) run of the daily pipeline, or of a rescue (`tags`), that
     stored a materialization of each of `keys`, as its step would."""
@@ -372,7 +388,7 @@ def _run_that_built(instance, keys, status: dg.DagsterRunStatus, tags=None) -> d
 
 
 def test_a_succeeded_rescue_awaiting_its_next_run_reads_each_new_materialization_once(
-    dagster_home, shop_planner, shop_defs, monkeypatch
+    any_home, shop_planner, shop_defs, monkeypatch
 ):
     """rescue_report_sensor looks for the next run after a succeeded rescue on every tick,
     for days: it read the materializations of every rescued model on each tick (2,000 queries,
@@ -418,7 +434,7 @@ def test_a_succeeded_rescue_awaiting_its_next_run_reads_each_new_materialization
 
 
 def test_a_run_that_built_many_steps_is_read_once_not_once_a_step_when_the_rescue_settles(
-    dagster_home, shop_planner, monkeypatch
+    any_home, shop_planner, monkeypatch
 ):
     """Its steps share one run: the run's check verdicts were read again for each step (54
     steps of a 2,000-model rescue: 27 s between the run's end and the rescue's)."""

@@ -89,20 +89,24 @@ def build_proof_job(check_keys: list[dg.AssetCheckKey]):
     )
 
 
-def _refused(context, keys, wanted, rescue_id: str, why: str) -> Iterator:
-    planned = context.selected_asset_check_keys
+def _verdict(key: dg.AssetKey, passed: bool, description: str, metadata: dict, planned):
+    """One model's proof verdict as the step reports it (checks/verdicts.py)."""
+    evaluation = dg.AssetCheckEvaluation(
+        asset_key=key,
+        check_name=PROOF_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=metadata,
+    )
+    return emitted(evaluation, planned)
+
+
+def _refused(context, keys, wanted, rescue_id: str, why: str, planned=None) -> Iterator:
+    planned = context.selected_asset_check_keys if planned is None else planned
     for uid in wanted:
-        yield emitted(
-            dg.AssetCheckEvaluation(
-                asset_key=keys[uid],
-                check_name=PROOF_CHECK,
-                passed=False,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=f"not proven: {why}",
-                metadata={"status": "not run", "rescue_id": rescue_id},
-            ),
-            planned,
-        )
+        metadata = {"status": "not run", "rescue_id": rescue_id}
+        yield _verdict(keys[uid], False, f"not proven: {why}", metadata, planned)
 
 
 def _prove(context, dbt, project: DbtProject, manifest, rules, keys, wanted, rid, ahead=None):
@@ -149,40 +153,30 @@ def _compare(context, adapter, manifest, rules, scratch, built, keys, ordered, r
             node = manifest.models[uid]
             if diff is None:
                 verdicts["not compared"] += 1
-                yield from _refused(context, keys, [uid], rescue_id, f"comparison failed: {why}")
+                why = f"comparison failed: {why}"
+                yield from _refused(context, keys, [uid], rescue_id, why, planned)
                 continue
             passed, text = verdict_text(node["name"], diff)
             verdicts["equal" if passed else "differ"] += 1
             if not passed:  # the check says each verdict; the log names what needs a look
                 context.log.warning(f"rescue {rescue_id}: {text}")
-            yield emitted(
-                dg.AssetCheckEvaluation(
-                    asset_key=keys[uid],
-                    check_name=PROOF_CHECK,
-                    passed=passed,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    description=text,
-                    metadata={
-                        "status": "equal" if passed else "differs",
-                        "rows": diff["rows"],
-                        "only_rescued": diff["only_rescued"],
-                        "only_from_scratch": diff["only_from_scratch"],
-                        "compared_columns": diff["columns"],
-                        "differing_columns": diff["differing_columns"],
-                        "build_time_columns": {
-                            c: "declared in meta.rescue"
-                            if c in declared(node)
-                            else "reads the clock"
-                            for c in diff["excluded"]
-                        },
-                        "missing_columns": diff["missing_columns"],
-                        "differing_periods": diff["periods"],
-                        "compared": f"{rescued} against {rebuilt} ({kind}, through dbt)",
-                        "rescue_id": rescue_id,
-                    },
-                ),
-                planned,
-            )
+            metadata = {
+                "status": "equal" if passed else "differs",
+                "rows": diff["rows"],
+                "only_rescued": diff["only_rescued"],
+                "only_from_scratch": diff["only_from_scratch"],
+                "compared_columns": diff["columns"],
+                "differing_columns": diff["differing_columns"],
+                "build_time_columns": {
+                    c: "declared in meta.rescue" if c in declared(node) else "reads the clock"
+                    for c in diff["excluded"]
+                },
+                "missing_columns": diff["missing_columns"],
+                "differing_periods": diff["periods"],
+                "compared": f"{rescued} against {rebuilt} ({kind}, through dbt)",
+                "rescue_id": rescue_id,
+            }
+            yield _verdict(keys[uid], passed, text, metadata, planned)
         counted = ", ".join(f"{n} {what}" for what, n in verdicts.items() if n)
         context.log.info(
             f"rescue {rescue_id}: compared {len(ordered)} model(s) with their from-scratch "
