@@ -189,19 +189,13 @@ def _merge_small(graph: nx.DiGraph, pieces: list[set[str]], fits) -> list[set[st
                 if fits(candidate) and _acyclic_after_merge(q, i, j):
                     by_id[j] = candidate
                     del by_id[i]
-                    _contract(q, i, j)
+                    # j takes over i's edges (none between them: self_loops off)
+                    nx.contracted_nodes(q, j, i, self_loops=False, copy=False)
                     merged = True
                     break
             if merged:
                 break
     return list(by_id.values())
-
-
-def _contract(q: nx.DiGraph, i: int, j: int) -> None:
-    """Piece i merged into piece j: j takes over i's edges."""
-    q.add_edges_from((p, j) for p in list(q.predecessors(i)) if p != j)
-    q.add_edges_from((j, s) for s in list(q.successors(i)) if s != j)
-    q.remove_node(i)
 
 
 def _quotient(graph: nx.DiGraph, owner: dict[str, int]) -> nx.DiGraph:
