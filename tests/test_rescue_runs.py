@@ -14,7 +14,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
-from rescue_defs.checks.proof import PROOF_CHECK
+from rescue_defs.checks.proof import PROOF_CHECK, rebuilt_from_scratch
 from tests.conftest import NO_COMPUTE_LOGS, copy_of_build
 from tests.helpers import (
     dbt_commands,
@@ -306,6 +306,76 @@ def test_full_refresh_reaches_only_the_models_meant(built, instance):
     (fct_orders,) = [m for m, k in keys.items() if k == dg.AssetKey("fct_orders")]
     assert list(learned.full_refresh) == [fct_orders]
     assert fct_orders in learned.incremental  # the daily pipeline's normal builds
+
+
+def test_a_model_the_rescue_rebuilt_from_scratch_is_its_own_proof_not_built_twice(built, instance):
+    rescue_id = rescue_id_of(
+        start_rescue(
+            built,
+            instance,
+            select="int_orders_enriched+",
+            layered=False,
+            full_refresh_models=["fct_orders"],
+        )
+    )
+    record = drive_rescue(built, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert record["proof"]["status"] == "equal" and "fct_orders" in record["proof"]["models"][-1]
+    (run,) = rescue_runs(instance, rescue_id)
+    # the other incremental models are built again in the scratch schema; fct_orders is not
+    (scratch_build,) = [c for c in dbt_commands(instance, run.run_id) if "--favor-state" in c]
+    scratch_selection = scratch_build.split("--select ")[1].split(" --")[0].split()
+    assert scratch_selection and "fct_orders" not in scratch_selection
+    verdicts = {
+        e.asset_check_evaluation_data.asset_key.to_user_string(): e.asset_check_evaluation_data
+        for e in (
+            r.event_log_entry.dagster_event
+            for r in instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            ).records
+        )
+        if e.asset_check_evaluation_data.check_name == PROOF_CHECK
+    }
+    own = verdicts["fct_orders"]
+    assert own.passed and own.metadata["status"].value == "built from scratch"
+    assert "rebuilt it with --full-refresh" in own.description
+    compared = [v for k, v in verdicts.items() if k != "fct_orders"]
+    assert compared and all(v.metadata["status"].value == "equal" for v in compared)
+    assert f"{len(compared)} compared row for row, 1 rebuilt from scratch" in record["message"]
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    report = rescues.report_markdown(instance, rescues.load(instance, rescue_id), keys)
+    assert "fct_orders: equal to a from-scratch build by construction" in report
+
+
+def test_a_rescue_that_rebuilds_every_incremental_model_from_scratch_builds_nothing_more(
+    built, instance, warehouse
+):
+    rescue_id = rescue_id_of(
+        start_rescue(
+            built, instance, select="fct_orders", layered=False, full_refresh_models=["fct_orders"]
+        )
+    )
+    record = drive_rescue(built, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert record["proof"]["status"] == "equal"
+    (run,) = rescue_runs(instance, rescue_id)
+    (command,) = dbt_commands(instance, run.run_id)
+    assert " build --full-refresh " in command
+    # no scratch build, no scratch schema
+    logs = [r.user_message or "" for r in instance.all_logs(run.run_id)]
+    assert not [m for m in logs if "from-scratch build of" in m or "--favor-state" in m]
+    schemas = query(warehouse, "select distinct schema_name from information_schema.schemata")
+    assert not [s for (s,) in schemas if "rescue_proof" in s]
+
+
+def test_a_model_configured_never_to_full_refresh_is_still_compared(shop_manifest):
+    (fct_orders,) = shop_manifest.by_name["fct_orders"]
+    nodes = dict(shop_manifest.models)
+    assert rebuilt_from_scratch(nodes, [fct_orders]) == {fct_orders}
+    # dbt ignores --full-refresh for it: the run built it incrementally
+    config = {**nodes[fct_orders]["config"], "full_refresh": False}
+    nodes[fct_orders] = {**nodes[fct_orders], "config": config}
+    assert rebuilt_from_scratch(nodes, [fct_orders]) == set()
 
 
 def test_killed_rescue_resumes_with_only_what_is_missing_and_equals_a_clean_run(

@@ -13,7 +13,7 @@ from rescue_defs.assets import twin
 from rescue_defs.assets.dbt_build import Build, build_in_stages
 from rescue_defs.assets.keys import model_asset_keys
 from rescue_defs.checks.coverage import WindowRule, window_rules
-from rescue_defs.checks.proof import PROOF_CHECK
+from rescue_defs.checks.proof import PROOF_CHECK, rebuilt_from_scratch
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
 from rescue_defs.checks.validation import (
     RESCUE_TAG,
@@ -209,9 +209,13 @@ def rescuable(
             if config.proof_of
             else []
         )
+        # a model this run rebuilds with --full-refresh is its own from-scratch build
+        # (checks/proof.py): only the others are built again in the scratch schema
+        own = rebuilt_from_scratch(manifest.models, full_refresh)
+        compared = [m for m in proven if m not in own]
         # the proof's scratch parse reads no table: it runs while the stages build; its
         # scratch build starts once they are built and validated (jobs/scratch_build.py)
-        ahead = ProofAhead(dbt, project, context.log) if proven else None
+        ahead = ProofAhead(dbt, project, context.log) if compared else None
         try:
             # a rescue's run stamps signs of life: a worker killed with everything around it is
             # then failed, not left STARTED for ever (rescues/liveness.py)
@@ -240,10 +244,13 @@ def rescuable(
                         "resource": validation,
                         "windows": windows_for(manifest_path, project_dir),
                     },
-                    built_cleanly=(lambda: ahead.start_build(manifest, proven)) if ahead else None,
+                    built_cleanly=(lambda: ahead.start_build(manifest, compared))
+                    if ahead
+                    else None,
                 )
             if config.proof_of:  # the rescue's last steps, built and validated: now the proof
-                yield from _prove(context, config, dbt, project, manifest, ahead)
+                scratch = proof.FromScratch(planned=own & set(proven), built=build.refreshed)
+                yield from _prove(context, config, dbt, project, manifest, ahead, scratch)
         finally:
             if ahead is not None:  # closed by the proof, or the run ends without one
                 ahead.close(manifest, stop=True)
@@ -260,7 +267,9 @@ def _proof_only(context: dg.AssetExecutionContext) -> bool:
     )
 
 
-def _prove(context, config: RescueRun, dbt, project, manifest, ahead=None) -> Iterator:
+def _prove(
+    context, config: RescueRun, dbt, project, manifest, ahead=None, scratch=None
+) -> Iterator:
     """The proof run's step: the selected proof checks, nothing built in prod."""
     if not config.proof_of:
         # the proof alone, by hand ("Execute checks"): it only means something after a
@@ -280,6 +289,7 @@ def _prove(context, config: RescueRun, dbt, project, manifest, ahead=None) -> It
             config.proof_of,
             ahead,
             config.proof_models,
+            scratch,
         )
 
 

@@ -146,6 +146,8 @@ class Build:
         # query through) from the resource's target, not from a --target arg
         self.dbt = as_rescue(dbt, SANDBOX_TARGET if sandbox else None)
         self.tests: dict = {}  # (asset key, check name) -> the last result of a dbt test
+        # models materialized by a --full-refresh invocation of this step (the proof's own)
+        self.refreshed: set[str] = set()
 
     def whole_selection(self, built: list[str], invocations: list) -> Iterator:
         """The run's own asset selection as the team builds it: their dbt assets function,
@@ -214,6 +216,7 @@ class Build:
                 if refresh and isinstance(event, (dg.Output, dg.AssetMaterialization)):
                     # the history learns what a full refresh costs from these (cost.py)
                     event = event.with_metadata({**event.metadata, FULL_REFRESH_KEY: True})
+                    self.refreshed.add(self.by_key[key])
             yield event
 
     def test_results(self) -> list[dg.AssetCheckResult]:

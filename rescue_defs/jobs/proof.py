@@ -8,13 +8,14 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
 from rescue_defs.checks.build_time import clock_columns, declared
 from rescue_defs.checks.equality import compare_relations, verdict_text
-from rescue_defs.checks.proof import PROOF_CHECK
+from rescue_defs.checks.proof import BY_CONSTRUCTION, PROOF_CHECK
 from rescue_defs.checks.rules import default_database
 from rescue_defs.checks.validation import release_adapter
 from rescue_defs.checks.verdicts import emitted
@@ -33,7 +34,8 @@ def proof_specs(manifest, keys, team_keys) -> list[dg.AssetCheckSpec]:
             PROOF_CHECK,
             asset=key,
             description="Equal, row for row, to a from-scratch (--full-refresh) build over "
-            "the same upstream tables; run after each rescue that rebuilt this model.",
+            "the same upstream tables; run after each rescue that rebuilt this model (one "
+            "the rescue itself rebuilt with --full-refresh is that build: passes, saying so).",
         )
         for uid, key in keys.items()
         if key in team_keys and is_incremental(manifest.models[uid])
@@ -54,6 +56,15 @@ def proven_models(context, keys, named: Sequence[str] = ()) -> set[str]:
     return {uid for uid, key in keys.items() if dg.AssetCheckKey(key, PROOF_CHECK) in selected}
 
 
+@dataclass(frozen=True)
+class FromScratch:
+    """The models the proving run itself rebuilt from scratch (checks/proof.py): `planned`, left
+    out of the scratch build; `built`, those its --full-refresh invocations materialized."""
+
+    planned: set[str] = field(default_factory=set)
+    built: set[str] = field(default_factory=set)
+
+
 def prove(
     context,
     dbt: DbtCliResource,
@@ -64,18 +75,44 @@ def prove(
     rescue_id,
     ahead: ProofAhead | None = None,
     named: Sequence[str] = (),
+    scratch: FromScratch | None = None,
 ):
     """Reads the rescued tables, never writes them: rebuilds the selected incremental models
     with --full-refresh in a scratch schema of the same warehouse (over prod's upstream
     tables, dropped afterwards) and compares each with the rescued table, row for row,
     through the dbt adapter. `ahead`: the scratch parse and build, started while the stages
     built (jobs/scratch_build.py). `named`: the models a rescue's run proves (its checks not
-    planned)."""
+    planned). `scratch`: those this run rebuilt from scratch itself, proven by that."""
     wanted = proven_models(context, keys, named)
+    scratch = scratch or FromScratch()
+    own = wanted & scratch.planned
+    yield from _by_construction(context, manifest, keys, own, scratch.built, rescue_id)
+    wanted -= own
     if wanted:
         yield from _prove(context, dbt, project, manifest, rules, keys, wanted, rescue_id, ahead)
     elif ahead is not None:
         ahead.close(manifest)
+
+
+def _by_construction(context, manifest, keys, own: set[str], built: set[str], rescue_id: str):
+    """The verdict of each model this run rebuilt with --full-refresh: its own from-scratch
+    build, backed by the run's materialization of it (marked full refresh). One planned so
+    that the run has no such materialization is not proven."""
+    planned = context.selected_asset_check_keys
+    run = context.run_id
+    for uid in manifest.topological(own):
+        name = manifest.models[uid]["name"]
+        if uid not in built:
+            why = f"this run was to rebuild {name} with --full-refresh, and did not"
+            yield from _refused(context, keys, [uid], rescue_id, why, planned)
+            continue
+        text = (
+            f"{name}: equal to a from-scratch build by construction: this rescue's run "
+            f"{run[:8]} rebuilt it with --full-refresh, so it is that build (not built again "
+            "to compare)"
+        )
+        metadata = {"status": BY_CONSTRUCTION, "built_by_run": run, "rescue_id": rescue_id}
+        yield _verdict(keys[uid], True, text, metadata, planned)
 
 
 def build_proof_job(check_keys: list[dg.AssetCheckKey]):

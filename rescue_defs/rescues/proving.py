@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from rescue_defs.checks.proof import PROOF_CHECK
+from rescue_defs.checks.proof import BY_CONSTRUCTION, PROOF_CHECK
 from rescue_defs.rescues.outcomes import step_runs
 from rescue_defs.rescues.store import TAG_ID, TAG_KIND, TAG_REASON
 
@@ -53,8 +53,9 @@ def proof_request(record: Mapping[str, Any], keys: Mapping[str, dg.AssetKey]) ->
     )
 
 
-def verdicts(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[bool, str]]:
-    """asset key string -> (equal, description) from a proof run's check evaluations."""
+def verdicts(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[bool, str, str]]:
+    """asset key string -> (equal, description, how: its metadata status) from a proof run's
+    check evaluations."""
     found = {}
     records = instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
@@ -62,7 +63,9 @@ def verdicts(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[bool,
     for record in records:
         data = record.event_log_entry.dagster_event.asset_check_evaluation_data
         if data.check_name == PROOF_CHECK:
-            found[data.asset_key.to_user_string()] = (data.passed, data.description or "")
+            status = data.metadata.get("status")
+            how = str(status.value) if status is not None else ""
+            found[data.asset_key.to_user_string()] = (data.passed, data.description or "", how)
     return found
 
 
@@ -100,9 +103,17 @@ def settle_proof(
             return "failed", "the proof run ended without a verdict for " + ", ".join(
                 names.get(m, m) for m in missing
             )
+        own = [m for m in proof["models"] if found[keys[m].to_user_string()][2] == BY_CONSTRUCTION]
+        proof["from_scratch"] = [names.get(m, m) for m in own]
+        how = (
+            f" ({len(proof['models']) - len(own)} compared row for row, {len(own)} rebuilt from "
+            "scratch by the rescue itself)"
+            if own
+            else ", row for row"
+        )
         return "succeeded", (
             f"every planned model was rebuilt; its {len(proof['models'])} incremental model(s) "
-            "equal a from-scratch build, row for row"
+            f"equal a from-scratch build{how}"
         )
     if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
         proof["status"] = "error"

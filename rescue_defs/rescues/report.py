@@ -195,6 +195,13 @@ def proof_lines(record: Mapping[str, Any]) -> list[str]:
             "warehouse (`<schema>__rescue_proof`), over the same upstream tables, and compared "
             "with the rescued table row for row through the dbt adapter (EXCEPT ALL both ways)"
         )
+        if proof.get("from_scratch"):
+            lines.append(
+                "- not built twice: "
+                + ", ".join(proof["from_scratch"])
+                + " (rebuilt with --full-refresh by the rescue's own run: that build is the "
+                "from-scratch build)"
+            )
         lines += [f"- {text}" for text in proof["verdicts"].values()]
     else:
         lines.append(
