@@ -2,7 +2,9 @@
 plain `@dbt_assets` module over the same parsed project, each in a fresh Python process (what
 a code server or run worker pays), alternating, medians; peak RSS beside. A third load, the
 dbt models with their row-count and max-date check specs alone (no other job, sensor or
-check), shows what the checks the UI shows cost by themselves.
+check), shows what the checks the UI shows cost by themselves; a fourth, the plain module with
+rescue added through the public API (`with_rescue`), what adopting rescue costs a team's
+location without the bundled demo's own nightly job and loaders.
 
 Run: .venv/bin/python bench/load_bench.py [--models 200 1000 3000] [--repeat 3]
 (prints medians and ratios; no assertions)
@@ -45,6 +47,14 @@ defs = dg.Definitions(
 )
 defs.get_repository_def().load_all_definitions()
 """
+# what adopting rescue adds to a team's location: the plain module above, through the public
+# API (`with_rescue`), without the bundled demo's own nightly job and loaders
+ADOPTED = PLAIN.replace(
+    "defs.get_repository_def()",
+    "from rescue_defs.api import with_rescue\n"
+    "defs = with_rescue(defs, project=project)\n"
+    "defs.get_repository_def()",
+)
 # the floor the checks set: the same dbt multi-asset with its row-count and max-date check specs
 # (two per model, what the UI shows), in a Definitions of its own with no other job or sensor
 CHECKS = """
@@ -101,25 +111,30 @@ def main() -> None:
         # dagster-dbt looks by default (the product keeps its own per target)
         parsed = load_dbt_project(str(project))
         shutil.copy(parsed.manifest_path, project / "target" / "manifest.json")
-        plain, checks, product = [], [], []
+        plain, checks, adopted, product = [], [], [], []
         for _ in range(args.repeat):
             plain.append(load(PLAIN, project))
             checks.append(load(CHECKS, project))
+            adopted.append(load(ADOPTED, project))
             product.append(load(PRODUCT, project))
-        rows.append((models, plain, checks, product))
+        rows.append((models, plain, checks, adopted, product))
 
     print(f"\nB3 code-location load, fresh process each, median of {args.repeat}")
     print(
-        f"{'models':>6} {'plain @dbt_assets':>18} {'models + checks':>16} {'rescue_defs':>12}"
-        f" {'ratio':>6} {'checks alone':>13} {'RSS MB (plain / rescue_defs)':>29}"
+        f"{'models':>6} {'plain @dbt_assets':>18} {'models + checks':>16}"
+        f" {'plain + with_rescue':>20} {'bundled location':>17}"
+        f" {'RSS MB (plain / + with_rescue / bundled)':>42}"
     )
-    for models, plain, checks, product in rows:
-        a, c, b = (statistics.median(p["seconds"] for p in ps) for ps in (plain, checks, product))
-        ra = statistics.median(p["rss_mb"] for p in plain)
-        rb = statistics.median(p["rss_mb"] for p in product)
+    for models, plain, checks, adopted, product in rows:
+        a, c, w, b = (
+            statistics.median(p["seconds"] for p in ps) for ps in (plain, checks, adopted, product)
+        )
+        ra, rw, rb = (
+            statistics.median(p["rss_mb"] for p in ps) for ps in (plain, adopted, product)
+        )
         print(
-            f"{models:>6} {a:>16.2f} s {c:>14.2f} s {b:>10.2f} s {b / a:>5.2f}x {c / a:>12.2f}x"
-            f" {ra:>15.0f} / {rb:>5.0f}"
+            f"{models:>6} {a:>16.2f} s {c:>7.2f} s {c / a:>5.2f}x {w:>11.2f} s {w / a:>5.2f}x"
+            f" {b:>8.2f} s {b / a:>5.2f}x {ra:>21.0f} / {rw:>5.0f} / {rb:>5.0f}"
         )
 
 
