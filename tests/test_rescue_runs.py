@@ -368,6 +368,34 @@ def test_a_rescue_that_rebuilds_every_incremental_model_from_scratch_builds_noth
     assert not [s for (s,) in schemas if "rescue_proof" in s]
 
 
+def test_a_proof_that_runs_again_after_resume_builds_nothing_in_prod_and_proves(built, instance):
+    rescue_id = rescue_id_of(start_rescue(built, instance, select="fct_orders", layered=False))
+    assert drive_rescue(built, instance, rescue_id)["proof"]["status"] == "equal"
+    # as when the proving run's proof failed (settle_proof): every model rebuilt, no verdict
+    record = rescues.load(instance, rescue_id)
+    record["proof"]["status"], record["status"] = "error", rescues.FAILED
+    rescues.save(instance, record)
+    keys = model_asset_keys(load_manifest(*_manifest_args(built)))
+    resumed = rescues.resume(instance, rescue_id, keys)
+    assert resumed["status"] == rescues.ACTIVE and "then the proof" in resumed["message"]
+    record = drive_rescue(built, instance, rescue_id)
+    assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert record["proof"]["status"] == "equal" and record["proof"]["attempt"] == 1
+    (proof_run,) = instance.get_runs(
+        filters=dg.RunsFilter(tags={rescues.TAG_ID: rescue_id, rescues.TAG_KIND: "proof"})
+    )
+    assert proof_run.status == dg.DagsterRunStatus.SUCCESS
+    # only the proof's checks: no model built again in prod, no other check
+    assert not rescues.materialized(instance, [proof_run.run_id])
+    evaluations = instance.get_records_for_run(
+        proof_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    names = {
+        e.event_log_entry.dagster_event.asset_check_evaluation_data.check_name for e in evaluations
+    }
+    assert names == {PROOF_CHECK}
+
+
 def test_a_model_configured_never_to_full_refresh_is_still_compared(shop_manifest):
     (fct_orders,) = shop_manifest.by_name["fct_orders"]
     nodes = dict(shop_manifest.models)
