@@ -16,7 +16,6 @@ from rescue_defs.assets.report import REPORT_SPEC, rescue_status_job, rescue_suc
 from rescue_defs.checks.freshness import FRESHNESS_CHECK
 from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.freshness import build_freshness_checks, build_freshness_job, source_keys
-from rescue_defs.jobs.proof import build_proof_job, proof_check_keys
 from rescue_defs.jobs.rescue import (
     build_cancel_rescue_job,
     build_rescue_job,
@@ -51,14 +50,13 @@ def rescue_definitions(
     `loaded_by_dagster`: those Dagster materializes (an outage then waits for their loads)."""
     schedules = list(schedules or ())
     all_models = [d for part in parts for d in part.dbt_models]
-    proof_keys = proof_check_keys(all_models)
-    # shared by the projects: a run selects one project's assets and checks
+    # shared by the projects: a run selects one project's assets and checks (a proof that
+    # runs again selects the proof's checks alone)
     step_job = build_rescue_step_job(all_models)
-    proof_jobs = [build_proof_job(proof_keys)] if proof_keys else []
     projects = LocationProjects([part.project for part in parts])
     assets: list = [REPORT_SPEC]
     checks: list = [rescue_succeeded]
-    jobs: list = [rescue_status_job, step_job, *proof_jobs, build_cancel_rescue_job(projects)]
+    jobs: list = [rescue_status_job, step_job, build_cancel_rescue_job(projects)]
     sensors: list = [build_rescue_report_sensor(rescue_status_job, projects)]
     judged: dict[dg.AssetKey, None] = {}  # sources with a freshness rule, in order
     specified = set(defined)  # two projects reading one source: one asset
@@ -79,9 +77,7 @@ def rescue_definitions(
         ]
         specified |= set(sources.values())
         freshness_checks = build_freshness_checks(project, scope, part.dbt_key)
-        sensors.append(
-            build_rescue_sensor(project, step_job, part.dbt_models, proof_jobs, schedules, scope)
-        )
+        sensors.append(build_rescue_sensor(project, step_job, part.dbt_models, schedules, scope))
         if freshness_checks is not None:  # sources with a freshness rule: incidents to show
             judged.update(dict.fromkeys(sources.values()))
             freshness_job = build_freshness_job(freshness_checks, scope)

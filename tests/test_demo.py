@@ -380,8 +380,9 @@ def _launch_with_the_sensor_off(client, port, env) -> None:
     # the same run proved its incremental models after its last stage: no proof run apart
     proofs = [
         r
-        for r in _runs(client, "rescue_proof_job")
+        for r in _runs(client, "rescue_step_job")
         if {"key": "rescue/id", "value": rescue_id} in r["tags"]
+        and {"key": "rescue/kind", "value": "proof"} in r["tags"]
     ]
     assert proofs == [], proofs
     assert {"key": "rescue/proof", "value": "0"} in runs[0]["tags"]

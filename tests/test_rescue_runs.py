@@ -15,6 +15,8 @@ from dagster._core.test_utils import create_run_for_test
 from rescue_defs import cli, rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.checks.proof import PROOF_CHECK, rebuilt_from_scratch
+from rescue_defs.rescues.facts import run_models
+from rescue_defs.rescues.proving import proof_request
 from tests.conftest import NO_COMPUTE_LOGS, copy_of_build
 from tests.helpers import (
     dbt_commands,
@@ -394,6 +396,19 @@ def test_a_proof_that_runs_again_after_resume_builds_nothing_in_prod_and_proves(
         e.event_log_entry.dagster_event.asset_check_evaluation_data.check_name for e in evaluations
     }
     assert names == {PROOF_CHECK}
+    # such a run, as the daemon records it, holds the models it reads while it runs: no
+    # rescue writes them under its comparison
+    request = proof_request(record, keys)
+    queued = create_run_for_test(
+        instance,
+        job_name=request.job_name,
+        tags=request.tags,
+        asset_selection=frozenset(request.asset_selection),
+        asset_check_selection=frozenset(request.asset_check_keys),
+    )
+    by_key = {key: uid for uid, key in keys.items()}
+    (fct_orders,) = [uid for uid, key in keys.items() if key == dg.AssetKey("fct_orders")]
+    assert run_models(queued, by_key, frozenset(keys)) == {fct_orders}
 
 
 def test_a_model_configured_never_to_full_refresh_is_still_compared(shop_manifest):

@@ -101,7 +101,7 @@ def test_two_dbt_projects_in_one_location_each_get_their_own_rescue_and_share_th
     assert f"{TICKETS}_source_outage_sensor" in sensors
     assert f"{SHOP}_source_outage_sensor" not in sensors
     assert {"rescue_report_sensor"} <= sensors
-    assert {"rescue_step_job", "rescue_proof_job", "cancel_rescue_job"} <= jobs
+    assert {"rescue_step_job", "cancel_rescue_job"} <= jobs
     assert materialize_all(defs, instance).success
 
     # each project's freshness is measured with its own dbt resource, by its own sensor

@@ -50,7 +50,7 @@ def test_materializing_everything_builds_every_model_and_every_dbt_test_passes(
     checks = [
         e for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
     ]
-    # every check but the proof, which runs only after a rescue (rescue_proof_job), and source
+    # every check but the proof, which runs only in a rescue's runs, and source
     # freshness, measured by its own queued runs (source_freshness_job) once loads committed
     from rescue_defs.checks.freshness import FRESHNESS_CHECK
     from rescue_defs.checks.proof import PROOF_CHECK

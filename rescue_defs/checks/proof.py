@@ -1,8 +1,8 @@
 """The proof a rescue ends with: its incremental models equal a from-scratch build.
 
 Counts and dates cannot see a wrong value (a January revenue row off by ten returns passes
-both). After a rescue's stages, in the run of its last steps (or a `rescue_proof_job` run when
-it proves again), the rescue's incremental models are rebuilt
+both). After a rescue's stages, in the run of its last steps (or a `rescue_step_job` run of the
+proof's checks alone when it proves again), the rescue's incremental models are rebuilt
 with `--full-refresh` in a scratch schema of the same warehouse, over the same upstream tables
 (checks/scratch.py), and compares each with the rescued table row for row through the dbt
 adapter (checks/equality.py): any warehouse dbt reaches. Build-time columns are left out and

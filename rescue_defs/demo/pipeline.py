@@ -13,7 +13,7 @@ RECORD_ASSETS = (REPORT_ASSET, INCIDENT_ASSET)
 
 def build_daily_pipeline_job(excluded_checks=(), records=RECORD_ASSETS):
     # every asset and its checks, except the rescue proof (a from-scratch rebuild in a scratch
-    # schema, run by rescue_proof_job after a rescue, never nightly), source freshness
+    # schema, run by a rescue's own runs, never nightly), source freshness
     # (measured by its own queued runs, which source_outage_sensor requests); the rescues' own
     # records (`records`: those the location has; no incidents without freshness rules) are
     # external assets, in no run of the pipeline

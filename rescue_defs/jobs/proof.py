@@ -1,7 +1,8 @@
-"""rescue_proof_job: a rescue's incremental models, rebuilt from scratch in a scratch schema of
+"""The proof's step: a rescue's incremental models, rebuilt from scratch in a scratch schema of
 the same warehouse and compared with the rescued tables through the dbt adapter (see
-checks/proof.py). rescue_sensor launches it after the stages; the step that proves is the dbt
-assets' own (assets/dbt.py), whose check specs include the proof's."""
+checks/proof.py). It is the dbt assets' own step (assets/dbt.py), whose check specs include the
+proof's: in the run of a rescue's last steps, right after them, or in a `rescue_step_job` run
+that selects the proof's checks alone (a proof that runs again, after `rescue resume`)."""
 
 import contextlib
 import queue
@@ -22,8 +23,6 @@ from rescue_defs.checks.verdicts import emitted
 from rescue_defs.jobs.scratch_build import ProofAhead
 from rescue_defs.planning.advice import is_incremental
 
-PROOF_JOB = "rescue_proof_job"
-
 
 def proof_specs(manifest, keys, team_keys) -> list[dg.AssetCheckSpec]:
     """The proof's check on each incremental model of the team's dbt assets. Part of their
@@ -42,14 +41,10 @@ def proof_specs(manifest, keys, team_keys) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def proof_check_keys(dbt_assets) -> list[dg.AssetCheckKey]:
-    return [k for a in dbt_assets for k in a.check_keys if k.name == PROOF_CHECK]
-
-
 def proven_models(context, keys, named: Sequence[str] = ()) -> set[str]:
     """The models whose proof check the step runs: those a rescue's run names (`named`: its
     config's proof_models, checks it does not plan), else those whose check the run selected
-    (a rescue_proof_job run, "Execute checks")."""
+    (a proof that runs again, "Execute checks")."""
     if named:
         return {uid for uid in named if uid in keys}
     selected = context.selected_asset_check_keys
@@ -113,17 +108,6 @@ def _by_construction(context, manifest, keys, own: set[str], built: set[str], re
         )
         metadata = {"status": BY_CONSTRUCTION, "built_by_run": run, "rescue_id": rescue_id}
         yield _verdict(keys[uid], True, text, metadata, planned)
-
-
-def build_proof_job(check_keys: list[dg.AssetCheckKey]):
-    return dg.define_asset_job(
-        PROOF_JOB,
-        selection=dg.AssetSelection.checks(*check_keys),
-        description="The proof after a rescue: its incremental models rebuilt from scratch in a "
-        "scratch schema of the warehouse (dropped afterwards) and compared row for row with the "
-        "rescued tables, which it only reads (launched by rescue_sensor or `--wait`).",
-        executor_def=dg.in_process_executor,
-    )
 
 
 def _verdict(key: dg.AssetKey, passed: bool, description: str, metadata: dict, planned):

@@ -19,13 +19,15 @@ from rescue_defs.warehouse_reader import WarehouseTarget
 
 def build_rescue_step_job(dbt_assets: Sequence[dg.AssetsDefinition]):
     # the models and their checks, the proof's too: the run of a rescue's last steps proves
-    # right after them (a step run selects the proof's checks only then)
+    # right after them (a step run selects the proof's checks only then), and a proof that
+    # runs again is a run of the proof's checks alone
     return dg.define_asset_job(
         rescues.STEP_JOB,
         selection=dg.AssetSelection.assets(*dbt_assets),
-        description="One stage (or lineage group) of a rescue; launched by rescue_sensor with "
-        "the stage's models as the run's asset selection. Select dbt assets and materialize to "
-        "use it by hand.",
+        description="One stage (or lineage group) of a rescue, or its proof run again (the "
+        "proof's checks alone, tagged rescue/kind=proof); launched by rescue_sensor with the "
+        "stage's models as the run's asset selection. Select dbt assets and materialize to use "
+        "it by hand.",
         executor_def=dg.in_process_executor,
     )
 

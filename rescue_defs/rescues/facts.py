@@ -29,6 +29,13 @@ def run_models(
         # rescue_job / cancel_rescue_job / rescue_status_job only record; source_freshness_job
         # only reads
         return frozenset()
+    if run.tags.get(TAG_KIND) == "proof":
+        # a proof run builds nothing in prod, but reads the models it proves: a writer of one
+        # of them meanwhile would change what it compares
+        checks = run.asset_check_selection
+        if not checks:  # which checks it runs is not recorded: assume all of them
+            return everything
+        return frozenset(by_key[c.asset_key] for c in checks if c.asset_key in by_key)
     if run.asset_selection is None:
         # a run of a whole job writes whatever the job builds: assume all of it
         return everything
@@ -184,7 +191,7 @@ def _recent_other_runs(instance: dg.DagsterInstance, limit: int = 5):
 def recent_rescue_runs(instance: dg.DagsterInstance, limit: int = 10):
     """((seconds besides the models' own time, models built), their materialization records)
     of recent successful rescue runs, the latest first."""
-    from rescue_defs.rescues.requests import STEP_JOB
+    from rescue_defs.rescues.store import STEP_JOB
 
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=STEP_JOB, statuses=[dg.DagsterRunStatus.SUCCESS]),
@@ -192,7 +199,9 @@ def recent_rescue_runs(instance: dg.DagsterInstance, limit: int = 10):
     )
     found = []
     for record in records:
-        if record.end_time is None or TAG_ID not in record.dagster_run.tags:
+        tags = record.dagster_run.tags
+        # a proof's own run builds nothing: no sample of what building models costs
+        if record.end_time is None or TAG_ID not in tags or tags.get(TAG_KIND) == "proof":
             continue
         model_seconds = 0.0
         events = instance.get_records_for_run(

@@ -7,6 +7,7 @@ import dagster as dg
 
 from rescue_defs.rescues.proving import TAG_PROOF
 from rescue_defs.rescues.store import (
+    STEP_JOB,
     TAG_ATTEMPT,
     TAG_GROUP,
     TAG_ID,
@@ -16,8 +17,6 @@ from rescue_defs.rescues.store import (
     TAG_STEP,
     TAG_STEPS,
 )
-
-STEP_JOB = "rescue_step_job"
 
 
 def step_request(

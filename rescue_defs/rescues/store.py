@@ -36,6 +36,8 @@ TAG_SANDBOX = "rescue/sandbox"
 # a run that builds several steps of a rescue, stage after stage: "index:attempt,..."
 TAG_STEPS = "rescue/steps"
 TAG_KIND = "rescue/kind"
+# the job of every run that builds or proves a rescue's models (jobs/rescue.py)
+STEP_JOB = "rescue_step_job"
 # the run that evaluates an ended rescue's rescue_succeeded check; not one of its own runs
 TAG_REPORT_OF = "rescue/report_of"
 ACTIVE, SUCCEEDED, FAILED, DRY_RUN, CANCELED = (

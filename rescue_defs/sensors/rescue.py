@@ -18,7 +18,6 @@ def build_rescue_sensor(
     project: DbtProject,
     step_job,
     dbt_models: Sequence[dg.AssetsDefinition] | None = None,
-    other_jobs=(),
     schedules=(),
     scope: Scope = ONE_PROJECT,
 ) -> dg.SensorDefinition:
@@ -35,7 +34,7 @@ def build_rescue_sensor(
 
     @dg.sensor(
         name=scope.named("rescue_sensor"),
-        jobs=[step_job, *other_jobs],
+        jobs=[step_job],
         # the sensor daemon loops every 5 s; an interval of 5 s skipped every other loop (the
         # elapsed time since the last tick measured 4.99 s about half the time: ticks 10 s
         # apart, seen in B1), 1 s lets every loop evaluate it (a tick costs ~0.2 s)
