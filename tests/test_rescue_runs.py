@@ -188,10 +188,6 @@ def test_a_rescue_ends_with_its_proving_run_not_at_the_sensors_next_tick(built, 
     assert kinds == [dg.DagsterEventType.ASSET_CHECK_EVALUATION]
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([proof])[proof]
     assert latest.status.value == "SUCCEEDED" and latest.run_id == run.run_id
-    # its one stage builds with the rescue's own compact selection, not dagster-dbt's list of
-    # every model and test (past 200 of them, a copy of the project that dbt parses again)
-    (build,) = [c for c in dbt_commands(instance, run.run_id) if " build " in c]
-    assert build.endswith("--select fct_orders"), build
 
 
 def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):

@@ -216,7 +216,6 @@ def rescuable(
         # the proof's scratch parse reads no table: it runs while the stages build; its
         # scratch build starts once they are built and validated (jobs/scratch_build.py)
         ahead = ProofAhead(dbt, project, context.log) if compared else None
-        rescuing = rescue_run(context, config)
         try:
             # a rescue's run stamps signs of life: a worker killed with everything around it is
             # then failed, not left STARTED for ever (rescues/liveness.py)
@@ -232,11 +231,9 @@ def rescuable(
                     translator,
                     config.sandbox,
                     config.reason,
-                    # a rescue builds with its own invocations (stages, refresh layers, its own
-                    # selection, dbt that dies with its worker); every other run is the team's
-                    # own function
-                    team_compute=None if rescuing else team_compute,
-                    own_selection=rescuing,
+                    # a rescue builds with its own invocations (stages, refresh layers, dbt that
+                    # dies with its worker); every other run is the team's own function
+                    team_compute=None if rescue_run(context, config) else team_compute,
                 )
                 yield from build_in_stages(
                     build,

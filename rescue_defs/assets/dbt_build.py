@@ -135,7 +135,6 @@ class Build:
         sandbox: bool,
         reason,
         team_compute=None,
-        own_selection: bool = False,
     ):
         self.context, self.project, self.manifest = context, project, manifest
         self.team_dbt, self.team_compute = dbt, team_compute
@@ -149,10 +148,6 @@ class Build:
         self.tests: dict = {}  # (asset key, check name) -> the last result of a dbt test
         # models materialized by a --full-refresh invocation of this step (the proof's own)
         self.refreshed: set[str] = set()
-        # a rescue's run names its models itself (group_selection): dagster-dbt's selection
-        # lists every model and test, and past 200 of them copies the project for a selector
-        # that dbt then parses again (22 s before the first model at 2,000 models)
-        self.own_selection = own_selection
 
     def whole_selection(self, built: list[str], invocations: list) -> Iterator:
         """The run's own asset selection as the team builds it: their dbt assets function,
@@ -246,7 +241,7 @@ def build_in_stages(
     stage is built and validated with no blocking failure, before its results are stored
     (the proof's scratch build starts there)."""
     context = build.context
-    whole = len(stages) == 1 and not full_refresh and not build.sandbox and not build.own_selection
+    whole = len(stages) == 1 and not full_refresh and not build.sandbox
     # dagster-dbt's own selection names every selected check as a dbt test: a run with the
     # proof's checks selected builds the same with its own
     exact = any(c.name == PROOF_CHECK for c in context.selected_asset_check_keys)
