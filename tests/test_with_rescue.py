@@ -246,9 +246,30 @@ def test_a_team_on_dagster_dbts_component_changes_one_line_of_defs_yaml(team_env
     assert checks_of(result)[("orders", "row_count_is_expected")].passed
 
 
-def test_a_project_split_over_two_dbt_assets_definitions_is_rescued_across_both(team_env, instance):
+def _as_the_daemon(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """The run as the daemon launches it, its asset selection recorded on the run (each step
+    of a project split over several definitions sees the whole run's models); every check of
+    those assets (jaffle_shop has no incremental model: no proof check to leave out)."""
+    return defs.resolve_job_def(request.job_name).execute_in_process(
+        instance=instance,
+        asset_selection=list(request.asset_selection),
+        tags=request.tags,
+        run_config=request.run_config,
+        raise_on_error=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "select, layered",
+    [("stg_orders+", None), ("+orders", True)],
+    ids=["one stage", "staging then marts"],
+)
+def test_a_project_split_over_two_dbt_assets_definitions_is_rescued_across_both(
+    team_env, instance, select, layered
+):
     """Teams split one project by layer (dagster-dbt's `select=` / `exclude=`): one rescue
-    runs both definitions' steps, in lineage order, each validating its own models."""
+    runs both definitions' steps, in lineage order, each validating its own models (in
+    stages too: the marts' step starts once the staging step built its stage)."""
     project = DbtProject(project_dir=team_env, profiles_dir=team_env)
 
     @dbt_assets(
@@ -279,8 +300,8 @@ def test_a_project_split_over_two_dbt_assets_definitions_is_rescued_across_both(
     assert {stg_orders, ORDERS} <= defs.resolve_asset_graph().materializable_asset_keys
     assert materialize_all(defs, instance).success
 
-    started = start_rescue(defs, instance, select="stg_orders+")
-    record = drive_rescue(defs, instance, rescue_id_of(started))
+    started = start_rescue(defs, instance, select=select, layered=layered)
+    record = drive_rescue(defs, instance, rescue_id_of(started), on_request=_as_the_daemon)
     assert record["status"] == rescues.SUCCEEDED, record["message"]
     runs = rescues.step_runs(instance, record["id"])
     built = rescues.materialized(instance, (r.run_id for r in runs))
