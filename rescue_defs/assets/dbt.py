@@ -212,7 +212,8 @@ def rescuable(
         # a model this run rebuilds with --full-refresh is its own from-scratch build
         # (checks/proof.py): only the others are built again in the scratch schema
         own = rebuilt_from_scratch(manifest.models, full_refresh)
-        compared = [m for m in proven if m not in own]
+        # ordered as the proof orders what it compares (jobs/proof.py): the same selection
+        compared = manifest.topological(frozenset(proven) - own)
         # the proof's scratch parse reads no table: it runs while the stages build; its
         # scratch build starts once they are built and validated (jobs/scratch_build.py)
         ahead = ProofAhead(dbt, project, context.log) if compared else None
