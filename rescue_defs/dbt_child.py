@@ -6,6 +6,12 @@ Dagster already calls the run failed and a resume starts: a writer nobody sees. 
 launcher asks the kernel to SIGKILL it when its parent dies (PR_SET_PDEATHSIG, kept across
 exec), then becomes dbt. Elsewhere it simply becomes dbt. No imports beyond the standard
 library: it adds a few milliseconds to a dbt invocation.
+
+Started ahead: a step's invocations run one after another, and each dbt spends its first
+1.5-2 s importing itself. An invocation whose target folder holds `WAIT_FILE` does that import,
+then waits until the step writes `GO_FILE` there: "go" runs dbt in this very process, anything
+else ends it having done nothing (dbt has opened no file, no connection by then). The next
+stage's dbt is thus ready the moment the stage before it is validated (assets/dbt_ahead.py).
 """
 
 import ctypes
@@ -13,10 +19,15 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 LAUNCHER = "rescue-dbt"
+WAIT_FILE = ".rescue_wait"  # in the invocation's target folder: import dbt, then wait
+GO_FILE = ".rescue_go"  # written (whole, by rename) when it is the invocation's turn: "go"
+GO = "go"
+POLL_SECONDS = 0.01
 
 
 def dbt() -> str:
@@ -40,7 +51,65 @@ def main() -> None:
         if os.getppid() != parent:  # the parent died before the request took effect
             sys.exit("rescue-dbt: the process that started dbt is gone; not starting it")
     program = dbt()
+    target = os.environ.get("DBT_TARGET_PATH", "")
+    if target and os.path.exists(os.path.join(target, WAIT_FILE)):
+        _wait_then_run(program, Path(target), parent)
     os.execv(program, [program, *sys.argv[1:]])
+
+
+def _wait_then_run(program: str, target: Path, parent: int) -> None:
+    """dbt imported while the step before runs; then run now, or end having done nothing."""
+    cli = None
+    if Path(program) == Path(sys.executable).absolute().parent / "dbt":
+        try:
+            from dbt.cli.main import cli  # the slow part: what waiting is for
+        except ImportError:  # a broken environment: dbt says so when it starts, as usual
+            cli = None
+        else:
+            _warm_up(target / WAIT_FILE)
+    go = target / GO_FILE
+    while not go.exists():
+        if os.getppid() != parent or not target.is_dir():  # the step has ended without it
+            sys.exit(0)
+        time.sleep(POLL_SECONDS)
+    try:
+        word = go.read_text().strip()
+    except OSError:  # its folder removed: the step has ended without it
+        word = ""
+    if word != GO:
+        sys.exit(0)
+    if cli is None:
+        os.execv(program, [program, *sys.argv[1:]])
+    sys.argv = [program, *sys.argv[1:]]
+    sys.exit(cli())  # what the `dbt` script does
+
+
+def _warm_up(wait_file: Path) -> None:
+    """What every dbt command does first after its imports, and keeps for the process: the
+    JSON schemas it validates the project, profile and results against (built once per class,
+    ~0.3 s), and the adapter's module (`wait_file` names the adapter type)."""
+    import importlib
+
+    try:
+        from dbt.contracts.project import (
+            Configuration,
+            PackageConfig,
+            ProfileConfig,
+            Project,
+            ProjectFlags,
+        )
+        from dbt.contracts.selection import SelectorFile
+        from dbt.task.test import TestResultData
+
+        classes = [Project, ProfileConfig, PackageConfig, Configuration, ProjectFlags]
+        classes += [SelectorFile, TestResultData]
+        kind = wait_file.read_text().strip()
+        if kind.isidentifier():
+            classes.append(importlib.import_module(f"dbt.adapters.{kind}").Plugin.credentials)
+        for cls in classes:
+            cls.json_schema()
+    except Exception:  # only a head start: dbt does all this itself when it runs
+        pass
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource, executable_version, keep_parse_state
 from tests.conftest import FIXTURES, prepare
 
@@ -196,3 +198,53 @@ def test_a_dbt_without_the_flag_in_core_is_not_given_it(tmp_path):
     assert "--use-fast-test-edges" not in invocation.process.args
     assert invocation.process.args[1] == "build"  # (this environment's dbt gets it:
     # test_rescue_runs' stages)
+
+
+def _listed(invocation) -> list[str]:
+    events = [e.raw_event for e in invocation.stream_raw_events()]
+    return sorted(e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent")
+
+
+def test_a_dbt_started_ahead_waits_having_done_nothing_then_runs_as_one_started_then(
+    tmp_path, jaffle_project_dir, warehouse
+):
+    import time
+
+    from rescue_defs.assets.dbt_ahead import go, start_waiting
+    from rescue_defs import dbt_child
+
+    dbt = RescueDbtCliResource(
+        project_dir=str(jaffle_project_dir), dbt_executable=dbt_child.executable()
+    )
+    at_once = _listed(dbt.cli(["ls", "--resource-type", "model"], target_path=tmp_path / "now"))
+    ahead = start_waiting(dbt.cli, ["ls", "--resource-type", "model"], target_path=tmp_path / "a")
+    time.sleep(4)  # long enough to have imported dbt, and to have run `ls` were it not waiting
+    assert ahead.process.poll() is None
+    assert not (tmp_path / "a" / "dbt.log").exists()  # dbt has not started: no log, no parse
+    assert not (tmp_path / "a" / "manifest.json").exists()
+    assert _listed(go(ahead)) == at_once
+    assert "customers" in " ".join(at_once)
+
+
+def test_a_dbt_called_off_ends_having_written_nothing(tmp_path, jaffle_project_dir, warehouse):
+    from rescue_defs.assets.dbt_ahead import call_off, start_waiting
+    from rescue_defs import dbt_child
+
+    dbt = RescueDbtCliResource(
+        project_dir=str(jaffle_project_dir), dbt_executable=dbt_child.executable()
+    )
+    ahead = start_waiting(dbt.cli, ["run"], target_path=tmp_path / "a")
+    call_off(ahead)
+    assert ahead.process.returncode == 0
+    assert not (tmp_path / "a" / "dbt.log").exists()
+    assert not warehouse.exists()  # dbt never connected: nothing run, nothing written
+    # the same folder started at once runs at once: no word left from the one called off
+    again = dbt.cli(["ls", "--resource-type", "model"], target_path=tmp_path / "a")
+    assert "customers" in " ".join(_listed(again))
+
+
+def test_only_rescue_dbt_is_started_ahead(tmp_path, jaffle_project_dir):
+    """Any other executable would not wait: it would run at once, out of turn."""
+    dbt = RescueDbtCliResource(project_dir=str(jaffle_project_dir), dbt_executable="dbt")
+    with pytest.raises(ValueError, match="waits"):
+        dbt.cli(["run"], target_path=tmp_path / "a", waiting=True)

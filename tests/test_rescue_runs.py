@@ -202,11 +202,31 @@ def test_a_failing_stage_stops_the_rescue(built, instance, warehouse):
     runs = rescue_runs(instance, rescue_id)
     assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.FAILURE
     assert len(dbt_commands(instance, runs[0].run_id)) == 1
+    # the next stage's dbt, started ahead, was called off: it ran nothing and left nothing
+    assert not _waiting_dbt_processes()
+    target = Path(_manifest_args(built)[1]) / "target"
+    assert not [p for p in target.iterdir() if (p / ".rescue_wait").exists()]
     keys = model_asset_keys(load_manifest(*_manifest_args(built)))
     later = {keys[m] for step in record["steps"][1:] for m in step["models"]}
     assert not rescues.materialized(instance, [runs[0].run_id]) & later
     # later ticks launch nothing
     assert not evaluate_rescue_sensor(built, instance).run_requests
+
+
+def _waiting_dbt_processes() -> list[int]:
+    """rescue-dbt processes of this test process still alive (started ahead, never told)."""
+    import os
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == os.getpid() and stat[0] != "Z":
+                if b"rescue-dbt" in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def test_a_last_stage_that_fails_starts_no_from_scratch_build(built, instance, warehouse):
@@ -243,6 +263,10 @@ def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them
     commands = dbt_commands(instance, run.run_id)
     builds = [c for c in commands if " build " in c]
     assert len(builds) == 3, commands
+    # each next stage's dbt imported itself while the stage before ran, and ran when told
+    ahead = [r.user_message for r in instance.all_logs(run.run_id)]
+    ahead = [m for m in ahead if m and m.endswith("(dbt started ahead).")]
+    assert len(ahead) == 2 and all(" build " in m for m in ahead), ahead
     # dbt's fast test edges: the same order, without dbt's quadratic edge-adding on big graphs
     assert all(" --use-fast-test-edges" in c for c in builds), builds
     # then, in the same run, the proof: the incremental models from scratch in a scratch

@@ -248,6 +248,9 @@ def rescuable(
                     built_cleanly=(lambda: ahead.start_build(manifest, compared))
                     if ahead
                     else None,
+                    last_stage_starts=(lambda: ahead.start_ahead(manifest, compared))
+                    if ahead
+                    else None,
                 )
             if config.proof_of:  # the rescue's last steps, built and validated: now the proof
                 scratch = proof.FromScratch(planned=own & set(proven), built=build.refreshed)

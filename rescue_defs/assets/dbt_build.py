@@ -16,6 +16,7 @@ from dagster_dbt.asset_utils import (
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from rescue_defs import dbt_child
+from rescue_defs.assets.dbt_ahead import Lineup, can_wait
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource, invocations_of, keep_parse_state
 from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.checks.validation import blocking_failures, validate
@@ -148,6 +149,7 @@ class Build:
         self.tests: dict = {}  # (asset key, check name) -> the last result of a dbt test
         # models materialized by a --full-refresh invocation of this step (the proof's own)
         self.refreshed: set[str] = set()
+        self.lineup: Lineup | None = None
 
     def whole_selection(self, built: list[str], invocations: list) -> Iterator:
         """The run's own asset selection as the team builds it: their dbt assets function,
@@ -194,23 +196,45 @@ class Build:
             return invocations[-1].adapter
         return self.dbt._initialize_dbt_core_adapter([])
 
-    def models(
-        self, models: frozenset[str], full_refresh: frozenset[str], built, invocations
-    ) -> Iterator:
-        """Exactly `models`, in refresh layers (dbt applies --full-refresh per invocation)."""
+    def commands(
+        self, models: frozenset[str], full_refresh: frozenset[str]
+    ) -> list[tuple[bool, list[str]]]:
+        """Exactly `models`, in refresh layers (dbt applies --full-refresh per invocation):
+        (refresh, args) of each invocation."""
+        out = []
         for refresh, layer in refresh_layers(self.manifest, models, full_refresh & models):
             args = ["build", *(["--full-refresh"] if refresh else []), *WARN_ERROR_ARGS]
             args += ["--select", group_selection(self.manifest, tuple(layer))]
+            out.append((refresh, args))
+        return out
+
+    def line_up(self, commands: Sequence[list[str]]) -> None:
+        """The step's invocations, in order: each next one's dbt starts ahead (dbt_ahead.py)."""
+        if can_wait(self.dbt) and len(commands) > 1:
+            self.lineup = Lineup(self.start, commands, self.context.log)
+
+    def start(self, args: list[str], waiting: bool = False):
+        """One dbt invocation with its own exact selection and the manifest (dagster-dbt adds
+        its own selection to every invocation made with `context`)."""
+        return self.dbt.cli(
+            args,
+            manifest=self.project.manifest_path,
+            dagster_dbt_translator=self.translator,
+            waiting=waiting,
+        )
+
+    def models(
+        self, models: frozenset[str], full_refresh: frozenset[str], built, invocations
+    ) -> Iterator:
+        for refresh, args in self.commands(models, full_refresh):
             yield from self._invoke(args, built, invocations, refresh=refresh)
 
     def _invoke(self, args: list[str], built: list[str], invocations: list, refresh=False):
-        """One dbt invocation with its own exact selection and the manifest (dagster-dbt adds
-        its own selection to every invocation made with `context`)."""
-        invocation = self.dbt.cli(
-            args, manifest=self.project.manifest_path, dagster_dbt_translator=self.translator
-        )
+        invocation = self.lineup.take(args) if self.lineup else self.start(args)
         invocations.append(invocation)
         for event in _split_events(invocation.stream(), self.tests):
+            if self.lineup is not None:  # it has built something: the next one's dbt starts
+                self.lineup.ahead()
             if (key := _built_key(self.context, event)) in self.by_key:
                 built.append(self.by_key[key])
                 if refresh and isinstance(event, (dg.Output, dg.AssetMaterialization)):
@@ -234,12 +258,27 @@ def build_in_stages(
     full_refresh: frozenset[str],
     validation_args: Mapping[str, Any],
     built_cleanly: Callable[[], None] | None = None,
+    last_stage_starts: Callable[[], None] | None = None,
 ) -> Iterator:
     """Each stage's dbt, then its validation; a stage whose dbt failed or whose blocking checks
     failed ends the step before the next stage starts. Yields what the step reports; returns
-    (by StopIteration) nothing: failures are raised. `built_cleanly` is called once the last
-    stage is built and validated with no blocking failure, before its results are stored
-    (the proof's scratch build starts there)."""
+    (by StopIteration) nothing: failures are raised. `last_stage_starts` is called once the
+    last stage has built something (the proof's scratch build starts its dbt ahead there),
+    `built_cleanly` once the last stage is built and validated with no blocking failure,
+    before its results are stored (the proof's scratch build runs from there)."""
+    whole = len(stages) == 1 and not full_refresh and not build.sandbox
+    if not whole:  # each stage's and layer's dbt starts while the one before it runs
+        build.line_up([a for _, m in stages for _, a in build.commands(m, full_refresh)])
+    try:
+        yield from _stages(
+            build, stages, full_refresh, validation_args, built_cleanly, last_stage_starts
+        )
+    finally:
+        if build.lineup is not None:
+            remove_run_folders(build.lineup.close(), Path(build.project.project_dir))
+
+
+def _stages(build, stages, full_refresh, validation_args, built_cleanly, last_stage_starts):
     context = build.context
     whole = len(stages) == 1 and not full_refresh and not build.sandbox
     # dagster-dbt's own selection names every selected check as a dbt test: a run with the
@@ -248,6 +287,7 @@ def build_in_stages(
     project_dir = Path(build.project.project_dir)
     observations: list = []
     for number, (name, models) in enumerate(stages, 1):
+        last = number == len(stages)
         later = [n for n, _ in stages[number:]]
         if len(stages) > 1:
             context.log.info(
@@ -257,6 +297,10 @@ def build_in_stages(
         built: list[str] = []
         invocations: list = []
         error: DagsterDbtCliRuntimeError | None = None
+        if last and last_stage_starts is not None and build.lineup and build.lineup.waiting:
+            # once its dbt, started ahead, is under way (it imports nothing), the proof's may
+            # import itself
+            build.lineup.then, last_stage_starts = last_stage_starts, None
         try:
             if whole and exact:
                 events = build.exact(models, built, invocations)
@@ -265,6 +309,9 @@ def build_in_stages(
             else:
                 events = build.models(models, full_refresh, built, invocations)
             for event in events:
+                if last and last_stage_starts is not None:
+                    last_stage_starts()  # once it has built something (dbt_ahead.py)
+                    last_stage_starts = None
                 if not build.sandbox:
                     yield event
         except DagsterDbtCliRuntimeError as e:
@@ -284,7 +331,6 @@ def build_in_stages(
             )
         finally:
             remove_run_folders(invocations, project_dir)
-        last = number == len(stages)
         if last and built_cleanly and error is None and not blocking_failures(results):
             built_cleanly()
         if not build.sandbox:

@@ -32,8 +32,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from dagster._utils import pushd
 from dagster_dbt import DbtCliResource
 from packaging import version
+
+from rescue_defs.dbt_child import GO_FILE, LAUNCHER, WAIT_FILE
 
 PARSE_STATE = "partial_parse.msgpack"
 PARSE_CACHE = "partial_parse"  # under the project's target folder
@@ -78,6 +81,19 @@ def parse_state_key(
     flags = [(a, b) for a, b in zip(args, args[1:], strict=False) if a in _STATE_ARGS]
     payload = json.dumps([str(project_dir), [str(s) for s in settings], texts, env, flags])
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def seed_parse_state(target_path: Path) -> None:
+    """An invocation's seed: what the last invocation like it parsed, when that is newer than
+    the seed it has (a dbt started ahead is seeded again when told to go)."""
+    target_path = Path(target_path)
+    seed = target_path / PARSE_STATE
+    try:
+        cache = Path((target_path / _KEY_FILE).read_text().strip())
+        if cache.exists() and (not seed.exists() or cache.stat().st_mtime > seed.stat().st_mtime):
+            shutil.copy2(cache, seed)
+    except OSError:  # pruned meanwhile by another process: dbt parses in full
+        seed.unlink(missing_ok=True)
 
 
 def keep_parse_state(target_path: Path) -> None:
@@ -156,18 +172,21 @@ class RescueDbtCliResource(DbtCliResource):
         if adapter is None:
             adapter = super()._initialize_dbt_core_adapter(args)
         else:
-            # dbt's macros (get_columns_in_relation, ...) run on the adapter registered in its
-            # factory, not on the one they are called on: a cached adapter must be that one
-            # again, else its queries go to another adapter's connections ("connection never
-            # acquired for thread", the proof's compare in soak seed 3)
-            from dbt.adapters.factory import FACTORY
-
-            with FACTORY.lock:
-                FACTORY.adapters[adapter.type()] = adapter
+            register_adapter(adapter)
         _ADAPTERS[key] = adapter  # most recently used last
         while len(_ADAPTERS) > KEEP_ADAPTERS:
             _ADAPTERS.pop(next(iter(_ADAPTERS)))
         return adapter
+
+    def _adapter_type(self, args: Sequence[str]) -> str:
+        """The adapter's type ("" when unknown): the invocation's own adapter, cached for it."""
+        if self._cli_version.major >= 2:
+            return ""
+        try:
+            with pushd(str(Path(self.project_dir).resolve())):
+                return self._initialize_dbt_core_adapter(args).type()
+        except Exception:  # dagster-dbt then says why it could not make one
+            return ""
 
     def _profiles_dir(self) -> Path:
         if self.profiles_dir:
@@ -177,7 +196,19 @@ class RescueDbtCliResource(DbtCliResource):
         project = Path(self.project_dir)
         return project if (project / "profiles.yml").exists() else Path.home() / ".dbt"
 
-    def cli(self, args: Sequence[str], *, context=None, target_path: Path | None = None, **kw):
+    def cli(
+        self,
+        args: Sequence[str],
+        *,
+        context=None,
+        target_path: Path | None = None,
+        waiting: bool = False,
+        **kw,
+    ):
+        """dagster-dbt's `cli`, seeded with the parse state of the last invocation like it;
+        `waiting`: started ahead, it runs when told (assets/dbt_ahead.py; rescue-dbt only)."""
+        if waiting and Path(str(self.dbt_executable)).name != LAUNCHER:
+            raise ValueError(f"only {LAUNCHER} waits for its turn, not {self.dbt_executable}")
         if FAST_TEST_EDGES_FROM <= self._cli_version < version.parse("2"):
             args = with_fast_test_edges(args, self.global_config_flags)
         project_dir = Path(self.project_dir).resolve()
@@ -188,18 +219,39 @@ class RescueDbtCliResource(DbtCliResource):
             target_path = project_dir / target_path
         key = self.state_key(args)
         cache = project_dir / dbt_target_path() / PARSE_CACHE / f"{key}.msgpack"
-        seed = target_path / PARSE_STATE
         target_path.mkdir(parents=True, exist_ok=True)
-        if cache.exists() and not seed.exists():
-            try:  # dagster-dbt then leaves it (it only fills a missing one)
-                shutil.copy2(cache, seed)
-            except OSError:  # pruned meanwhile by another process: dbt parses in full
-                seed.unlink(missing_ok=True)
         (target_path / _KEY_FILE).write_text(str(cache))
+        # dagster-dbt then leaves it (it only fills a missing one)
+        seed_parse_state(target_path)
+        (target_path / GO_FILE).unlink(missing_ok=True)  # a word to an earlier invocation
+        if waiting:  # rescue-dbt imports dbt, then waits for its turn (assets/dbt_ahead.py)
+            # the adapter's type, for its head start (cached: the invocation's own adapter)
+            kind = (
+                self._initialize_dbt_core_adapter(args).type()
+                if self._cli_version.major < 2
+                else ""
+            )
+            (target_path / WAIT_FILE).write_text(kind)
+        else:
+            (target_path / WAIT_FILE).unlink(missing_ok=True)
         invocation = super().cli(args, context=context, target_path=target_path, **kw)
         if context is not None:  # made by the team's function: the step cleans up after it
             _BY_RUN.setdefault(context.run.run_id, []).append(invocation)
         return invocation
+
+
+def register_adapter(adapter: Any) -> None:
+    """dbt's macros (get_columns_in_relation, ...) run on the adapter registered in its
+    factory, not on the one they are called on: an adapter used again (from the cache, or
+    made when its dbt was started ahead) must be that one again, else its queries go to another
+    adapter's connections ("connection never acquired for thread", the proof's compare in soak
+    seed 3)."""
+    if adapter is None:
+        return
+    from dbt.adapters.factory import FACTORY
+
+    with FACTORY.lock:
+        FACTORY.adapters[adapter.type()] = adapter
 
 
 def invocations_of(run_id: str) -> list:

@@ -21,6 +21,7 @@ from typing import Any
 
 from dagster_dbt import DbtCliResource, DbtProject
 
+from rescue_defs.assets.dbt_ahead import call_off, can_wait, go, start_waiting
 from rescue_defs.assets.dbt_build import WARN_ERROR_ARGS, remove_run_folders
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource, keep_parse_state
 from rescue_defs.checks.rules import default_database
@@ -71,6 +72,7 @@ class ProofAhead:
         self.error: ScratchError | None = None
         self.parsed: Future | None = None
         self.built: Future | None = None
+        self.waiting: tuple[list[str], Any] | None = None  # the scratch build's dbt, ahead
         self.taken = False
         try:
             self.profiles = scratch_profiles(dbt, project)
@@ -107,19 +109,51 @@ class ProofAhead:
             self.log.info(f"Ran dbt command ahead: `{done.run.dbt_command}`.")
         return done
 
+    def start_ahead(self, manifest, ordered: Sequence[str]) -> None:
+        """As the last stage starts, from the step's own thread (a dbt started ahead dies with
+        the thread that started it): the scratch build's dbt imports itself meanwhile, and
+        runs when `build` tells it to (assets/dbt_ahead.py)."""
+        if self.parsed is None or self.waiting is not None or not can_wait(self.runner):
+            return
+        args = self._args(manifest, tuple(ordered))
+        invocation = start_waiting(
+            self.runner.cli,
+            args,
+            target_path=self.work / "run",
+            manifest=self.project.manifest_path,
+        )
+        self.invocations.append(invocation)
+        self.waiting = (args, invocation)
+
+    def _args(self, manifest, ordered: tuple[str, ...]) -> list[str]:
+        args = ["run", "--full-refresh", "--select", group_selection(manifest, ordered)]
+        state = self.work / "state"  # state_manifest's folder
+        return args + ["--defer", "--state", str(state), "--favor-state", *WARN_ERROR_ARGS]
+
     def build(self, manifest, ordered: tuple[str, ...]) -> ScratchBuild:
-        scratch = self.scratch()
+        waiting, self.waiting = self.waiting, None
+        try:
+            scratch = self.scratch()
+        except BaseException:
+            if waiting is not None:
+                call_off(waiting[1])
+            raise
         done = ScratchBuild(ordered, scratch, collisions(manifest.raw, scratch, ordered))
+        args = self._args(manifest, ordered)
+        if waiting is not None and (done.problems or waiting[0] != args):
+            call_off(waiting[1])
+            waiting = None
         if done.problems:
             return done
-        state = state_manifest(manifest.raw, scratch, self.work / "state")
-        args = ["run", "--full-refresh", "--select", group_selection(manifest, ordered)]
-        args += ["--defer", "--state", str(state), "--favor-state", *WARN_ERROR_ARGS]
+        state_manifest(manifest.raw, scratch, self.work / "state")
         try:
-            done.run = self.runner.cli(
-                args, target_path=self.work / "run", manifest=self.project.manifest_path
-            )
-            self.invocations.append(done.run)
+            if waiting is not None:
+                done.run = go(waiting[1])
+            else:
+                done.run = self.runner.cli(
+                    args, target_path=self.work / "run", manifest=self.project.manifest_path
+                )
+                self.invocations.append(done.run)
             done.run.wait()
         except Exception as e:  # the comparison reports it; the schemas are dropped first
             done.error = e
@@ -148,6 +182,9 @@ class ProofAhead:
     def close(self, manifest=None, stop: bool = False) -> None:
         """`stop`: the run ends without proving (a stage failed): what is under way stops, and
         a build nobody compared is dropped."""
+        if self.built is None and self.waiting is not None:  # never told to go: never will be
+            call_off(self.waiting[1])
+            self.waiting = None
         if stop:
             for future in (self.parsed, self.built):
                 if future is not None and not future.done():
