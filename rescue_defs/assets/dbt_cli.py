@@ -27,23 +27,27 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from dagster import get_dagster_logger
 from dagster._utils import pushd
 from dagster_dbt import DbtCliResource
 from packaging import version
 
 from rescue_defs.dbt_child import GO_FILE, LAUNCHER, WAIT_FILE
 
+logger = get_dagster_logger()
 PARSE_STATE = "partial_parse.msgpack"
 PARSE_CACHE = "partial_parse"  # under the project's target folder
 KEEP_STATES = 8
 KEEP_ADAPTERS = 4
 _ADAPTERS: dict[str, Any] = {}  # state key -> dbt adapter, in this process
 _BY_RUN: dict[str, list] = {}  # run id -> invocations made with a context, in this process
+_LATER = threading.local()  # on: dagster-dbt's cli gets no adapter, `cli` makes it after
 _KEY_FILE = ".rescue_parse_key"  # in an invocation's target folder: which cache entry it uses
 # arguments that change dbt's parse state check (vars, target, profile); never the selection
 _STATE_ARGS = ("--vars", "--target", "-t", "--profile")
@@ -167,6 +171,8 @@ class RescueDbtCliResource(DbtCliResource):
         # adapter's packages in process (~0.7-1.5 s here); the steps of a run (its stages,
         # refresh layers) and a process's runs with the same settings can share one. Only
         # the validation queries use it, and they release its connections after each step.
+        if getattr(_LATER, "on", False):
+            return None  # made once dbt has started (cli)
         key = self.state_key(args)
         adapter = _ADAPTERS.pop(key, None)
         if adapter is None:
@@ -178,15 +184,25 @@ class RescueDbtCliResource(DbtCliResource):
             _ADAPTERS.pop(next(iter(_ADAPTERS)))
         return adapter
 
-    def _adapter_type(self, args: Sequence[str]) -> str:
-        """The adapter's type ("" when unknown): the invocation's own adapter, cached for it."""
+    def _adapter(self, args: Sequence[str]):
+        """The invocation's adapter as dagster-dbt makes it (None, with its warning, when it
+        cannot), cached for the invocations like it."""
         if self._cli_version.major >= 2:
-            return ""
+            return None  # the fusion engine has no dbt Core adapter
         try:
             with pushd(str(Path(self.project_dir).resolve())):
-                return self._initialize_dbt_core_adapter(args).type()
-        except Exception:  # dagster-dbt then says why it could not make one
-            return ""
+                return self._initialize_dbt_core_adapter(args)
+        except Exception:
+            logger.warning(
+                "An error was encountered when creating a handle to the dbt adapter in Dagster.",
+                exc_info=True,
+            )
+            return None
+
+    def _adapter_type(self, args: Sequence[str]) -> str:
+        """The adapter's type ("" when unknown)."""
+        adapter = self._adapter(args)
+        return adapter.type() if adapter is not None else ""
 
     def _profiles_dir(self) -> Path:
         if self.profiles_dir:
@@ -225,16 +241,22 @@ class RescueDbtCliResource(DbtCliResource):
         seed_parse_state(target_path)
         (target_path / GO_FILE).unlink(missing_ok=True)  # a word to an earlier invocation
         if waiting:  # rescue-dbt imports dbt, then waits for its turn (assets/dbt_ahead.py)
-            # the adapter's type, for its head start (cached: the invocation's own adapter)
-            kind = (
-                self._initialize_dbt_core_adapter(args).type()
-                if self._cli_version.major < 2
-                else ""
-            )
-            (target_path / WAIT_FILE).write_text(kind)
+            (target_path / WAIT_FILE).write_text(self._adapter_type(args))
         else:
             (target_path / WAIT_FILE).unlink(missing_ok=True)
-        invocation = super().cli(args, context=context, target_path=target_path, **kw)
+        later = (
+            not waiting and self._cli_version.major < 2 and self.state_key(args) not in _ADAPTERS
+        )
+        if later:
+            # a new adapter is made while dbt imports itself, not before dbt starts: ~0.7 s
+            # of the step's first invocation (dagster-dbt makes it first, then starts dbt)
+            _LATER.on = True
+        try:
+            invocation = super().cli(args, context=context, target_path=target_path, **kw)
+        finally:
+            _LATER.on = False
+        if later:
+            invocation.adapter = self._adapter(args)
         if context is not None:  # made by the team's function: the step cleans up after it
             _BY_RUN.setdefault(context.run.run_id, []).append(invocation)
         return invocation
