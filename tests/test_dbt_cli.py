@@ -210,8 +210,8 @@ def test_a_dbt_started_ahead_waits_having_done_nothing_then_runs_as_one_started_
 ):
     import time
 
-    from rescue_defs.assets.dbt_ahead import go, start_waiting
     from rescue_defs import dbt_child
+    from rescue_defs.assets.dbt_ahead import go, start_waiting
 
     dbt = RescueDbtCliResource(
         project_dir=str(jaffle_project_dir), dbt_executable=dbt_child.executable()
@@ -227,8 +227,8 @@ def test_a_dbt_started_ahead_waits_having_done_nothing_then_runs_as_one_started_
 
 
 def test_a_dbt_called_off_ends_having_written_nothing(tmp_path, jaffle_project_dir, warehouse):
-    from rescue_defs.assets.dbt_ahead import call_off, start_waiting
     from rescue_defs import dbt_child
+    from rescue_defs.assets.dbt_ahead import call_off, start_waiting
 
     dbt = RescueDbtCliResource(
         project_dir=str(jaffle_project_dir), dbt_executable=dbt_child.executable()
