@@ -275,3 +275,52 @@ def test_waiting_without_a_daemon_says_so_once_it_is_known(instance):
     assert "not in the last 60 s" in daemon_warning(instance)
     instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
     assert daemon_warning(instance) == ""
+
+
+KEYS_AS_THE_CLI_SEES_THEM = """
+import json, sys
+import dagster as dg
+from rescue_defs.cli import main, _keys
+from rescue_defs.planning.manifest import DbtManifest
+from rescue_defs.rescues.kickoff import dbt_test_checks
+assert main(["launch", "--dry-run", "--project-dir", sys.argv[1], "--select", "+fct_orders"]) == 0
+manifest = DbtManifest.load(sys.argv[2], sys.argv[1])
+with dg.DagsterInstance.get() as instance:
+    keys = _keys(instance, manifest)
+checks = dbt_test_checks(manifest, set(keys))
+print(json.dumps({
+    "dagster_dbt": "dagster_dbt" in sys.modules,
+    "keys": {uid: key.path for uid, key in keys.items()},
+    "checks": sorted([c.asset_key.path, c.name] for c in checks),
+}))
+"""
+
+
+def test_the_cli_keys_models_and_tests_as_the_code_location_published_without_dagster_dbt(
+    shop_defs, shop_project, instance
+):
+    """dagster-dbt imports much of dbt the CLI never uses: where the code location published
+    the key of every model and the check of every test, the CLI takes them from the instance
+    and does not import it; they are the code location's own."""
+    from rescue_defs.assets.keys import model_asset_keys
+    from rescue_defs.planning.manifest import DbtManifest
+    from rescue_defs.rescues.kickoff import dbt_test_checks
+    from tests.helpers import evaluate_rescue_sensor
+
+    evaluate_rescue_sensor(shop_defs, instance)  # the code location publishes its keys
+    project_dir, manifest_path = str(shop_project.project_dir), str(shop_project.manifest_path)
+    result = subprocess.run(
+        [sys.executable, "-c", KEYS_AS_THE_CLI_SEES_THEM, project_dir, manifest_path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["dagster_dbt"] is False
+    manifest = DbtManifest.load(manifest_path, project_dir)
+    keys = model_asset_keys(manifest)  # this process loaded the code location: its translator
+    assert seen["keys"] == {uid: key.path for uid, key in keys.items()}
+    checks = dbt_test_checks(manifest, set(keys))
+    assert seen["checks"] == sorted([c.asset_key.path, c.name] for c in checks)
+    assert len(seen["checks"]) > 50

@@ -12,6 +12,7 @@ from rescue_defs.assets import keys as asset_keys
 from rescue_defs.assets import twin
 from rescue_defs.assets.dbt_build import Build, build_in_stages
 from rescue_defs.assets.keys import model_asset_keys
+from rescue_defs.assets.translators import DEFAULT_TRANSLATOR
 from rescue_defs.checks.coverage import WindowRule, window_rules
 from rescue_defs.checks.proof import PROOF_CHECK, rebuilt_from_scratch
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
@@ -105,7 +106,7 @@ def plain_dbt_assets(
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        dagster_dbt_translator=translator or asset_keys.DEFAULT_TRANSLATOR,
+        dagster_dbt_translator=translator or DEFAULT_TRANSLATOR,
         name=DBT_ASSETS_NAME,
     )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):

@@ -7,65 +7,65 @@ reads them there (`use_published`), so its runs select the same assets the UI sh
 """
 
 import json
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
-from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY
 
 # the kinds of nodes dagster-dbt makes assets of, and whose keys a test's check hangs on
 KEYED = ("model", "seed", "snapshot", "source")
 
-
-class RescueDbtTranslator(DagsterDbtTranslator):
-    """Groups models by their top folder (staging / intermediate / marts)."""
-
-    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        fqn = dbt_resource_props.get("fqn", [])
-        if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot") and len(fqn) > 2:
-            return re.sub(r"\W", "_", fqn[1])
-        return super().get_group_name(dbt_resource_props)
-
-
-# dbt's source tests become checks of the source assets (raw/*): otherwise every run that
-# builds models runs them anyway and dagster-dbt logs a warning for each
-DEFAULT_TRANSLATOR = RescueDbtTranslator(
-    settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True)
-)
-
-_TRANSLATORS: dict[str, DagsterDbtTranslator] = {}
+_TRANSLATORS: dict[str, Any] = {}  # project folder -> the translator of its dbt assets
+# outside the code location (the CLI): project folder -> what the code location published
+_PUBLISHED: dict[str, dict[str, dg.AssetKey]] = {}
+_PUBLISHED_CHECKS: dict[str, dict[str, list | None]] = {}
 
 
 def _folder(project_dir: str | Path | None) -> str:
     return str(Path(project_dir).resolve()) if project_dir else ""
 
 
-def use(project_dir: str | Path, translator: DagsterDbtTranslator) -> None:
-    """The dbt assets of the project in `project_dir` are built with `translator`."""
+def use(project_dir: str | Path, translator: Any) -> None:
+    """The dbt assets of the project in `project_dir` are built with `translator` (a
+    DagsterDbtTranslator)."""
     _TRANSLATORS[_folder(project_dir)] = translator
 
 
-def translator_for(project_dir: str | Path | None) -> DagsterDbtTranslator:
-    return _TRANSLATORS.get(_folder(project_dir), DEFAULT_TRANSLATOR)
+def translator_for(project_dir: str | Path | None):
+    """The translator of the project's dbt assets: the one the code location uses, else one
+    knowing the keys it published, else the product's default (translators.py)."""
+    found = _TRANSLATORS.get(_folder(project_dir))
+    if found is not None:
+        return found
+    from rescue_defs.assets.translators import DEFAULT_TRANSLATOR, KnownKeys
+
+    published = _PUBLISHED.get(_folder(project_dir))
+    return KnownKeys(published) if published else DEFAULT_TRANSLATOR
 
 
 def model_asset_keys(manifest) -> dict[str, dg.AssetKey]:
     """unique_id -> asset key of every model; ephemeral models are no assets (dbt compiles
-    them into their consumers)."""
+    them into their consumers). Where the code location published every one of them (the
+    CLI), no translator is needed, and dagster-dbt is not imported."""
+    wanted = [uid for uid in manifest.models if uid not in manifest.ephemeral]
+    folder = _folder(manifest.project_dir)
+    published = _PUBLISHED.get(folder) if folder not in _TRANSLATORS else None
+    if published is not None and all(uid in published for uid in wanted):
+        return {uid: published[uid] for uid in wanted}
     translator = translator_for(manifest.project_dir)
-    return {
-        uid: translator.get_asset_key(node)
-        for uid, node in manifest.models.items()
-        if uid not in manifest.ephemeral
-    }
+    return {uid: translator.get_asset_key(manifest.models[uid]) for uid in wanted}
 
 
-def _published_key(manifest) -> str:
+def published_test_checks(manifest) -> dict[str, list | None] | None:
+    """test unique_id -> [asset key path, check name] (None: no check) as the code location
+    published them, when it did (the CLI)."""
+    return _PUBLISHED_CHECKS.get(_folder(manifest.project_dir))
+
+
+def _published_key(manifest, what: str = "asset_keys") -> str:
     name = manifest.raw.get("metadata", {}).get("project_name") or "project"
-    return f"rescue/asset_keys/{name}"
+    return f"rescue/{what}/{name}"
 
 
 def _node_keys(manifest) -> dict[str, list[str]]:
@@ -80,45 +80,39 @@ def _node_keys(manifest) -> dict[str, list[str]]:
     return found
 
 
-_MADE: dict[int, tuple[object, str]] = {}  # id(manifest) -> (manifest, its keys as JSON)
+_MADE: dict[int, tuple[object, str, str]] = {}  # id(manifest) -> (it, keys, check keys)
 
 
 def publish(instance: dg.DagsterInstance, manifest) -> None:
-    """Record on the instance the key of every node, as this code location makes them (one
-    read per call; the keys are made once per manifest)."""
+    """Record on the instance the key of every node and the check key of every test, as this
+    code location makes them (one read per call; made once per manifest)."""
     made = _MADE.get(id(manifest))
     if made is None or made[0] is not manifest:
-        made = _MADE[id(manifest)] = (manifest, json.dumps(_node_keys(manifest), sort_keys=True))
+        from rescue_defs.assets.translators import test_check_keys
+
+        translator = translator_for(manifest.project_dir)
+        made = _MADE[id(manifest)] = (
+            manifest,
+            json.dumps(_node_keys(manifest), sort_keys=True),
+            json.dumps(test_check_keys(manifest, translator), sort_keys=True),
+        )
     from rescue_defs.published import publish as publish_value
 
     publish_value(instance, _published_key(manifest), made[1])
-
-
-class KnownKeys(DagsterDbtTranslator):
-    """Keys known per node unique_id (published by the code location, or given by the specs of
-    the team's dbt assets definitions); any other node is keyed by `fallback`."""
-
-    def __init__(
-        self,
-        known: Mapping[str, dg.AssetKey],
-        fallback: DagsterDbtTranslator = DEFAULT_TRANSLATOR,
-    ):
-        super().__init__(settings=fallback.settings)
-        self.known = known
-        self.fallback = fallback
-
-    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        key = self.known.get(dbt_resource_props.get("unique_id", ""))
-        return key if key is not None else self.fallback.get_asset_key(dbt_resource_props)
+    publish_value(instance, _published_key(manifest, "asset_check_keys"), made[2])
 
 
 def use_definitions(
     project_dir: str | Path,
     definitions: Sequence[dg.AssetsDefinition],
-    fallback: DagsterDbtTranslator,
+    fallback: Any,
 ) -> None:
     """The project's nodes are keyed as the team's dbt assets definitions key them (a project
     split over several `@dbt_assets`, each with its own translator): by their specs."""
+    from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY
+
+    from rescue_defs.assets.translators import KnownKeys
+
     known = {
         spec.metadata[DAGSTER_DBT_UNIQUE_ID_METADATA_KEY]: spec.key
         for definition in definitions
@@ -130,10 +124,14 @@ def use_definitions(
 
 def use_published(instance: dg.DagsterInstance, manifest) -> None:
     """Outside the code location (the CLI): use the keys it published, if it did."""
-    if _folder(manifest.project_dir) in _TRANSLATORS:
+    folder = _folder(manifest.project_dir)
+    if folder in _TRANSLATORS or not manifest.project_dir:
         return  # this process built the definitions itself
-    key = _published_key(manifest)
-    stored = instance.run_storage.get_cursor_values({key}).get(key)
-    if stored and manifest.project_dir:
-        known = {uid: dg.AssetKey(path) for uid, path in json.loads(stored).items()}
-        use(manifest.project_dir, KnownKeys(known))
+    names = {_published_key(manifest), _published_key(manifest, "asset_check_keys")}
+    stored = instance.run_storage.get_cursor_values(names)
+    keys = stored.get(_published_key(manifest))
+    if keys:
+        _PUBLISHED[folder] = {uid: dg.AssetKey(path) for uid, path in json.loads(keys).items()}
+    checks = stored.get(_published_key(manifest, "asset_check_keys"))
+    if checks:
+        _PUBLISHED_CHECKS[folder] = json.loads(checks)

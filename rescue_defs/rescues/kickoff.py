@@ -189,14 +189,24 @@ def _submit(
 
 
 def dbt_test_checks(manifest, models: set[str]) -> set[dg.AssetCheckKey]:
-    """The check keys dagster-dbt gives the dbt tests attached to these models."""
-    from dagster_dbt.asset_utils import get_asset_check_key_for_test
+    """The check keys dagster-dbt gives the dbt tests attached to these models: as the code
+    location published them when it published every one (no dagster-dbt to import), else
+    made here with its translator."""
+    from rescue_defs.assets.keys import published_test_checks, translator_for
 
-    from rescue_defs.assets.keys import translator_for
+    tests = manifest.tests_of(models)
+    published = published_test_checks(manifest)
+    if published is not None and all(t in published for t in tests):
+        return {
+            dg.AssetCheckKey(dg.AssetKey(found[0]), found[1])
+            for t in tests
+            if (found := published[t]) is not None
+        }
+    from dagster_dbt.asset_utils import get_asset_check_key_for_test
 
     translator = translator_for(manifest.project_dir)
     found = set()
-    for test in manifest.tests_of(models):
+    for test in tests:
         key = get_asset_check_key_for_test(manifest.raw, translator, test, project=None)
         if key is not None:
             found.add(key)
