@@ -324,3 +324,26 @@ def test_the_cli_keys_models_and_tests_as_the_code_location_published_without_da
     checks = dbt_test_checks(manifest, set(keys))
     assert seen["checks"] == sorted([c.asset_key.path, c.name] for c in checks)
     assert len(seen["checks"]) > 50
+
+
+def test_keys_are_published_without_the_checks_of_tests_dagster_dbt_cannot_key(
+    shop_project, tmp_path
+):
+    """A test of a node the manifest does not hold (GitLab's manifest has one, of a disabled
+    package's model): dagster-dbt raises for it, so it is left out of what is published (the
+    CLI asks dagster-dbt for a selection holding it, as before) and the rest is published."""
+    from rescue_defs.assets.translators import DEFAULT_TRANSLATOR, test_check_keys
+    from rescue_defs.planning.manifest import DbtManifest
+
+    raw = json.loads(Path(shop_project.manifest_path).read_text())
+    uid, test = next((u, n) for u, n in raw["nodes"].items() if n["name"].startswith("not_null"))
+    orphan = {**test, "unique_id": "test.shop.of_a_gone_model", "attached_node": "model.gone.x"}
+    orphan["depends_on"] = {**test["depends_on"], "nodes": ["model.gone.x"]}
+    raw["nodes"][orphan["unique_id"]] = orphan
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(raw))
+
+    found = test_check_keys(DbtManifest.load(str(path)), DEFAULT_TRANSLATOR)
+
+    assert "test.shop.of_a_gone_model" not in found
+    assert found[uid] is not None and len(found) > 50

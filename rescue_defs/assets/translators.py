@@ -48,12 +48,18 @@ class KnownKeys(DagsterDbtTranslator):
 
 def test_check_keys(manifest, translator: DagsterDbtTranslator) -> dict[str, list | None]:
     """test unique_id -> [asset key path, check name] of the check dagster-dbt makes of it
-    (None: no check), for every test of the manifest."""
+    (None: no check), for every test of the manifest dagster-dbt can key (a test of a node
+    the manifest does not hold, e.g. a disabled package's model, is left out: whoever needs
+    it asks dagster-dbt, as before)."""
     from dagster_dbt.asset_utils import get_asset_check_key_for_test
 
     found: dict[str, list | None] = {}
     for uid, node in manifest.nodes.items():
-        if node.get("resource_type") == "test":
+        if node.get("resource_type") != "test":
+            continue
+        try:
             key = get_asset_check_key_for_test(manifest.raw, translator, uid, project=None)
-            found[uid] = [key.asset_key.path, key.name] if key is not None else None
+        except Exception:
+            continue
+        found[uid] = [key.asset_key.path, key.name] if key is not None else None
     return found
