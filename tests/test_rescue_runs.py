@@ -269,6 +269,9 @@ def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them
     assert len(ahead) == 2 and all(" build " in m for m in ahead), ahead
     # dbt's fast test edges: the same order, without dbt's quadratic edge-adding on big graphs
     assert all(" --use-fast-test-edges" in c for c in builds), builds
+    # and no artifacts nobody reads (the proof's scratch build keeps its manifest: it reads it)
+    assert all(" --no-write-json" in c for c in builds), builds
+    assert "--no-write-json" not in commands[-1], commands
     # then, in the same run, the proof: the incremental models from scratch in a scratch
     # schema (its scratch parse, when the kept one is stale, starts with the first stage)
     assert [c for c in commands if not c.endswith(" parse")][:3] == builds, commands
