@@ -80,26 +80,28 @@ def _node_keys(manifest) -> dict[str, list[str]]:
     return found
 
 
-_MADE: dict[int, tuple[object, str, str]] = {}  # id(manifest) -> (it, keys, check keys)
+# id(manifest) -> (it, the translator, keys, check keys)
+_MADE: dict[int, tuple[object, object, str, str]] = {}
 
 
 def publish(instance: dg.DagsterInstance, manifest) -> None:
     """Record on the instance the key of every node and the check key of every test, as this
     code location makes them (one read per call; made once per manifest)."""
+    translator = translator_for(manifest.project_dir)
     made = _MADE.get(id(manifest))
-    if made is None or made[0] is not manifest:
+    if made is None or made[0] is not manifest or made[1] is not translator:
         from rescue_defs.assets.translators import test_check_keys
 
-        translator = translator_for(manifest.project_dir)
         made = _MADE[id(manifest)] = (
             manifest,
+            translator,
             json.dumps(_node_keys(manifest), sort_keys=True),
             json.dumps(test_check_keys(manifest, translator), sort_keys=True),
         )
     from rescue_defs.published import publish as publish_value
 
-    publish_value(instance, _published_key(manifest), made[1])
-    publish_value(instance, _published_key(manifest, "asset_check_keys"), made[2])
+    publish_value(instance, _published_key(manifest), made[2])
+    publish_value(instance, _published_key(manifest, "asset_check_keys"), made[3])
 
 
 def use_definitions(
