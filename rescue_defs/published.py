@@ -14,17 +14,21 @@ from typing import Any
 import dagster as dg
 
 RECHECK_SECONDS = 60.0
-_WRITTEN: dict[str, tuple[str, float]] = {}  # key -> (value, when this process wrote/read it)
+# (the instance's home, key) -> (value, when this process wrote/read it): per instance, since
+# a process may serve several (a test suite's worker does: a value written to one instance
+# was then never written to the next)
+_WRITTEN: dict[tuple[str, str], tuple[str, float]] = {}
 
 
 def publish(instance: dg.DagsterInstance, key: str, value: str) -> None:
-    last = _WRITTEN.get(key)
+    where = (str(instance.root_directory), key)
+    last = _WRITTEN.get(where)
     now = time.monotonic()
     if last is not None and last[0] == value and now - last[1] < RECHECK_SECONDS:
         return
     if instance.run_storage.get_cursor_values({key}).get(key) != value:
         instance.run_storage.set_cursor_values({key: value})
-    _WRITTEN[key] = (value, now)
+    _WRITTEN[where] = (value, now)
 
 
 def read(instance: dg.DagsterInstance, key: str) -> str | None:

@@ -287,9 +287,10 @@ class Who:
         return None
 sys.meta_path.insert(0, Who())
 import dagster as dg
-from rescue_defs.cli import _keys
+from rescue_defs.cli import main, _keys
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.rescues.kickoff import dbt_test_checks
+assert main(["launch", "--dry-run", "--project-dir", sys.argv[1], "--select", "+fct_orders"]) == 0
 manifest = DbtManifest.load(sys.argv[2], sys.argv[1])
 with dg.DagsterInstance.get() as instance:
     keys = _keys(instance, manifest)
@@ -308,16 +309,13 @@ def test_the_cli_keys_models_and_tests_as_the_code_location_published_without_da
     """dagster-dbt imports much of dbt the CLI never uses: where the code location published
     the key of every model and the check of every test, the CLI takes them from the instance
     and does not import it; they are the code location's own."""
-    from rescue_defs.assets.keys import model_asset_keys, publish
+    from rescue_defs.assets.keys import model_asset_keys
     from rescue_defs.planning.manifest import DbtManifest
     from rescue_defs.rescues.kickoff import dbt_test_checks
     from tests.helpers import evaluate_rescue_sensor
 
+    evaluate_rescue_sensor(shop_defs, instance)  # the code location publishes its keys
     project_dir, manifest_path = str(shop_project.project_dir), str(shop_project.manifest_path)
-    # what rescue_sensor does each tick, of the manifest file as it is now (the sensor's own
-    # is the one its process read first)
-    evaluate_rescue_sensor(shop_defs, instance)
-    publish(instance, DbtManifest.load(manifest_path, project_dir))
     result = subprocess.run(
         [sys.executable, "-c", KEYS_AS_THE_CLI_SEES_THEM, project_dir, manifest_path],
         capture_output=True,
@@ -356,3 +354,16 @@ def test_keys_are_published_without_the_checks_of_tests_dagster_dbt_cannot_key(
 
     assert "test.shop.of_a_gone_model" not in found
     assert found[uid] is not None and len(found) > 50
+
+
+def test_a_value_published_to_one_instance_is_published_to_the_next_one_too():
+    """A process that serves two instances (a test suite's worker) must not take "written
+    to the first" for "written": the second's CLI would find nothing published."""
+    import dagster as dg
+
+    from rescue_defs.published import publish, read
+
+    for _ in range(2):
+        with dg.instance_for_test() as instance:
+            publish(instance, "rescue/test/value", "the same value")
+            assert read(instance, "rescue/test/value") == "the same value"
