@@ -111,14 +111,28 @@ def test_a_rescue_on_postgres_storage_and_warehouse_builds_validates_and_reports
     assert stale.severity == dg.AssetCheckSeverity.ERROR  # a mart: blocking
     assert not first.success
 
-    # a rescue recorded in Postgres storage, launched by the sensor, reported
+    # a rescue recorded in Postgres storage, launched by the sensor, in stages, reported
     rescue_id = rescue_id_of(
         start_rescue(
-            defs, pg_instance, select="orders+", exclude="fct_stale_orders", reason="postgres"
+            defs,
+            pg_instance,
+            select="orders+",
+            exclude="fct_stale_orders",
+            reason="postgres",
+            layered=True,
         )
     )
     record = drive_rescue(defs, pg_instance, rescue_id)
     assert record["status"] == rescues.SUCCEEDED, record["message"]
+    assert len(record["steps"]) == 2
+    # the second stage's dbt imported itself while the first stage built, and ran when told
+    (run,) = [
+        r
+        for r in pg_instance.get_runs()
+        if r.tags.get(rescues.TAG_ID) == rescue_id and rescues.TAG_STEP in r.tags
+    ]
+    logs = [r.user_message or "" for r in pg_instance.all_logs(run.run_id)]
+    assert [m for m in logs if m.endswith("(dbt started ahead).")], logs
     assert rescues.rescue_ids(pg_instance) == [rescue_id]
     report = pg_instance.get_latest_materialization_event(rescues.REPORT_ASSET)
     assert "2/2 rebuilt, 2 validated" in report.asset_materialization.metadata["report"].value
