@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rescue_defs.assets.dbt_cli import register_adapter, seed_parse_state
-from rescue_defs.dbt_child import GO, GO_FILE, LAUNCHER
+from rescue_defs.dbt_child import GO, GO_FILE
 
 STOP = "stop"
 CALL_OFF_SECONDS = 10.0
@@ -36,11 +36,6 @@ class _NotRunningYet(logging.Filter):
 
 
 _FILTER = _NotRunningYet()
-
-
-def can_wait(dbt: Any) -> bool:
-    """Only rescue-dbt waits: any other executable would start at once, out of turn."""
-    return Path(str(getattr(dbt, "dbt_executable", ""))).name == LAUNCHER
 
 
 def start_waiting(start: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -116,10 +111,9 @@ class Lineup:
             if then is not None:
                 then()
             return invocation
-        else:  # not the command expected next (it never is, unless the step changed)
-            if waiting is not None:
-                self._call_off(waiting[1])
-            invocation = self.start(args)
+        if waiting is not None:  # not the command expected next (never, unless the step changed)
+            self._call_off(waiting[1])
+        invocation = self.start(args)
         if args in self.commands:
             self.commands = self.commands[self.commands.index(args) + 1 :]
         return invocation

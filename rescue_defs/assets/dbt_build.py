@@ -16,8 +16,13 @@ from dagster_dbt.asset_utils import (
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from rescue_defs import dbt_child
-from rescue_defs.assets.dbt_ahead import Lineup, can_wait
-from rescue_defs.assets.dbt_cli import RescueDbtCliResource, invocations_of, keep_parse_state
+from rescue_defs.assets.dbt_ahead import Lineup
+from rescue_defs.assets.dbt_cli import (
+    RescueDbtCliResource,
+    can_wait,
+    invocations_of,
+    keep_parse_state,
+)
 from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.checks.validation import blocking_failures, validate
 from rescue_defs.planning.advice import is_incremental
@@ -156,13 +161,14 @@ class Build:
         self.refreshed: set[str] = set()
         self.lineup: Lineup | None = None
         # the fusion engine (2.x) is left as it is
-        self.quiet = [NO_ARTIFACTS] if self.dbt._cli_version.major < 2 else []
+        self.no_artifacts = [NO_ARTIFACTS] if self.dbt._cli_version.major < 2 else []
+        self._commands: dict[tuple, list[tuple[bool, list[str]]]] = {}
 
     def whole_selection(self, built: list[str], invocations: list) -> Iterator:
         """The run's own asset selection as the team builds it: their dbt assets function,
         unchanged (their flags, vars, row counts); else one `dbt build` (dagster-dbt selects)."""
         if self.team_compute is None:
-            args = ["build", *WARN_ERROR_ARGS, *self.quiet]
+            args = ["build", *WARN_ERROR_ARGS, *self.no_artifacts]
             invocation = self.dbt.cli(args, context=self.context)
             invocations.append(invocation)
             events = invocation.stream()
@@ -194,7 +200,7 @@ class Build:
             self.translator, self.manifest.raw, assets_def, tests
         )
         selection = " ".join([group_selection(self.manifest, tuple(sorted(models))), *names])
-        args = ["build", *WARN_ERROR_ARGS, *self.quiet, "--indirect-selection", "empty"]
+        args = ["build", *WARN_ERROR_ARGS, *self.no_artifacts, "--indirect-selection", "empty"]
         args += ["--select", selection]
         yield from self._invoke(args, built, invocations)
 
@@ -209,14 +215,16 @@ class Build:
         self, models: frozenset[str], full_refresh: frozenset[str]
     ) -> list[tuple[bool, list[str]]]:
         """Exactly `models`, in refresh layers (dbt applies --full-refresh per invocation):
-        (refresh, args) of each invocation."""
-        out = []
-        for refresh, layer in refresh_layers(self.manifest, models, full_refresh & models):
-            args = ["build", *(["--full-refresh"] if refresh else []), *WARN_ERROR_ARGS]
-            args += self.quiet
-            args += ["--select", group_selection(self.manifest, tuple(layer))]
-            out.append((refresh, args))
-        return out
+        (refresh, args) of each invocation; made once per stage (the lineup reads them first)."""
+        made = self._commands.get((models, full_refresh))
+        if made is None:
+            made = self._commands[(models, full_refresh)] = []
+            for refresh, layer in refresh_layers(self.manifest, models, full_refresh & models):
+                args = ["build", *(["--full-refresh"] if refresh else []), *WARN_ERROR_ARGS]
+                args += self.no_artifacts
+                args += ["--select", group_selection(self.manifest, tuple(layer))]
+                made.append((refresh, args))
+        return made
 
     def line_up(self, commands: Sequence[list[str]]) -> None:
         """The step's invocations, in order: each next one's dbt starts ahead (dbt_ahead.py)."""

@@ -153,8 +153,9 @@ def dbt_target_path() -> Path:
 
 
 class RescueDbtCliResource(DbtCliResource):
-    """DbtCliResource whose version look-up costs nothing for this environment's dbt, and whose
-    invocations start from the parse state of the last one with the same settings."""
+    """DbtCliResource whose version look-up costs nothing for this environment's dbt, whose
+    invocations start from the parse state of the last one with the same settings, make a new
+    adapter while dbt imports itself, and can be started ahead of their turn (`waiting`)."""
 
     @cached_property
     def _cli_version(self) -> version.Version:
@@ -223,7 +224,7 @@ class RescueDbtCliResource(DbtCliResource):
     ):
         """dagster-dbt's `cli`, seeded with the parse state of the last invocation like it;
         `waiting`: started ahead, it runs when told (assets/dbt_ahead.py; rescue-dbt only)."""
-        if waiting and Path(str(self.dbt_executable)).name != LAUNCHER:
+        if waiting and not can_wait(self):
             raise ValueError(f"only {LAUNCHER} waits for its turn, not {self.dbt_executable}")
         if FAST_TEST_EDGES_FROM <= self._cli_version < version.parse("2"):
             args = with_fast_test_edges(args, self.global_config_flags)
@@ -244,9 +245,7 @@ class RescueDbtCliResource(DbtCliResource):
             (target_path / WAIT_FILE).write_text(self._adapter_type(args))
         else:
             (target_path / WAIT_FILE).unlink(missing_ok=True)
-        later = (
-            not waiting and self._cli_version.major < 2 and self.state_key(args) not in _ADAPTERS
-        )
+        later = not waiting and self._cli_version.major < 2 and key not in _ADAPTERS
         if later:
             # a new adapter is made while dbt imports itself, not before dbt starts: ~0.7 s
             # of the step's first invocation (dagster-dbt makes it first, then starts dbt)
@@ -260,6 +259,12 @@ class RescueDbtCliResource(DbtCliResource):
         if context is not None:  # made by the team's function: the step cleans up after it
             _BY_RUN.setdefault(context.run.run_id, []).append(invocation)
         return invocation
+
+
+def can_wait(dbt: Any) -> bool:
+    """Only rescue-dbt waits for its turn: any other executable would start at once, out of
+    turn (dbt_child.py)."""
+    return Path(str(getattr(dbt, "dbt_executable", ""))).name == LAUNCHER
 
 
 def register_adapter(adapter: Any) -> None:

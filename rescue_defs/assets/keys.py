@@ -132,8 +132,11 @@ def use_published(instance: dg.DagsterInstance, manifest) -> None:
     names = {_published_key(manifest), _published_key(manifest, "asset_check_keys")}
     stored = instance.run_storage.get_cursor_values(names)
     keys = stored.get(_published_key(manifest))
+    checks = stored.get(_published_key(manifest, "asset_check_keys"))
+    # this instance's, never what another instance of this process published
+    _PUBLISHED.pop(folder, None)
+    _PUBLISHED_CHECKS.pop(folder, None)
     if keys:
         _PUBLISHED[folder] = {uid: dg.AssetKey(path) for uid, path in json.loads(keys).items()}
-    checks = stored.get(_published_key(manifest, "asset_check_keys"))
     if checks:
         _PUBLISHED_CHECKS[folder] = json.loads(checks)

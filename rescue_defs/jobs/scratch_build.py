@@ -21,9 +21,9 @@ from typing import Any
 
 from dagster_dbt import DbtCliResource, DbtProject
 
-from rescue_defs.assets.dbt_ahead import call_off, can_wait, go, start_waiting
+from rescue_defs.assets.dbt_ahead import call_off, go, start_waiting
 from rescue_defs.assets.dbt_build import WARN_ERROR_ARGS, remove_run_folders
-from rescue_defs.assets.dbt_cli import RescueDbtCliResource, keep_parse_state
+from rescue_defs.assets.dbt_cli import RescueDbtCliResource, can_wait, keep_parse_state
 from rescue_defs.checks.rules import default_database
 from rescue_defs.checks.scratch import (
     ScratchError,
