@@ -44,7 +44,8 @@ def write_layered_project(
         config = f"{{{{ config({', '.join(options)}) }}}}\n" if options else ""
         if layer == 0:
             body = (
-                f"select range as id, date '2026-01-01' + cast(range % 30 as integer) as d "
+                # dated up to today: validation's max-date check (date_meta) passes on any day
+                f"select range as id, current_date - cast(range % 30 as integer) as d "
                 f"from range({1000 + slot * 50})"
             )
         else:

@@ -1,12 +1,14 @@
 """Row-for-row equality of a rescued table and its from-scratch build, through the dbt adapter.
 
-Any warehouse dbt reaches: columns come from `adapter.get_columns_in_relation`, identifiers
-are quoted by the adapter, relations rendered by its Relation class, and the SQL is plain
-set algebra. Duplicates count (EXCEPT ALL where the warehouse has it; elsewhere rows are
-grouped with their multiplicity and the groups compared). Build-time columns are left out
-and named; a column present on one side only is a difference in itself. When the tables
-differ, the report says which columns carry the difference and, by month of the model's date
-column, where.
+Any warehouse dbt reaches: identifiers are quoted by the adapter, relations rendered by its
+Relation class, and the SQL is plain standard SQL. A relation's columns are those of a select
+of none of its rows (as dbt's own `get_columns_in_query`: one round trip, no macro). The rows
+are compared as multisets in one pass over both tables: each distinct row with its count on
+either side (`group by` every compared column, so NULLs equal NULLs and duplicates count), in
+the same query as the rescued table's row count. Build-time columns are left out and named; a
+column present on one side only is a difference in itself. When the tables differ, the report
+says which columns carry the difference (EXCEPT ALL where the warehouse has it; elsewhere rows
+grouped with their multiplicity) and, by month of the model's date column, where.
 """
 
 from collections import Counter
@@ -51,6 +53,46 @@ def _rows_of(adapter, difference: str) -> str:
     return f"select coalesce(sum({adapter.quote('rescue__n')}), 0) from ({difference}) rescue_d"
 
 
+def columns_of(adapter, relation) -> list[str]:
+    """The relation's column names, in order; RuntimeError (one line) when it cannot be read."""
+    try:
+        _, table = adapter.execute(
+            f"select * from {relation} where 1 = 0", auto_begin=False, fetch=True
+        )
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln not in ("Runtime Error", "Database Error")), "")
+        raise RuntimeError(f"{relation} cannot be read: {why or type(e).__name__}"[:300]) from None
+    if not table.column_names:
+        raise RuntimeError(f"{relation} has no columns")
+    return list(table.column_names)
+
+
+def _unused(name: str, columns: Sequence[str]) -> str:
+    taken = {c.lower() for c in columns}
+    while name in taken:
+        name += "_"
+    return name
+
+
+def _tally(adapter, a: str, b: str, columns: Sequence[str]) -> str:
+    """SQL of (rows of `a`, rows of `a` not in `b`, rows of `b` not in `a`), multisets, in one
+    pass: every distinct row, how many times on each side."""
+    cols = ", ".join(adapter.quote(c) for c in columns)
+    side, in_a, in_b = (adapter.quote(_unused(n, columns)) for n in ("rescue__a", "na", "nb"))
+    groups = (
+        f"select {cols}, sum({side}) as {in_a}, sum(1 - {side}) as {in_b} from ("
+        f"select {cols}, 1 as {side} from {a} union all select {cols}, 0 as {side} from {b}"
+        f") rescue_u group by {cols}"
+    )
+    return (
+        f"select coalesce(sum({in_a}), 0), "
+        f"coalesce(sum(case when {in_a} > {in_b} then {in_a} - {in_b} else 0 end), 0), "
+        f"coalesce(sum(case when {in_b} > {in_a} then {in_b} - {in_a} else 0 end), 0) "
+        f"from ({groups}) rescue_g"
+    )
+
+
 def _month(value: Any) -> str:
     if isinstance(value, (date, datetime)):
         return value.isoformat()[:7]
@@ -67,15 +109,8 @@ def compare_relations(
 ) -> Compared:
     """Compare two relations (the adapter's Relation objects) in an open connection.
     `scratch_columns`: the scratch relation's, when the caller has them already."""
-    names_a = [c.name for c in adapter.get_columns_in_relation(rescued)]
-    names_b = (
-        list(scratch_columns)
-        if scratch_columns is not None
-        else [c.name for c in adapter.get_columns_in_relation(scratch)]
-    )
-    if not names_a or not names_b:
-        missing = rescued if not names_a else scratch
-        raise RuntimeError(f"{missing} does not exist or has no columns")
+    names_a = columns_of(adapter, rescued)
+    names_b = list(scratch_columns) if scratch_columns is not None else columns_of(adapter, scratch)
     excluded_lower = {c.lower() for c in build_time}
     in_b = {c.lower() for c in names_b}
     in_a = {c.lower() for c in names_a}
@@ -84,14 +119,10 @@ def compare_relations(
     missing_columns = [c for c in names_a if c.lower() not in in_b] + [
         c for c in names_b if c.lower() not in in_a
     ]
+    if not columns:
+        raise RuntimeError("no column left to compare (every column is build-time or one-sided)")
     a, b = str(rescued), str(scratch)
-    # one round trip for the three counts (scalar subqueries: standard SQL, any warehouse)
-    counts = [
-        f"select count(*) from {a}",
-        _rows_of(adapter, _difference(adapter, a, b, columns)),
-        _rows_of(adapter, _difference(adapter, b, a, columns)),
-    ]
-    (found,) = _run(adapter, "select " + ", ".join(f"({sql})" for sql in counts))
+    (found,) = _run(adapter, _tally(adapter, a, b, columns))
     rows, only_a, only_b = (int(n or 0) for n in found)
     differing: list[str] = []
     periods: list[dict[str, Any]] = []

@@ -15,7 +15,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
 from rescue_defs.checks.build_time import clock_columns, declared
-from rescue_defs.checks.equality import compare_relations, verdict_text
+from rescue_defs.checks.equality import columns_of, compare_relations, verdict_text
 from rescue_defs.checks.proof import BY_CONSTRUCTION, PROOF_CHECK
 from rescue_defs.checks.rules import default_database
 from rescue_defs.checks.validation import release_adapter
@@ -234,7 +234,7 @@ def _queries(adapter, manifest, rules, scratch, built, ordered, compared, stop) 
                     schema=mine["schema"],
                     identifier=mine.get("alias") or mine["name"],
                 )
-                columns = [c.name for c in adapter.get_columns_in_relation(rebuilt)]
+                columns = columns_of(adapter, rebuilt)
                 found = clock_columns(
                     (built["nodes"].get(uid) or {}).get("compiled_code") or "", columns, kind
                 )
