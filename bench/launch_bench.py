@@ -262,7 +262,7 @@ with dg.DagsterInstance.get() as i:
         "rescue ended": at(r["ended_at"]),
     }
     shape = f"{len(r['steps'])}/{len(runs)}"
-    print(json.dumps([r["plan"]["expected_seconds"], shape, marks]))
+    print(json.dumps([r.get("expected_seconds", r["plan"]["expected_seconds"]), shape, marks]))
 """
 PHASES = ("registered", "requested", "started", "run ended", "rescue ended")
 

@@ -237,7 +237,7 @@ def _previous(args: argparse.Namespace, manifest):
 
 def _launch(args: argparse.Namespace) -> int:
     from rescue_defs import rescues
-    from rescue_defs.checks.proof import proof_settings
+    from rescue_defs.checks.proof import proof_line, proof_settings
     from rescue_defs.planning.plan import Planner
     from rescue_defs.planning.render import render_text
     from rescue_defs.published import published_schedules
@@ -275,6 +275,7 @@ def _launch(args: argparse.Namespace) -> int:
         )
     except rescues.RescueError as e:
         raise CliError(str(e)) from None
+    print(proof_line(plan, record.get("proof")))
     rescue_id = record["id"]
     print(f"\nrescue {rescue_id}: {record['status']}")
     ui = _ui_url(args, instance)

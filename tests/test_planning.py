@@ -387,3 +387,35 @@ def test_the_warehouse_s_own_load_is_an_item_of_the_checklist(shop_planner):
     assert other.status == "warn" and "not measured on the snowflake adapter" in other.reason
     offline = shop_planner.plan(PlanRequest("fct_orders"))  # no instance, no warehouse
     assert not [i for i in offline.checklist if i.key == "warehouse_load"]
+
+
+def test_a_rescue_expects_its_proof_in_its_launch_to_end(shop_manifest):
+    # the proof runs in the rescue's last run: the from-scratch build of what the rescue does
+    # not rebuild from scratch itself, then one comparison (and stored verdict) per model
+    from rescue_defs.checks.proof import COMPARE_SECONDS, expected_seconds, proof_line
+
+    fct_orders = shop_manifest.by_name["fct_orders"][0]
+    fct_page_views = shop_manifest.by_name["fct_page_views"][0]
+    history = History(
+        incremental={fct_orders: [1.0], fct_page_views: [4.0]},
+        full_refresh={fct_orders: [2.0], fct_page_views: [24.0]},
+    )
+    plan = Planner(shop_manifest).plan(
+        PlanRequest("fct_orders fct_page_views", full_refresh=False), history=history
+    )
+    on = {"on": True, "max_seconds": 600, "why_off": ""}
+    proof = proof_record(plan, on, sandbox=False)
+    added = 26.0 + 2 * COMPARE_SECONDS
+    assert expected_seconds(plan, proof) == pytest.approx(plan.total_seconds + added, abs=0.1)
+    assert f"~{plan.total_seconds + added:.0f} s launch to end" in proof_line(plan, proof)
+    # nothing added by a proof that will not run, and the line says why
+    off = proof_record(plan, {"on": False, "max_seconds": 600, "why_off": "turned off"}, False)
+    assert expected_seconds(plan, off) == expected_seconds(plan, None) == plan.total_seconds
+    assert proof_line(plan, off) == "proof: skipped (turned off)"
+    # a model the rescue rebuilds from scratch is its own proof: not built again nor compared
+    refreshed = Planner(shop_manifest).plan(
+        PlanRequest("fct_page_views", full_refresh=True), history=history
+    )
+    own = proof_record(refreshed, on, sandbox=False)
+    assert expected_seconds(refreshed, own) == refreshed.total_seconds
+    assert "nothing more to build" in proof_line(refreshed, own)

@@ -464,3 +464,17 @@ def test_a_run_that_built_many_steps_is_read_once_not_once_a_step_when_the_rescu
         # once to settle its three steps, once for the report it ends with (was once a step)
         assert rescues.load(instance, record["id"])["status"] == rescues.SUCCEEDED
         assert len(reads) == 2
+
+
+def test_a_rescue_with_a_proof_to_run_expects_it_where_its_status_says_how_long(
+    dagster_home, shop_planner
+):
+    keys = model_asset_keys(shop_planner.manifest)
+    plan = shop_planner.plan(PlanRequest("fct_orders"))
+    on = {"on": True, "max_seconds": 600, "why_off": ""}
+    with open_instance() as instance:
+        dry = rescues.register(instance, plan, keys, dry_run=True, proof=on)
+        lines = rescues.status_lines(instance, dry["id"], keys)
+    assert dry["proof"]["status"] == "pending"
+    assert dry["expected_seconds"] > plan.total_seconds  # the proof is part of the wait
+    assert f"(expected ~{dry['expected_seconds']:.0f} s)" in lines[1]

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from rescue_defs.checks.coverage import COVERAGE_CHECK
-from rescue_defs.checks.proof import PROOF_CHECK, proof_record
+from rescue_defs.checks.proof import PROOF_CHECK, expected_seconds, proof_record
 from rescue_defs.planning.plan import Plan
 from rescue_defs.planning.render import render_markdown
 from rescue_defs.rescues import liveness, markers
@@ -70,6 +70,7 @@ def register(
             refresh_sandbox()
         except SandboxError as e:
             raise RescueError(str(e)) from None
+    proven = proof_record(plan, proof, sandbox) if proof is not None else None
     record = {
         "id": rescue_id or new_rescue_id(plan.request.select),
         "version": 0,
@@ -83,7 +84,9 @@ def register(
         "blocks": blocks,
         "plan": plan.to_dict(),
         "plan_markdown": render_markdown(plan),
-        "proof": proof_record(plan, proof, sandbox) if proof is not None else None,
+        "proof": proven,
+        # launch to end, the proof included (the plan's own `expected_seconds` is without it)
+        "expected_seconds": expected_seconds(plan, proven),
         "names": dict(plan.names),
         "inlined": list(plan.inlined),
         "steps": [

@@ -15,12 +15,13 @@ def _planned(record: Mapping[str, Any]) -> list[str]:
 
 
 def _elapsed(record: Mapping[str, Any]) -> str:
+    # the proof included (a record from before it was counted: the plan's alone)
+    expected = record.get("expected_seconds", record["plan"].get("expected_seconds"))
     if record["status"] == DRY_RUN:
-        return f"not launched (expected ~{record['plan'].get('expected_seconds', 0):.0f} s)"
+        return f"not launched (expected ~{expected or 0:.0f} s)"
     start = datetime.fromisoformat(record["created_at"])
     end = datetime.fromisoformat(record["ended_at"]) if record.get("ended_at") else None
     seconds = ((end or datetime.now(UTC)) - start).total_seconds()
-    expected = record["plan"].get("expected_seconds")
     took = "took" if end else "running for"
     return f"{took} {seconds:.0f} s" + (
         f" (expected ~{expected:.0f} s)" if expected is not None else ""
