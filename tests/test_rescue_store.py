@@ -433,6 +433,47 @@ def test_a_succeeded_rescue_awaiting_its_next_run_reads_each_new_materialization
         )
 
 
+def test_awaiting_its_next_run_another_rescues_going_run_is_read_once_and_a_quiet_log_not_at_all(
+    any_home, shop_planner, shop_defs, monkeypatch
+):
+    """While the next rescue's run went on (minutes at 2,000 models), each tick read all it had
+    built again (it held the mark, as a pipeline run does), 14 s a tick at its end; and with
+    nothing new at all, each tick still read the asset index for every rescued model."""
+    from rescue_defs.rescues.store import TAG_ID
+
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        record = rescues.register(instance, shop_planner.plan(PlanRequest("+fct_orders")), keys)
+        record["status"] = rescues.SUCCEEDED
+        rescues.finish(instance, record, keys)
+        rescued = [keys[m] for step in record["steps"] for m in step["models"]]
+        reads, indexed = [], []
+
+        def counted(real, into):
+            return lambda *a, **k: into.append(a) or real(*a, **k)
+
+        for name, into in (("fetch_materializations", reads), ("get_asset_records", indexed)):
+            monkeypatch.setattr(instance, name, counted(getattr(instance, name), into))
+
+        def tick() -> dict:
+            reads.clear(), indexed.clear()
+            evaluate_sensor(shop_defs, instance, "rescue_report_sensor")
+            return rescues.load(instance, record["id"])
+
+        tick()
+        assert "confirmation" not in tick() and reads == indexed == [], "a quiet log: no read"
+        going = _run_that_built(instance, rescued, dg.DagsterRunStatus.STARTED, {TAG_ID: "next"})
+        assert "confirmation" not in tick() and 0 < len(reads) <= len(rescued)
+        assert "confirmation" not in tick() and reads == [], "another rescue's run: read once"
+        instance.report_run_failed(going)
+        assert "confirmation" not in tick() and reads == []
+        # the pipeline's run, going, is read again until it ends, then confirms
+        pipeline = _run_that_built(instance, rescued[:2], dg.DagsterRunStatus.STARTED)
+        assert "confirmation" not in tick() and "confirmation" not in tick() and reads
+        instance.report_run_failed(pipeline)
+        assert tick()["confirmation"]["run_id"] == pipeline.run_id
+
+
 def test_a_run_that_built_many_steps_is_read_once_not_once_a_step_when_the_rescue_settles(
     any_home, shop_planner, monkeypatch
 ):

@@ -31,26 +31,46 @@ SCANNED_PER_MODEL = 20
 SCANNED_KEY = "rescue/confirm_scanned/{}"
 
 
-def _scanned(instance: dg.DagsterInstance, rescue_id: str) -> int:
-    key = SCANNED_KEY.format(rescue_id)
-    return int(instance.run_storage.get_cursor_values({key}).get(key) or 0)
+# per rescue: the event log's newest storage id when a tick last found nothing left to wait
+# for (no run of another's still going, nothing left unread): while it is still the newest,
+# nothing can have been materialized since, and a tick reads nothing at all
+QUIET_KEY = "rescue/confirm_quiet/{}"
 
 
-def _set_scanned(instance: dg.DagsterInstance, rescue_id: str, storage_id: int) -> None:
-    instance.run_storage.set_cursor_values({SCANNED_KEY.format(rescue_id): str(storage_id)})
+def _marks(instance: dg.DagsterInstance, rescue_id: str) -> tuple[int, int]:
+    """(scanned, quiet) of the rescue, 0 where not set."""
+    keys = (SCANNED_KEY.format(rescue_id), QUIET_KEY.format(rescue_id))
+    values = instance.run_storage.get_cursor_values(set(keys))
+    scanned, quiet = (int(values.get(key) or 0) for key in keys)
+    return scanned, quiet
+
+
+def _set_marks(instance: dg.DagsterInstance, rescue_id: str, **marks: int) -> None:
+    keys = {"scanned": SCANNED_KEY, "quiet": QUIET_KEY}
+    for name, value in marks.items():
+        # one key a call: SQL run storage inserts several at once, and where one of them is
+        # there already, only updates those that are (SQLite: the new one is never stored)
+        instance.run_storage.set_cursor_values({keys[name].format(rescue_id): str(value)})
+
+
+def _ours(run: dg.DagsterRun) -> bool:
+    """A rescue's own runs, its status runs and the product's jobs: they prove nothing new."""
+    return TAG_ID in run.tags or TAG_REPORT_OF in run.tags or TAG_KIND in run.tags
 
 
 def _runs_building(
     instance: dg.DagsterInstance, asset_keys, ended: datetime, scanned: int
-) -> tuple[list, int]:
+) -> tuple[list, int, bool]:
     """Finished runs that materialized a rescued model after the rescue ended and after
-    storage id `scanned`, oldest first, and up to which storage id everything is now read.
+    storage id `scanned`, oldest first, up to which storage id everything is now read, and
+    whether all of it is read (nothing held).
 
     Found from the models' own materializations, so other jobs' runs on a busy instance (any
     number of them) are never read; and only for the models the asset index says were
     materialized since (one query for all of them), so a tick with nothing new reads nothing.
     A run still going holds the mark before its first materialization: read again once it
-    ends."""
+    ends; unless it is one of the product's own, which never confirms (a 2,000-model rescue's
+    run, going for minutes, was read again whole on every tick: 14 s a tick at its end)."""
     after = ended.timestamp()
     fresh = [
         record.asset_entry.asset_key
@@ -73,18 +93,25 @@ def _runs_building(
             mark = max(mark, records[-1].storage_id)
         if len(records) == SCANNED_PER_MODEL:  # more of this model's are left to read
             held = min(held, records[-1].storage_id)
+    whole = held == float("inf")
     mark = int(min(mark, held))
     if not found:
-        return [], mark
+        return [], mark, whole
     runs = {
         r.dagster_run.run_id: r
         for r in instance.get_run_records(filters=dg.RunsFilter(run_ids=sorted(found)))
     }
-    going = [found[i] for i, r in runs.items() if not r.dagster_run.is_finished]
+    going = [
+        found[i]
+        for i, r in runs.items()
+        if not r.dagster_run.is_finished and not _ours(r.dagster_run)
+    ]
     if going:
         mark = min(going) - 1
-    finished = [r for r in runs.values() if r.dagster_run.status in FINISHED]
-    return sorted(finished, key=lambda r: r.create_timestamp), mark
+    finished = [
+        r for r in runs.values() if r.dagster_run.status in FINISHED and not _ours(r.dagster_run)
+    ]
+    return sorted(finished, key=lambda r: r.create_timestamp), mark, whole and not going
 
 
 def next_run_outcome(
@@ -98,12 +125,15 @@ def next_run_outcome(
     ended = datetime.fromisoformat(record["ended_at"])
     planned = _planned(record)
     names = record["names"]
-    scanned = _scanned(instance, record["id"])
-    runs, mark = _runs_building(instance, [keys[m] for m in planned if m in keys], ended, scanned)
+    scanned, quiet = _marks(instance, record["id"])
+    newest = instance.event_log_storage.get_maximum_record_id() or 0
+    if newest and newest == quiet:  # no event at all since a tick that found all read
+        runs, mark, whole = [], scanned, False
+    else:
+        asset_keys = [keys[m] for m in planned if m in keys]
+        runs, mark, whole = _runs_building(instance, asset_keys, ended, scanned)
     for run_record in runs:
         run = run_record.dagster_run
-        if TAG_ID in run.tags or TAG_REPORT_OF in run.tags or TAG_KIND in run.tags:
-            continue  # a rescue's own runs, its status and the product's jobs prove nothing new
         outcomes = model_outcomes(instance, [run], {m: keys[m] for m in planned if m in keys})
         rebuilt = [m for m in planned if m in outcomes and outcomes[m].rebuilt]
         if not rebuilt:
@@ -123,8 +153,11 @@ def next_run_outcome(
             "failed": failed,
             "verdict": "confirmed" if not failed and run.status.value == "SUCCESS" else "failed",
         }
-    if mark != scanned:
-        _set_scanned(instance, record["id"], mark)
+    marks = {"scanned": mark} if mark != scanned else {}
+    if whole and newest:
+        marks["quiet"] = newest
+    if marks:
+        _set_marks(instance, record["id"], **marks)
     if (now or datetime.now(UTC)) - ended > CONFIRM_WITHIN:
         return {"verdict": "none", "planned": len(planned)}
     return None
