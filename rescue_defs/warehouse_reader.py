@@ -44,7 +44,7 @@ class WarehouseTarget:
         return cls(str(dbt.project_dir), dbt.profiles_dir, target or dbt.target, dbt.profile)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     lines = [ln for ln in lines if ln not in ("Runtime Error", "Database Error")]
@@ -121,13 +121,13 @@ def open_adapter(where: WarehouseTarget) -> Iterator:
     try:
         adapter = planning_adapter(where)
     except Exception as e:  # a profile that does not load: say so, in one line
-        raise WarehouseUnavailable(f"the dbt profile does not load: {_first_line(e)}") from None
+        raise WarehouseUnavailable(f"the dbt profile does not load: {first_line(e)}") from None
     try:
         with adapter.connection_named("rescue_planning"):
             try:
                 adapter.execute("select 1", auto_begin=False, fetch=True)
             except Exception as e:
-                raise WarehouseUnavailable(_first_line(e)) from None
+                raise WarehouseUnavailable(first_line(e)) from None
             yield adapter
     finally:
         release_adapter(adapter)

@@ -176,19 +176,26 @@ def test_a_first_build_with_full_refresh_teaches_every_estimate(shop_manifest):
     assert normal.seconds == 2.0 and normal.source == "history (full refresh) / 10"
 
 
-def test_the_proof_is_estimated_from_each_models_own_full_refresh(shop_manifest):
+PROOF_ON = {"on": True, "max_seconds": 600, "why_off": ""}
+
+
+def _incremental_history(shop_manifest) -> History:
+    """fct_orders and fct_page_views, each with an incremental run and a full refresh."""
     fct_orders = shop_manifest.by_name["fct_orders"][0]
     fct_page_views = shop_manifest.by_name["fct_page_views"][0]
-    history = History(
+    return History(
         incremental={fct_orders: [1.0], fct_page_views: [4.0]},
         full_refresh={fct_orders: [2.0], fct_page_views: [24.0]},
     )
+
+
+def test_the_proof_is_estimated_from_each_models_own_full_refresh(shop_manifest):
+    history = _incremental_history(shop_manifest)
     plan = Planner(shop_manifest).plan(
         PlanRequest("fct_orders fct_page_views", full_refresh=False), history=history
     )
     assert plan.full_refresh_factor == 4.0  # the median of 2x and 6x
-    settings = {"on": True, "max_seconds": 600, "why_off": ""}
-    assert proof_record(plan, settings, sandbox=False)["expected_seconds"] == 26.0
+    assert proof_record(plan, PROOF_ON, sandbox=False)["expected_seconds"] == 26.0
 
 
 def test_a_full_refresh_too_long_to_build_twice_is_still_proven_by_being_that_build(
@@ -196,7 +203,7 @@ def test_a_full_refresh_too_long_to_build_twice_is_still_proven_by_being_that_bu
 ):
     fct_page_views = shop_manifest.by_name["fct_page_views"][0]
     history = History(incremental={fct_page_views: [60.0]}, full_refresh={fct_page_views: [900.0]})
-    settings = {"on": True, "max_seconds": 600, "why_off": ""}
+    settings = PROOF_ON
     incremental = Planner(shop_manifest).plan(
         PlanRequest("fct_page_views", full_refresh=False), history=history
     )
@@ -394,17 +401,11 @@ def test_a_rescue_expects_its_proof_in_its_launch_to_end(shop_manifest):
     # not rebuild from scratch itself, then one comparison (and stored verdict) per model
     from rescue_defs.checks.proof import COMPARE_SECONDS, expected_seconds, proof_line
 
-    fct_orders = shop_manifest.by_name["fct_orders"][0]
-    fct_page_views = shop_manifest.by_name["fct_page_views"][0]
-    history = History(
-        incremental={fct_orders: [1.0], fct_page_views: [4.0]},
-        full_refresh={fct_orders: [2.0], fct_page_views: [24.0]},
-    )
+    history = _incremental_history(shop_manifest)
     plan = Planner(shop_manifest).plan(
         PlanRequest("fct_orders fct_page_views", full_refresh=False), history=history
     )
-    on = {"on": True, "max_seconds": 600, "why_off": ""}
-    proof = proof_record(plan, on, sandbox=False)
+    proof = proof_record(plan, PROOF_ON, sandbox=False)
     added = 26.0 + 2 * COMPARE_SECONDS
     assert expected_seconds(plan, proof) == pytest.approx(plan.total_seconds + added, abs=0.1)
     assert f"~{plan.total_seconds + added:.0f} s launch to end" in proof_line(plan, proof)
@@ -416,6 +417,6 @@ def test_a_rescue_expects_its_proof_in_its_launch_to_end(shop_manifest):
     refreshed = Planner(shop_manifest).plan(
         PlanRequest("fct_page_views", full_refresh=True), history=history
     )
-    own = proof_record(refreshed, on, sandbox=False)
+    own = proof_record(refreshed, PROOF_ON, sandbox=False)
     assert expected_seconds(refreshed, own) == refreshed.total_seconds
     assert "nothing more to build" in proof_line(refreshed, own)

@@ -387,6 +387,31 @@ def _run_that_built(instance, keys, status: dg.DagsterRunStatus, tags=None) -> d
     return run
 
 
+def _awaiting_its_next_run(instance, shop_planner, shop_defs, monkeypatch):
+    """A succeeded rescue of +fct_orders awaiting its next run: its rescued keys, tick() (one
+    rescue_report_sensor tick, then the rescue's record), and the materialization reads and
+    asset-index reads of the last tick."""
+    keys = model_asset_keys(shop_planner.manifest)
+    record = rescues.register(instance, shop_planner.plan(PlanRequest("+fct_orders")), keys)
+    record["status"] = rescues.SUCCEEDED
+    rescues.finish(instance, record, keys)
+    rescued = [keys[m] for step in record["steps"] for m in step["models"]]
+    reads, indexed = [], []
+
+    def counted(real, into):
+        return lambda *a, **k: into.append(a) or real(*a, **k)
+
+    for name, into in (("fetch_materializations", reads), ("get_asset_records", indexed)):
+        monkeypatch.setattr(instance, name, counted(getattr(instance, name), into))
+
+    def tick() -> dict:
+        reads.clear(), indexed.clear()
+        evaluate_sensor(shop_defs, instance, "rescue_report_sensor")
+        return rescues.load(instance, record["id"])
+
+    return rescued, tick, reads, indexed
+
+
 def test_a_succeeded_rescue_awaiting_its_next_run_reads_each_new_materialization_once(
     any_home, shop_planner, shop_defs, monkeypatch
 ):
@@ -395,26 +420,11 @@ def test_a_succeeded_rescue_awaiting_its_next_run_reads_each_new_materialization
     ~9 s a tick at 2,000 models, while the next rescue's dbt waited for the cores)."""
     from rescue_defs.rescues.store import TAG_ID
 
-    keys = model_asset_keys(shop_planner.manifest)
     with open_instance() as instance:
-        record = rescues.register(instance, shop_planner.plan(PlanRequest("+fct_orders")), keys)
-        record["status"] = rescues.SUCCEEDED
-        rescues.finish(instance, record, keys)
-        rescued = [keys[m] for step in record["steps"] for m in step["models"]]
-        assert len(rescued) >= 5
-        reads = []
-        fetch = instance.fetch_materializations
-        monkeypatch.setattr(
-            instance,
-            "fetch_materializations",
-            lambda *a, **k: reads.append(a) or fetch(*a, **k),
+        rescued, tick, reads, _ = _awaiting_its_next_run(
+            instance, shop_planner, shop_defs, monkeypatch
         )
-
-        def tick() -> dict:
-            reads.clear()
-            evaluate_sensor(shop_defs, instance, "rescue_report_sensor")
-            return rescues.load(instance, record["id"])
-
+        assert len(rescued) >= 5
         assert "confirmation" not in tick() and reads == [], "nothing was built since the end"
         # the next rescue's run rebuilds the same models: proves nothing, read once
         _run_that_built(instance, rescued, dg.DagsterRunStatus.SUCCESS, {TAG_ID: "another"})
@@ -441,26 +451,11 @@ def test_awaiting_its_next_run_another_rescues_going_run_is_read_once_and_a_quie
     nothing new at all, each tick still read the asset index for every rescued model."""
     from rescue_defs.rescues.store import TAG_ID
 
-    keys = model_asset_keys(shop_planner.manifest)
     with open_instance() as instance:
-        record = rescues.register(instance, shop_planner.plan(PlanRequest("+fct_orders")), keys)
-        record["status"] = rescues.SUCCEEDED
-        rescues.finish(instance, record, keys)
-        rescued = [keys[m] for step in record["steps"] for m in step["models"]]
-        reads, indexed = [], []
-
-        def counted(real, into):
-            return lambda *a, **k: into.append(a) or real(*a, **k)
-
-        for name, into in (("fetch_materializations", reads), ("get_asset_records", indexed)):
-            monkeypatch.setattr(instance, name, counted(getattr(instance, name), into))
-
-        def tick() -> dict:
-            reads.clear(), indexed.clear()
-            evaluate_sensor(shop_defs, instance, "rescue_report_sensor")
-            return rescues.load(instance, record["id"])
-
-        tick()
+        rescued, tick, reads, indexed = _awaiting_its_next_run(
+            instance, shop_planner, shop_defs, monkeypatch
+        )
+        assert "confirmation" not in tick() and indexed, "the first tick reads the asset index"
         assert "confirmation" not in tick() and reads == indexed == [], "a quiet log: no read"
         going = _run_that_built(instance, rescued, dg.DagsterRunStatus.STARTED, {TAG_ID: "next"})
         assert "confirmation" not in tick() and 0 < len(reads) <= len(rescued)

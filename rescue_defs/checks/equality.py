@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from rescue_defs.warehouse_reader import first_line
+
 EXCEPT_ALL = {"postgres", "duckdb"}
 MAX_COLUMN_PROBES = 60  # per-column probes run only on a difference; bounded for wide tables
 
@@ -60,9 +62,7 @@ def columns_of(adapter, relation) -> list[str]:
             f"select * from {relation} where 1 = 0", auto_begin=False, fetch=True
         )
     except Exception as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        why = next((ln for ln in lines if ln not in ("Runtime Error", "Database Error")), "")
-        raise RuntimeError(f"{relation} cannot be read: {why or type(e).__name__}"[:300]) from None
+        raise RuntimeError(f"{relation} cannot be read: {first_line(e)}") from None
     if not table.column_names:
         raise RuntimeError(f"{relation} has no columns")
     return list(table.column_names)
