@@ -35,12 +35,14 @@ def with_rescue(
     schedules: the scheduled pipeline a rescue waits for and plans around; default: every
         schedule in `defs`.
     """
-    from rescue_defs import settings
+    from rescue_defs import dbt_warm, settings
     from rescue_defs.assembly import ProjectPart
     from rescue_defs.assets.dbt import rescuable
     from rescue_defs.scope import Scope
 
     settings.check()
+    # a rescue's run worker: its first dbt imports itself while the load goes on (dbt_warm.py)
+    dbt_warm.start_for_run_worker()
     teams = _dbt_assets_of(defs)
     groups = _projects(teams, project)
     resources = dict(defs.resources or {})

@@ -28,6 +28,8 @@ WAIT_FILE = ".rescue_wait"  # in the invocation's target folder: import dbt, the
 GO_FILE = ".rescue_go"  # written (whole, by rename) when it is the invocation's turn: "go"
 GO = "go"
 POLL_SECONDS = 0.01
+# set by a run worker for its own children, never by a user (dbt_warm.py)
+WARM_ENV = "_RESCUE_DBT_WARM"
 
 
 def dbt() -> str:
@@ -43,17 +45,27 @@ def executable() -> str:
     return str(launcher) if launcher.exists() else dbt()
 
 
-def main() -> None:
-    parent = os.getppid()
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent (pid `parent`) dies (Linux)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the request took effect
             sys.exit("rescue-dbt: the process that started dbt is gone; not starting it")
+
+
+def main() -> None:
+    parent = os.getppid()
+    die_with_parent(parent)
     program = dbt()
     target = os.environ.get("DBT_TARGET_PATH", "")
     if target and os.path.exists(os.path.join(target, WAIT_FILE)):
         _wait_then_run(program, Path(target), parent)
+    warm = os.environ.pop(WARM_ENV, "")
+    if warm and Path(program) == Path(sys.executable).absolute().parent / "dbt":
+        from rescue_defs.dbt_warm import hand_over
+
+        hand_over(warm)  # a dbt this run worker imported ahead runs it, if one waits
     os.execv(program, [program, *sys.argv[1:]])
 
 
@@ -66,7 +78,7 @@ def _wait_then_run(program: str, target: Path, parent: int) -> None:
         except ImportError:  # a broken environment: dbt says so when it starts, as usual
             cli = None
         else:
-            _warm_up(target / WAIT_FILE)
+            warm_up((target / WAIT_FILE).read_text().strip())
     go = target / GO_FILE
     while not go.exists():
         if os.getppid() != parent or not target.is_dir():  # the step has ended without it
@@ -84,10 +96,10 @@ def _wait_then_run(program: str, target: Path, parent: int) -> None:
     sys.exit(cli())  # what the `dbt` script does
 
 
-def _warm_up(wait_file: Path) -> None:
+def warm_up(kind: str) -> None:
     """What every dbt command does first after its imports, and keeps for the process: the
     JSON schemas it validates the project, profile and results against (built once per class,
-    ~0.3 s), and the adapter's module (`wait_file` names the adapter type)."""
+    ~0.3 s), and the adapter's module (`kind`: the adapter type, or "")."""
     import importlib
 
     try:
@@ -103,7 +115,6 @@ def _warm_up(wait_file: Path) -> None:
 
         classes = [Project, ProfileConfig, PackageConfig, Configuration, ProjectFlags]
         classes += [SelectorFile, TestResultData]
-        kind = wait_file.read_text().strip()
         if kind.isidentifier():
             classes.append(importlib.import_module(f"dbt.adapters.{kind}").Plugin.credentials)
         for cls in classes:

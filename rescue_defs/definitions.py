@@ -1,10 +1,12 @@
 """The one Definitions of the code location."""
 
-from rescue_defs import parsing
+from rescue_defs import dbt_warm, parsing
 
 # A reload of a project edited since its last parse: dbt parses it on the other core while
 # this process spends 2-3 s importing Dagster below (parsing.py; only under `dagster dev`)
 parsing.start_for_environment()
+# A rescue's run worker: its first dbt imports itself on the other core meanwhile (dbt_warm.py)
+dbt_warm.start_for_run_worker()
 
 
 import dagster as dg

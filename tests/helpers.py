@@ -130,6 +130,15 @@ def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProce
     )
 
 
+def is_alive(pid: int) -> bool:
+    """A live process (not a zombie waiting to be reaped) has this pid (Linux)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def kill_child_dbt(*words: str) -> bool:
     """SIGKILL this process's dbt children whose command line holds each of `words` (e.g.
     "build"); True when one was killed. A child that exits meanwhile (the proof's `dbt parse`

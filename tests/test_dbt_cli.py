@@ -12,6 +12,7 @@ import pytest
 
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource, executable_version, keep_parse_state
 from tests.conftest import FIXTURES, prepare
+from tests.helpers import is_alive
 
 
 def test_this_environments_dbt_has_the_version_dbt_itself_prints():
@@ -90,14 +91,6 @@ time.sleep(600)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_dbt_started_for_a_run_dies_with_the_worker_that_started_it(
     shop_project, warehouse, tmp_path
 ):
@@ -123,13 +116,13 @@ def test_dbt_started_for_a_run_dies_with_the_worker_that_started_it(
     child = int(worker.stdout.readline())
     try:
         time.sleep(8)  # dbt has started, and runs the query
-        assert _alive(child), log.read_text()
+        assert is_alive(child), log.read_text()
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
         deadline = time.monotonic() + 3
-        while _alive(child) and time.monotonic() < deadline:
+        while is_alive(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(child), "dbt outlived the worker that started it"
+        assert not is_alive(child), "dbt outlived the worker that started it"
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
 

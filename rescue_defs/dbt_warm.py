@@ -1,0 +1,225 @@
+"""A dbt imported while a rescue's run worker loads the code location.
+
+A run worker spends ~1.6 s loading the code location before the rescue's step starts, on one
+core; then the step's first dbt spends ~1.3 s importing dbt before it reads a file. Here a
+rescue_step_job worker starts a dbt process as the load begins (`start_for_run_worker`): it
+imports dbt on the other core, then waits on a socket no other user can reach. The step's
+first `rescue-dbt` (dagster-dbt's child, dbt_child.py) hands it its arguments, environment,
+folder and its own stdin/stdout/stderr (`hand_over`), then relays signals and exits with its
+exit code: dagster-dbt reads that dbt's output on its child's pipe as from any dbt. One
+invocation only; every later one starts as before. Nothing is run before the step asks:
+the process opens no file and no connection until then, and ends unused when the worker ends
+or after `WAIT_SECONDS`. Linux only (abstract socket, the peer's credentials); elsewhere, and
+whenever anything here fails, dbt simply starts in the launcher. Standard library only.
+"""
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rescue_defs.dbt_child import LAUNCHER, WARM_ENV, die_with_parent, executable, warm_up
+
+WARM_JOBS = frozenset({"rescue_step_job"})  # the runs whose step starts with dbt
+WAIT_SECONDS = 120.0  # unused this long (its step began with a dbt started ahead): it ends
+POLL_SECONDS = 0.2
+_HEADER = struct.Struct("!I")
+_SERVE = "from rescue_defs.dbt_warm import serve; serve()"
+
+
+def run_worker_job(argv: list[str] | None = None) -> str | None:
+    """The job this process is the run worker of, else None: a worker started by a code server
+    (a spawned process whose arguments hold the job to reconstruct) or by a run launcher
+    (`dagster api execute_run <args>`)."""
+    import multiprocessing
+
+    argv = sys.argv if argv is None else argv
+    if "execute_run" in argv[:-1]:
+        try:
+            return _job_name(json.loads(argv[-1]))
+        except ValueError:
+            return None
+    if multiprocessing.parent_process() is None:
+        return None
+    # a spawned process's Process object (unpickled from its parent) keeps its target's args
+    for arg in getattr(multiprocessing.current_process(), "_args", None) or ():
+        name = getattr(arg, "job_name", None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _job_name(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if isinstance(value.get("job_name"), str):
+            return value["job_name"]
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            found = _job_name(item)
+            if found:
+                return found
+    return None
+
+
+def start_for_run_worker() -> subprocess.Popen | None:
+    """In a rescue_step_job worker: `start` (once per process)."""
+    if os.environ.get(WARM_ENV) or run_worker_job() not in WARM_JOBS:
+        return None
+    return start()
+
+
+def start() -> subprocess.Popen | None:
+    """Start the waiting dbt for this process's rescue-dbt children (Linux, rescue-dbt beside
+    this Python); its name is in this process's environment, which dagster-dbt passes on."""
+    if not sys.platform.startswith("linux") or Path(executable()).name != LAUNCHER:
+        return None
+    name = f"rescue-dbt-{os.getpid()}-{os.urandom(6).hex()}"
+    try:
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, name, str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    os.environ[WARM_ENV] = name
+    return waiting
+
+
+def hand_over(name: str) -> None:
+    """In rescue-dbt: hand this invocation to the waiting dbt and exit with its exit code.
+    Returns (dbt then starts here) when none waits or it did not take the invocation."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect("\0" + name)
+        request = json.dumps(
+            {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
+        ).encode()
+        socket.send_fds(sock, [_HEADER.pack(len(request)) + request], [0, 1, 2])
+        answers = sock.makefile("rb")
+        taken = answers.readline()
+    except OSError:
+        sock.close()
+        return
+    if not taken.strip().isdigit():  # it ended without starting dbt: start it here
+        sock.close()
+        return
+    pid = int(taken)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, lambda number, _frame: _signal(pid, number))
+    ended = answers.readline().strip().decode()
+    answers.read()  # until it has exited: its output is whole before this process ends
+    # no exit code: it was killed (SIGKILL by the system, or the worker's end)
+    sys.exit(int(ended) if ended.lstrip("-").isdigit() else 1)
+
+
+def _signal(pid: int, number: int) -> None:
+    try:
+        os.kill(pid, number)
+    except OSError:
+        pass
+
+
+def serve() -> None:
+    """The waiting dbt (argv: the socket's name, the pid of the run worker that started it)."""
+    parent = int(sys.argv[2])
+    die_with_parent(parent)  # ends it at once if that worker is already gone
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("\0" + sys.argv[1])
+    server.listen(4)
+    try:
+        from dbt.cli.main import cli  # the slow part: what waiting is for
+    except ImportError:
+        os._exit(0)
+    warm_up("")
+    server.settimeout(POLL_SECONDS)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        if os.getppid() != parent or time.monotonic() > deadline:
+            os._exit(0)
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            continue
+        if _from_a_child_of(conn, parent):
+            break
+        conn.close()
+    server.close()  # one invocation: a later rescue-dbt finds none and starts dbt itself
+    conn.settimeout(None)
+    request, fds = _receive(conn)
+    for number, fd in enumerate(fds[:3]):
+        os.dup2(fd, number)
+    for fd in fds:
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    conn.sendall(f"{os.getpid()}\n".encode())
+    threading.Thread(target=_end_with, args=(conn,), daemon=True).start()
+    sys.argv = ["dbt", *request["argv"]]
+    try:
+        code = cli()
+    except SystemExit as e:
+        code = e.code
+    except BaseException:  # what the dbt script would print, then its exit code
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    code = code if isinstance(code, int) else (0 if code is None else 1)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            pass
+    try:
+        conn.sendall(f"{code}\n".encode())
+    except OSError:
+        pass
+    sys.exit(code)  # as dbt exits: its multiprocessing resources released
+
+
+def _from_a_child_of(conn: socket.socket, parent: int) -> bool:
+    """Only a process of this user started by the same run worker may hand over a command."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    if uid != os.getuid():
+        return False
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[1]) == parent
+
+
+def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
+    while len(data) < _HEADER.size:
+        data += conn.recv(1 << 16)
+    (size,) = _HEADER.unpack_from(data)
+    while len(data) < _HEADER.size + size:
+        more = conn.recv(1 << 16)
+        if not more:
+            break
+        data += more
+    return json.loads(data[_HEADER.size : _HEADER.size + size]), list(fds)
+
+
+def _end_with(conn: socket.socket) -> None:
+    """The rescue-dbt that handed the command over is gone (killed): so is this dbt, as a dbt
+    it had started itself would be."""
+    try:
+        while conn.recv(1024):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
