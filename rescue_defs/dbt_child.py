@@ -30,6 +30,7 @@ GO = "go"
 POLL_SECONDS = 0.01
 # set by a run worker for its own children, never by a user (dbt_warm.py)
 WARM_ENV = "_RESCUE_DBT_WARM"
+SIDE_FILE = ".rescue_side"  # in the target folder: not the step's build, leave that dbt to it
 
 
 def dbt() -> str:
@@ -62,7 +63,8 @@ def main() -> None:
     if target and os.path.exists(os.path.join(target, WAIT_FILE)):
         _wait_then_run(program, Path(target), parent)
     warm = os.environ.pop(WARM_ENV, "")
-    if warm and Path(program) == Path(sys.executable).absolute().parent / "dbt":
+    side = bool(target) and os.path.exists(os.path.join(target, SIDE_FILE))
+    if warm and not side and Path(program) == Path(sys.executable).absolute().parent / "dbt":
         from rescue_defs.dbt_warm import hand_over
 
         hand_over(warm)  # a dbt this run worker imported ahead runs it, if one waits

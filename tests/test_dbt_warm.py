@@ -78,6 +78,20 @@ def test_the_workers_first_dbt_runs_in_the_one_imported_ahead_and_lists_what_a_c
     assert "customers" in " ".join(first)
 
 
+def test_work_beside_the_build_leaves_the_dbt_imported_ahead_to_the_build(
+    tmp_path, jaffle_project_dir, imported_ahead
+):
+    """The proof's scratch parse starts with the step, just before its first build: that build,
+    not the parse, is what the step waits for."""
+    dbt = _dbt(jaffle_project_dir)
+    beside = dbt.cli(["parse"], target_path=tmp_path / "parse", side=True)
+    build_pids, listed = _ls(dbt, tmp_path / "build")
+    beside_pids = {e.raw_event["info"]["pid"] for e in beside.stream_raw_events()}
+    assert build_pids == {imported_ahead.pid}
+    assert imported_ahead.pid not in beside_pids and beside.process.returncode == 0
+    assert "customers" in " ".join(listed)
+
+
 def test_a_command_handed_over_before_dbt_has_imported_itself_waits_for_it(
     tmp_path, jaffle_project_dir, imported_ahead
 ):

@@ -38,7 +38,7 @@ from dagster._utils import pushd
 from dagster_dbt import DbtCliResource
 from packaging import version
 
-from rescue_defs.dbt_child import GO_FILE, LAUNCHER, WAIT_FILE
+from rescue_defs.dbt_child import GO_FILE, LAUNCHER, SIDE_FILE, WAIT_FILE
 
 logger = get_dagster_logger()
 PARSE_STATE = "partial_parse.msgpack"
@@ -220,10 +220,13 @@ class RescueDbtCliResource(DbtCliResource):
         context=None,
         target_path: Path | None = None,
         waiting: bool = False,
+        side: bool = False,
         **kw,
     ):
         """dagster-dbt's `cli`, seeded with the parse state of the last invocation like it;
-        `waiting`: started ahead, it runs when told (assets/dbt_ahead.py; rescue-dbt only)."""
+        `waiting`: started ahead, it runs when told (assets/dbt_ahead.py; rescue-dbt only);
+        `side`: work beside the step's builds (the proof's scratch parse), which leaves the dbt
+        its run worker imported ahead to the step's first build (dbt_warm.py)."""
         if waiting and not can_wait(self):
             raise ValueError(f"only {LAUNCHER} waits for its turn, not {self.dbt_executable}")
         if FAST_TEST_EDGES_FROM <= self._cli_version < version.parse("2"):
@@ -245,6 +248,10 @@ class RescueDbtCliResource(DbtCliResource):
             (target_path / WAIT_FILE).write_text(self._adapter_type(args))
         else:
             (target_path / WAIT_FILE).unlink(missing_ok=True)
+        if side:
+            (target_path / SIDE_FILE).touch()
+        else:
+            (target_path / SIDE_FILE).unlink(missing_ok=True)
         later = not waiting and self._cli_version.major < 2 and key not in _ADAPTERS
         if later:
             # a new adapter is made while dbt imports itself, not before dbt starts: ~0.7 s

@@ -244,7 +244,10 @@ def _scratch_parse(runner, project: DbtProject, work: Path, invocations) -> dict
             return json.loads(kept.read_text())
         except (OSError, ValueError):
             pass  # half written by a process that died, or pruned meanwhile: parse
-    parse = runner.cli(["parse"], target_path=work / "parse", manifest=project.manifest_path)
+    # beside the step's first build, which the dbt imported ahead is for
+    parse = runner.cli(
+        ["parse"], target_path=work / "parse", manifest=project.manifest_path, side=True
+    )
     invocations.append(parse)
     parse.wait()
     # what it parsed seeds the run and the clean-up (else each parses the project in full)
