@@ -102,7 +102,12 @@ def hand_over(name: str) -> None:
     try:
         sock.connect("\0" + name)
         request = json.dumps(
-            {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
+            {
+                "argv": sys.argv[1:],
+                "env": dict(os.environ),
+                "cwd": os.getcwd(),
+                "python": sys.executable,
+            }
         ).encode()
         socket.send_fds(sock, [_HEADER.pack(len(request)) + request], [0, 1, 2])
         answers = sock.makefile("rb")
@@ -151,11 +156,16 @@ def serve() -> None:
         except TimeoutError:
             continue
         if _from_a_child_of(conn, parent):
-            break
+            conn.settimeout(None)
+            request, fds = _receive(conn)
+            # the dbt of the launcher's own Python environment, or none: that launcher runs
+            # its dbt itself (told by the connection closing without a pid)
+            if request.get("python") == sys.executable:
+                break
+            for fd in fds:
+                os.close(fd)
         conn.close()
     server.close()  # one invocation: a later rescue-dbt finds none and starts dbt itself
-    conn.settimeout(None)
-    request, fds = _receive(conn)
     for number, fd in enumerate(fds[:3]):
         os.dup2(fd, number)
     for fd in fds:

@@ -118,6 +118,18 @@ def test_only_a_child_of_the_worker_that_imported_it_can_hand_it_a_command(
     assert _ls(_dbt(jaffle_project_dir), tmp_path / "child")[0] == {imported_ahead.pid}
 
 
+def test_a_rescue_dbt_of_another_python_environment_runs_its_own_dbt(imported_ahead):
+    """Its dbt may be another version: the dbt imported ahead is this environment's."""
+    other = (
+        "import sys; sys.executable = '/elsewhere/bin/python'; "
+        "from rescue_defs import dbt_warm; dbt_warm.hand_over(sys.argv[1]); print('not taken')"
+    )
+    name = os.environ[dbt_child.WARM_ENV]
+    said = subprocess.run([sys.executable, "-c", other, name], capture_output=True, text=True)
+    assert said.stdout.strip() == "not taken", said.stderr
+    assert imported_ahead.poll() is None  # still waiting for this environment's rescue-dbt
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_dbt_imported_ahead_ends_with_the_rescue_dbt_that_handed_it_a_command(
     how, tmp_path, shop_project, warehouse, imported_ahead
