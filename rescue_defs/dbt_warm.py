@@ -30,6 +30,7 @@ from rescue_defs.dbt_child import LAUNCHER, WARM_ENV, die_with_parent, executabl
 WARM_JOBS = frozenset({"rescue_step_job"})  # the runs whose step starts with dbt
 WAIT_SECONDS = 120.0  # unused this long (its step began with a dbt started ahead): it ends
 POLL_SECONDS = 0.2
+RECEIVE_SECONDS = 5.0  # a launcher sends its whole request at once
 _HEADER = struct.Struct("!I")
 _SERVE = "from rescue_defs.dbt_warm import serve; serve()"
 
@@ -156,11 +157,15 @@ def serve() -> None:
         except TimeoutError:
             continue
         if _from_a_child_of(conn, parent):
-            conn.settimeout(None)
-            request, fds = _receive(conn)
+            conn.settimeout(RECEIVE_SECONDS)
+            try:
+                request, fds = _receive(conn)
+            except (OSError, ValueError):  # not a whole request: that launcher runs its dbt
+                request, fds = {}, []
             # the dbt of the launcher's own Python environment, or none: that launcher runs
             # its dbt itself (told by the connection closing without a pid)
-            if request.get("python") == sys.executable:
+            if request.get("python") == sys.executable and len(fds) == 3:
+                conn.settimeout(None)
                 break
             for fd in fds:
                 os.close(fd)
@@ -205,23 +210,34 @@ def _from_a_child_of(conn: socket.socket, parent: int) -> bool:
     if uid != os.getuid():
         return False
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     return int(stat.rsplit(")", 1)[1].split()[1]) == parent
 
 
 def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    """The request and the three descriptors sent with it; ValueError when not whole."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
-    while len(data) < _HEADER.size:
-        data += conn.recv(1 << 16)
-    (size,) = _HEADER.unpack_from(data)
-    while len(data) < _HEADER.size + size:
-        more = conn.recv(1 << 16)
-        if not more:
-            break
-        data += more
-    return json.loads(data[_HEADER.size : _HEADER.size + size]), list(fds)
+    fds = list(fds)
+    try:
+        while len(data) < _HEADER.size or len(data) < _HEADER.size + _size(data):
+            more = conn.recv(1 << 16)
+            if not more:
+                raise ValueError("the request ended early")
+            data += more
+        request = json.loads(data[_HEADER.size : _HEADER.size + _size(data)])
+        if not isinstance(request, dict):
+            raise ValueError("not a request")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return request, fds
+
+
+def _size(data: bytes) -> int:
+    return _HEADER.unpack_from(data)[0] if len(data) >= _HEADER.size else 0
 
 
 def _end_with(conn: socket.socket) -> None:

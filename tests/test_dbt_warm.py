@@ -130,6 +130,31 @@ def test_a_rescue_dbt_of_another_python_environment_runs_its_own_dbt(imported_ah
     assert imported_ahead.poll() is None  # still waiting for this environment's rescue-dbt
 
 
+def test_a_request_cut_short_is_refused_and_the_dbt_still_waits_for_the_build(
+    tmp_path, jaffle_project_dir, imported_ahead
+):
+    # a child of the worker that sends the start of a request, then nothing, and stays
+    cut_short = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); "
+        "s.connect('\\0' + sys.argv[1]); "
+        "socket.send_fds(s, [b'\\x00\\x00\\x01\\x00{'], [0, 1, 2]); "
+        "s.settimeout(60); s.recv(1)"
+    )
+    name = os.environ[dbt_child.WARM_ENV]
+    stays = subprocess.Popen([sys.executable, "-c", cut_short, name])
+    time.sleep(4)  # it is the first the dbt imported ahead hears from
+    args = [dbt_child.executable(), "ls", "--resource-type", "model", "--log-format", "json"]
+    args += ["--project-dir", str(jaffle_project_dir), "--profiles-dir", str(jaffle_project_dir)]
+    args += ["--target-path", str(tmp_path / "build")]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=True)
+    finally:
+        stays.kill()
+    lines = out.stdout.splitlines()
+    pids = {json.loads(line)["info"]["pid"] for line in lines if line.startswith("{")}
+    assert pids == {imported_ahead.pid}
+
+
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_dbt_imported_ahead_ends_with_the_rescue_dbt_that_handed_it_a_command(
     how, tmp_path, shop_project, warehouse, imported_ahead
