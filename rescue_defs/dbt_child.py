@@ -80,7 +80,11 @@ def _wait_then_run(program: str, target: Path, parent: int) -> None:
         except ImportError:  # a broken environment: dbt says so when it starts, as usual
             cli = None
         else:
-            warm_up((target / WAIT_FILE).read_text().strip())
+            try:
+                kind = (target / WAIT_FILE).read_text().strip()
+            except OSError:  # its folder removed meanwhile: only the head start is lost
+                kind = ""
+            warm_up(kind)
     go = target / GO_FILE
     while not go.exists():
         if os.getppid() != parent or not target.is_dir():  # the step has ended without it
