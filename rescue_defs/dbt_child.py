@@ -33,9 +33,14 @@ WARM_ENV = "_RESCUE_DBT_WARM"
 SIDE_FILE = ".rescue_side"  # in the target folder: not the step's build, leave that dbt to it
 
 
+def _beside_python() -> Path:
+    """This Python environment's dbt (it may not exist)."""
+    return Path(sys.executable).absolute().parent / "dbt"
+
+
 def dbt() -> str:
     """The dbt beside this Python (the environment's), else the one on PATH."""
-    here = Path(sys.executable).absolute().parent / "dbt"
+    here = _beside_python()
     return str(here) if here.exists() else (shutil.which("dbt") or "dbt")
 
 
@@ -64,7 +69,7 @@ def main() -> None:
         _wait_then_run(program, Path(target), parent)
     warm = os.environ.pop(WARM_ENV, "")
     side = bool(target) and os.path.exists(os.path.join(target, SIDE_FILE))
-    if warm and not side and Path(program) == Path(sys.executable).absolute().parent / "dbt":
+    if warm and not side and Path(program) == _beside_python():
         from rescue_defs.dbt_warm import hand_over
 
         hand_over(warm)  # a dbt this run worker imported ahead runs it, if one waits
@@ -74,7 +79,7 @@ def main() -> None:
 def _wait_then_run(program: str, target: Path, parent: int) -> None:
     """dbt imported while the step before runs; then run now, or end having done nothing."""
     cli = None
-    if Path(program) == Path(sys.executable).absolute().parent / "dbt":
+    if Path(program) == _beside_python():
         try:
             from dbt.cli.main import cli  # the slow part: what waiting is for
         except ImportError:  # a broken environment: dbt says so when it starts, as usual

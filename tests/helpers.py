@@ -130,6 +130,11 @@ def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProce
     )
 
 
+# a DuckDB query dbt runs for longer than any test waits: 10**14 rows to count is hours on one
+# core (10**11 took 5 s on two cores, and had ended before the test's signal)
+LONG_QUERY = "select count(*) from range(100000000000000)"
+
+
 def is_alive(pid: int) -> bool:
     """A live process (not a zombie waiting to be reaped) has this pid (Linux)."""
     try:
