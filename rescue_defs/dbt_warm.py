@@ -33,6 +33,8 @@ POLL_SECONDS = 0.2
 RECEIVE_SECONDS = 5.0  # a launcher sends its whole request at once
 _HEADER = struct.Struct("!I")
 _SERVE = "from rescue_defs.dbt_warm import serve; serve()"
+# what the launcher passes on to the dbt running its command
+RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def run_worker_job(argv: list[str] | None = None) -> str | None:
@@ -108,6 +110,7 @@ def hand_over(name: str) -> None:
                 "env": dict(os.environ),
                 "cwd": os.getcwd(),
                 "python": sys.executable,
+                "signals": _signal_state(),
             }
         ).encode()
         socket.send_fds(sock, [_HEADER.pack(len(request)) + request], [0, 1, 2])
@@ -120,12 +123,44 @@ def hand_over(name: str) -> None:
         sock.close()
         return
     pid = int(taken)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    for sig in RELAYED:
         signal.signal(sig, lambda number, _frame: _signal(pid, number))
     ended = answers.readline().strip().decode()
     answers.read()  # until it has exited: its output is whole before this process ends
     # no exit code: it was killed (SIGKILL by the system, or the worker's end)
     sys.exit(int(ended) if ended.lstrip("-").isdigit() else 1)
+
+
+def _signal_state() -> dict[str, list[int]]:
+    """What this launcher ignores and blocks of the signals it relays, as the dbt it would have
+    started would have inherited them."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return {
+        "ignored": [int(s) for s in RELAYED if signal.getsignal(s) == signal.SIG_IGN],
+        "blocked": [int(s) for s in RELAYED if s in blocked],
+    }
+
+
+def _take_signal_state(state: Any) -> None:
+    """In the waiting dbt, before it runs the command: the launcher's signal state for the
+    signals it relays (the worker that started this process may have had others: a SIGTERM
+    it ignored, relayed here, would leave dbt running with nobody to stop it)."""
+    state = state if isinstance(state, dict) else {}
+    ignored = {s for s in RELAYED if s in _numbers(state.get("ignored"))}
+    blocked = {s for s in RELAYED if s in _numbers(state.get("blocked"))}
+    for sig in RELAYED:
+        if sig in ignored:
+            signal.signal(sig, signal.SIG_IGN)
+        else:  # as Python starts: SIGINT raises KeyboardInterrupt, the others end the process
+            signal.signal(
+                sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            )
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(RELAYED) - blocked)
+    signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+
+
+def _numbers(value: Any) -> set[int]:
+    return {v for v in value if isinstance(v, int)} if isinstance(value, list) else set()
 
 
 def _signal(pid: int, number: int) -> None:
@@ -175,6 +210,7 @@ def serve() -> None:
         os.dup2(fd, number)
     for fd in fds:
         os.close(fd)
+    _take_signal_state(request.get("signals"))
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

@@ -165,7 +165,12 @@ def test_a_dbt_imported_ahead_ends_with_the_rescue_dbt_that_handed_it_a_command(
     args += ["--project-dir", str(shop_project.project_dir)]
     args += ["--profiles-dir", str(shop_project.profiles_dir), "--target-path", "target/show"]
     warehouse.parent.mkdir(parents=True, exist_ok=True)
-    launcher = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # started as a run worker's dagster-dbt starts it: signals at their defaults (this test
+    # process may ignore SIGTERM, and the dbt imported ahead, its child, with it: a suite
+    # started in the background ignores SIGINT, and Dagster maps SIGTERM to SIGINT's handler)
+    launcher = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_default_signals
+    )
     try:
         time.sleep(6)  # dbt has started in the process imported ahead, and runs the query
         assert is_alive(imported_ahead.pid) and imported_ahead.poll() is None
@@ -176,6 +181,11 @@ def test_a_dbt_imported_ahead_ends_with_the_rescue_dbt_that_handed_it_a_command(
         launcher.kill()
     assert launcher.returncode != 0
     assert not is_alive(imported_ahead.pid)
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def test_a_dbt_imported_ahead_and_never_used_ends_with_its_worker(tmp_path):
