@@ -1,5 +1,6 @@
 """What tests do again and again, written once."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -130,9 +131,13 @@ def execute_request(defs, instance, request: dg.RunRequest) -> dg.ExecuteInProce
     )
 
 
-# a DuckDB query dbt runs for longer than any test waits: 10**14 rows to count is hours on one
-# core (10**11 took 5 s on two cores, and had ended before the test's signal)
-LONG_QUERY = "select count(*) from range(100000000000000)"
+def waiting_query(folder: Path) -> str:
+    """A DuckDB query dbt runs until it is stopped, using no core meanwhile: it reads a named
+    pipe nobody writes (counting 10**11 rows burned both cores for the test's whole wait, and
+    on two free cores ended before the test's signal)."""
+    pipe = folder / "never_written.csv"
+    os.mkfifo(pipe)
+    return f"select count(*) from read_csv('{pipe}')"
 
 
 def is_alive(pid: int) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource, executable_version, keep_parse_state
 from tests.conftest import FIXTURES, prepare
-from tests.helpers import LONG_QUERY, is_alive
+from tests.helpers import is_alive, waiting_query
 
 
 def test_this_environments_dbt_has_the_version_dbt_itself_prints():
@@ -102,7 +102,7 @@ def test_dbt_started_for_a_run_dies_with_the_worker_that_started_it(
 
     from rescue_defs import dbt_child
 
-    dbt = [dbt_child.executable(), "show", "--inline", LONG_QUERY]
+    dbt = [dbt_child.executable(), "show", "--inline", waiting_query(tmp_path)]
     dbt += ["--project-dir", str(shop_project.project_dir)]
     dbt += ["--profiles-dir", str(shop_project.profiles_dir), "--target-path", "target/show"]
     warehouse.parent.mkdir(parents=True, exist_ok=True)

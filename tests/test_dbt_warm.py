@@ -15,7 +15,7 @@ import pytest
 
 from rescue_defs import dbt_child, dbt_warm
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
-from tests.helpers import LONG_QUERY, is_alive
+from tests.helpers import is_alive, waiting_query
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -161,7 +161,7 @@ def test_a_dbt_imported_ahead_ends_with_the_rescue_dbt_that_handed_it_a_command(
 ):
     """Stopped or killed (the run worker gone, a node lost): the dbt that runs the command
     stops too, never a writer nobody sees."""
-    args = [dbt_child.executable(), "show", "--inline", LONG_QUERY]
+    args = [dbt_child.executable(), "show", "--inline", waiting_query(tmp_path)]
     args += ["--project-dir", str(shop_project.project_dir)]
     args += ["--profiles-dir", str(shop_project.profiles_dir), "--target-path", "target/show"]
     warehouse.parent.mkdir(parents=True, exist_ok=True)
