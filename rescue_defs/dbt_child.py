@@ -31,6 +31,8 @@ POLL_SECONDS = 0.01
 # set by a run worker for its own children, never by a user (dbt_warm.py)
 WARM_ENV = "_RESCUE_DBT_WARM"
 SIDE_FILE = ".rescue_side"  # in the target folder: not the step's build, leave that dbt to it
+# in the target folder, by rescue-dbt: the pid of the dbt imported ahead that ran the command
+HANDED_FILE = ".rescue_imported_ahead"
 
 
 def _beside_python() -> Path:

@@ -25,7 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rescue_defs.dbt_child import LAUNCHER, WARM_ENV, die_with_parent, executable, warm_up
+from rescue_defs.dbt_child import (
+    HANDED_FILE,
+    LAUNCHER,
+    WARM_ENV,
+    die_with_parent,
+    executable,
+    warm_up,
+)
 
 WARM_JOBS = frozenset({"rescue_step_job"})  # the runs whose step starts with dbt
 WAIT_SECONDS = 120.0  # unused this long (its step began with a dbt started ahead): it ends
@@ -125,10 +132,21 @@ def hand_over(name: str) -> None:
     pid = int(taken)
     for sig in RELAYED:
         signal.signal(sig, lambda number, _frame: _signal(pid, number))
+    _tell_the_step(pid)
     ended = answers.readline().strip().decode()
     answers.read()  # until it has exited: its output is whole before this process ends
     # no exit code: it was killed (SIGKILL by the system, or the worker's end)
     sys.exit(int(ended) if ended.lstrip("-").isdigit() else 1)
+
+
+def _tell_the_step(pid: int) -> None:
+    """For the step's log (assets/dbt_cli.py reads it after the command): which dbt ran it."""
+    target = os.environ.get("DBT_TARGET_PATH", "")
+    if target:
+        try:
+            (Path(target) / HANDED_FILE).write_text(str(pid))
+        except OSError:  # only the log line is lost
+            pass
 
 
 def _signal_state() -> dict[str, list[int]]:

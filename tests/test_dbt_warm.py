@@ -14,6 +14,7 @@ import time
 import pytest
 
 from rescue_defs import dbt_child, dbt_warm
+from rescue_defs.assets import dbt_cli
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 from tests.helpers import is_alive, waiting_query
 
@@ -50,11 +51,15 @@ def _listening(name: str) -> None:
 
 
 def _ls(dbt: RescueDbtCliResource, target) -> tuple[set[int], list[str]]:
-    """(the pids dbt's events came from, what `dbt ls` listed)"""
+    """(the pids dbt's events came from, what `dbt ls` listed); the pid the invocation says
+    ran it, if it was handed over, is checked to be the one its events came from"""
     invocation = dbt.cli(["ls", "--resource-type", "model"], target_path=target)
     events = [e.raw_event for e in invocation.stream_raw_events()]
     listed = sorted(e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent")
-    return {e["info"]["pid"] for e in events if "pid" in e["info"]}, listed
+    pids = {e["info"]["pid"] for e in events if "pid" in e["info"]}
+    said = dbt_cli.imported_ahead(invocation)
+    assert said is None or {said} == pids, (said, pids)
+    return pids, listed
 
 
 def _dbt(project_dir) -> RescueDbtCliResource:
@@ -72,6 +77,9 @@ def test_the_workers_first_dbt_runs_in_the_one_imported_ahead_and_lists_what_a_c
     cold_pids, cold = _ls(dbt, tmp_path / "cold")
 
     assert first_pids == {imported_ahead.pid}
+    assert (tmp_path / "first" / dbt_child.HANDED_FILE).read_text() == str(imported_ahead.pid)
+    assert not (tmp_path / "second" / dbt_child.HANDED_FILE).exists()  # started in its launcher
+    assert not (tmp_path / "cold" / dbt_child.HANDED_FILE).exists()
     assert imported_ahead.wait(timeout=10) == 0
     assert second_pids.isdisjoint(first_pids) and cold_pids.isdisjoint(first_pids)
     assert first == second == cold

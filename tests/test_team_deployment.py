@@ -227,6 +227,17 @@ def rescue_ended(where: Deployment, reason: str, known: set[str]) -> dict:
     return record
 
 
+def said_in_step_runs(where: Deployment, record: dict, words: str) -> list[str]:
+    """The messages of the rescue's runs' logs that hold `words`."""
+    with where.instance() as instance:
+        return [
+            event.message
+            for run in rescues.step_runs(instance, record["id"])
+            for event in instance.all_logs(run.run_id)
+            if words in (event.message or "")
+        ]
+
+
 def failures(where: Deployment, record: dict) -> str:
     """The step failures of the rescue's runs, to say why it stopped."""
     found = []
@@ -287,6 +298,9 @@ def test_a_teams_deployment_rescues_an_outage_and_a_merge_with_nobody_typing(dep
     )
     outage = rescue_ended(where, "outage", set())
     assert outage["proof"]["status"] == "equal"
+    # its run worker, started by the team's code server, imported dbt while it loaded the code
+    # location, and that dbt ran the step's build (the step's log says which dbt ran it)
+    assert said_in_step_runs(where, outage, "ran in the dbt this run worker imported"), where.logs()
     project = tickets["project"]
     assert differences_from_a_from_scratch_build(tickets, _Project(project), where.root) == {}
 

@@ -20,6 +20,7 @@ from rescue_defs.assets.dbt_ahead import Lineup
 from rescue_defs.assets.dbt_cli import (
     RescueDbtCliResource,
     can_wait,
+    imported_ahead,
     invocations_of,
     keep_parse_state,
 )
@@ -260,6 +261,12 @@ class Build:
                     event = event.with_metadata({**event.metadata, FULL_REFRESH_KEY: True})
                     self.refreshed.add(self.by_key[key])
             yield event
+        if (pid := imported_ahead(invocation)) is not None:
+            # what a run worker's head start bought, in the run's log (dbt_warm.py)
+            self.context.log.info(
+                f"dbt {args[0]} ran in the dbt this run worker imported while it loaded "
+                f"(pid {pid}): no dbt import before its first model"
+            )
 
     def test_results(self) -> list[dg.AssetCheckResult]:
         selected = self.context.selected_asset_check_keys

@@ -38,7 +38,7 @@ from dagster._utils import pushd
 from dagster_dbt import DbtCliResource
 from packaging import version
 
-from rescue_defs.dbt_child import GO_FILE, LAUNCHER, SIDE_FILE, WAIT_FILE
+from rescue_defs.dbt_child import GO_FILE, HANDED_FILE, LAUNCHER, SIDE_FILE, WAIT_FILE
 
 logger = get_dagster_logger()
 PARSE_STATE = "partial_parse.msgpack"
@@ -248,6 +248,7 @@ class RescueDbtCliResource(DbtCliResource):
             (target_path / WAIT_FILE).write_text(self._adapter_type(args))
         else:
             (target_path / WAIT_FILE).unlink(missing_ok=True)
+        (target_path / HANDED_FILE).unlink(missing_ok=True)
         if side:
             (target_path / SIDE_FILE).touch()
         else:
@@ -266,6 +267,16 @@ class RescueDbtCliResource(DbtCliResource):
         if context is not None:  # made by the team's function: the step cleans up after it
             _BY_RUN.setdefault(context.run.run_id, []).append(invocation)
         return invocation
+
+
+def imported_ahead(invocation: Any) -> int | None:
+    """The pid of the dbt its run worker imported ahead, when that dbt ran this invocation's
+    command (rescue-dbt says so in the invocation's target folder: dbt_warm.py)."""
+    target = getattr(invocation, "target_path", None)
+    try:
+        return int((Path(target) / HANDED_FILE).read_text()) if target else None
+    except (OSError, ValueError):
+        return None
 
 
 def can_wait(dbt: Any) -> bool:
