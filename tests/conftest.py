@@ -86,29 +86,51 @@ def instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dg.Dags
         yield instance
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
+    """A folder `make(folder)` fills once for the whole run, then only read: the first test
+    worker to ask builds it while the other waits (pytest-xdist's recipe for session fixtures
+    run once). The suite is CPU-bound: a build made twice is a test's time lost."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    # under xdist each worker's base is in the run's own folder; alone, the base is the run's
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / f"once-{name}"
+    with FileLock(str(shared / f"once-{name}.lock")):
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".done").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shop_builds(tmp_path_factory: pytest.TempPathFactory, shop_project: DbtProject):
     """`build(through)`: a folder holding the bundled warehouse (`warehouse/`) and a Dagster home
     (`home/`) after the daily pipeline loaded and built everything through that day; built
-    once per day asked for (per test worker), so tests start from copies of it."""
+    once per day asked for (for both test workers), so tests start from copies of it."""
     from tests.helpers import materialize_all, raw_config
 
     made: dict[str, Path] = {}
 
     def build(through: str) -> Path:
         if through not in made:
-            root = tmp_path_factory.mktemp(f"built-{through}")
-            with pytest.MonkeyPatch.context() as env:
-                env.setenv("RESCUE_DUCKDB_PATH", str(root / "warehouse" / "warehouse.duckdb"))
-                env.delenv("RESCUE_SANDBOX_DUCKDB_PATH", raising=False)  # set by the build
-                env.setenv("RESCUE_PEAK_HOURS", "none")
-                defs = build_definitions(shop_project)
-                (root / "home").mkdir()
-                home = str(root / "home")
-                with dg.instance_for_test(temp_dir=home, overrides=NO_COMPUTE_LOGS) as instance:
-                    assert materialize_all(defs, instance, raw_config(through)).success
-            made[through] = root
+            made[through] = built_once(
+                tmp_path_factory, f"built-{through}", lambda root: _build(root, through)
+            )
         return made[through]
+
+    def _build(root: Path, through: str) -> None:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RESCUE_DUCKDB_PATH", str(root / "warehouse" / "warehouse.duckdb"))
+            env.delenv("RESCUE_SANDBOX_DUCKDB_PATH", raising=False)  # set by the build
+            env.setenv("RESCUE_PEAK_HOURS", "none")
+            defs = build_definitions(shop_project)
+            (root / "home").mkdir()
+            home = str(root / "home")
+            with dg.instance_for_test(temp_dir=home, overrides=NO_COMPUTE_LOGS) as instance:
+                assert materialize_all(defs, instance, raw_config(through)).success
 
     return build
 
@@ -159,8 +181,13 @@ def generated_manifest(tmp_path_factory: pytest.TempPathFactory):
     from rescue_defs.planning.manifest import DbtManifest
     from tests.generated_project import write_project
 
-    root = tmp_path_factory.mktemp("generated")
-    project = prepare(write_project(root, models=800), root / "parse.duckdb")
+    def make(root: Path) -> None:
+        prepare(write_project(root, models=800), root / "parse.duckdb")
+
+    root = built_once(tmp_path_factory, "generated-800", make)
+    with pytest.MonkeyPatch.context() as env:  # where `prepare` parsed it
+        env.setenv("RESCUE_DUCKDB_PATH", str(root / "parse.duckdb"))
+        project = load_dbt_project(str(root / "big"))
     return DbtManifest.load(project.manifest_path, project.project_dir)
 
 
