@@ -357,6 +357,7 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
                         "expected": statistics.median(estimates),
                         "phases": [statistics.median(p) for p in zip(*phases, strict=True)],
                         "each": [p[0] for p in product],
+                        "estimates": estimates,
                     }
                 )
                 print_row(rows[-1], flush=True)
@@ -432,7 +433,13 @@ def main() -> None:
         print_row(row)
     print("\nEach rescue, in order (the first one's proof parses its scratch profile):")
     for row in rows:
-        print(f"{row['models']}: " + " / ".join(f"{s:.1f} s" for s in row["each"]))
+        print(
+            f"{row['models']}: "
+            + " / ".join(
+                f"{s:.1f} s (estimate {e:.0f} s)"
+                for s, e in zip(row["each"], row["estimates"], strict=True)
+            )
+        )
     print("\nWhere the launch-to-end time goes (medians):\n" + TIMELINE_HEADER)
     print("|" + " --- |" * 9)
     for row in rows:

@@ -311,6 +311,7 @@ def test_full_refresh_reaches_only_incremental_models_named_or_advised(shop_plan
 def test_expected_time_counts_each_runs_start_up_learned_from_history(shop_manifest):
     from rescue_defs.planning.cost import (
         DEFAULT_MODEL_OVERHEAD_SECONDS,
+        DEFAULT_RUN_OVERHEAD_SECONDS,
         STAGE_SECONDS,
         TICK_SECONDS,
     )
@@ -322,9 +323,11 @@ def test_expected_time_counts_each_runs_start_up_learned_from_history(shop_manif
     models = sum(fresh.seconds[m] for m in fresh.models) + n * DEFAULT_MODEL_OVERHEAD_SECONDS
     # no history: the start-up measured on this machine kind, for the one run that builds the
     # three stages one after the other, and a dbt start for each further stage
-    assert fresh.run_overhead_seconds == 45.0
+    assert fresh.run_overhead_seconds == DEFAULT_RUN_OVERHEAD_SECONDS
     assert fresh.runs == 1
-    assert fresh.total_seconds == pytest.approx(models + 45.0 + 2 * STAGE_SECONDS)
+    assert fresh.total_seconds == pytest.approx(
+        models + DEFAULT_RUN_OVERHEAD_SECONDS + 2 * STAGE_SECONDS
+    )
     assert "3 steps in 1 run, stage after stage" in render_text(fresh)
     # with history: the median of what recent rescue runs cost besides their models, and the
     # ticks before and after a run, which its own record does not show

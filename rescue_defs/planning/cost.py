@@ -12,13 +12,19 @@ DEFAULT_FULL_REFRESH_FACTOR = 10.0
 # materialization metadata of a model a rescue built with --full-refresh: the history tells
 # full refreshes from normal runs by it
 FULL_REFRESH_KEY = "dbt_full_refresh"
-# Per run of a rescue, besides the models: the sensor's tick and the queue's dequeue (up to
-# ~10 s each), a run worker loading the code location (10-26 s), dbt starting (~6 s). Measured
-# under `dagster dev` on 2 cores: a 3-run rescue of 19 models, ~6 s of model time, took 150 s.
-DEFAULT_RUN_OVERHEAD_SECONDS = 45.0
+# Per run of a rescue, besides the models, until the instance has a rescue run to learn from:
+# the CLI planning (~2 s), the sensor's tick and the queue's dequeue (0.5-2.5 s, ~1 s), a run
+# worker loading the code location and its dbt starting (3.5-4.5 s), the stages' validation and
+# the proof's fixed part, the tick that ends the rescue. Measured with bench/launch_bench.py
+# under `dagster dev` on 2 cores (2026-12-05): 10.5 s learned after one bundled rescue; the 45 s
+# this was (measured when a run worker took 10-26 s to load) made a first rescue's estimate 3.4x
+# what it took.
+DEFAULT_RUN_OVERHEAD_SECONDS = 12.0
 # Per model a run builds, besides the model's own dbt time (events stored, checks, dbt's own
-# per-node work): measured with bench/launch_bench.py under `dagster dev` on 2 cores.
-DEFAULT_MODEL_OVERHEAD_SECONDS = 0.3
+# per-node work): 0.05 s (200 models) to 0.13 s (2,000, proof included) measured with
+# bench/launch_bench.py under `dagster dev` on 2 cores (2026-12-05; 0.3 s was measured when each
+# model's validation was its own queries).
+DEFAULT_MODEL_OVERHEAD_SECONDS = 0.1
 # What a run's own record does not show: the tick that requests it and the tick that sees it
 # end (rescue_sensor is evaluated on every 5 s daemon loop: ~2.5 s each on average; `rescue
 # launch` submits the first run itself and `--wait` sees the end within 0.5 s, so this errs
