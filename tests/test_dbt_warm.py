@@ -57,7 +57,7 @@ def _ls(dbt: RescueDbtCliResource, target) -> tuple[set[int], list[str]]:
     events = [e.raw_event for e in invocation.stream_raw_events()]
     listed = sorted(e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent")
     pids = {e["info"]["pid"] for e in events if "pid" in e["info"]}
-    said = dbt_cli.imported_ahead(invocation)
+    said = dbt_cli.handed_over_pid(invocation)
     assert said is None or {said} == pids, (said, pids)
     return pids, listed
 

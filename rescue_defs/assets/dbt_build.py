@@ -20,7 +20,7 @@ from rescue_defs.assets.dbt_ahead import Lineup
 from rescue_defs.assets.dbt_cli import (
     RescueDbtCliResource,
     can_wait,
-    imported_ahead,
+    handed_over_pid,
     invocations_of,
     keep_parse_state,
 )
@@ -261,7 +261,7 @@ class Build:
                     event = event.with_metadata({**event.metadata, FULL_REFRESH_KEY: True})
                     self.refreshed.add(self.by_key[key])
             yield event
-        if (pid := imported_ahead(invocation)) is not None:
+        if (pid := handed_over_pid(invocation)) is not None:
             # what a run worker's head start bought, in the run's log (dbt_warm.py)
             self.context.log.info(
                 f"dbt {args[0]} ran in the dbt this run worker imported while it loaded "

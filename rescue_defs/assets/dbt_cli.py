@@ -269,7 +269,7 @@ class RescueDbtCliResource(DbtCliResource):
         return invocation
 
 
-def imported_ahead(invocation: Any) -> int | None:
+def handed_over_pid(invocation: Any) -> int | None:
     """The pid of the dbt its run worker imported ahead, when that dbt ran this invocation's
     command (rescue-dbt says so in the invocation's target folder: dbt_warm.py)."""
     target = getattr(invocation, "target_path", None)
