@@ -7,7 +7,7 @@ import pytest
 
 from rescue_defs.checks.proof import proof_record
 from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun
-from rescue_defs.planning.cost import CostModel, History, learn_full_refresh_factor
+from rescue_defs.planning.cost import TICK_SECONDS, CostModel, History, learn_full_refresh_factor
 from rescue_defs.planning.plan import Planner, PlanRequest, PlanSettings
 from rescue_defs.planning.selection import Selector
 from rescue_defs.planning.stages import StageRule, lineage_groups
@@ -296,7 +296,9 @@ def test_runs_all_of_one_size_never_cost_more_per_model_than_they_cost_in_all(sh
     # part cannot be told from the per-run part, but it cannot be more than all of it
     costs = CostModel(shop_manifest, History(run_overhead=[16.6] * 3, run_models=[200] * 3))
     assert costs.model_overhead == pytest.approx(0.083)
-    assert 200 * costs.model_overhead + costs.run_overhead == pytest.approx(16.6 + 5.0, abs=0.1)
+    assert 200 * costs.model_overhead + costs.run_overhead == pytest.approx(
+        16.6 + TICK_SECONDS, abs=0.1
+    )
 
 
 def test_full_refresh_reaches_only_incremental_models_named_or_advised(shop_planner):
@@ -344,6 +346,24 @@ def test_expected_time_counts_each_runs_start_up_learned_from_history(shop_manif
     separate = Planner(shop_manifest).plan(apart, history=History(run_overhead=[20]))
     assert separate.runs == 3
     assert separate.total_seconds == pytest.approx(models + 3 * (20.0 + TICK_SECONDS))
+
+
+def test_a_learned_runs_further_stages_are_not_counted_again_in_the_next_estimate(shop_manifest):
+    from rescue_defs.planning.cost import STAGE_SECONDS, TICK_SECONDS
+
+    # one rescue run of the same three stages cost 20 s besides its models: 2 of them were its
+    # further stages' dbt starts, which the estimate adds for each further stage of the next
+    layered = PlanRequest("+int_orders_enriched+", layered=True)
+    fresh = Planner(shop_manifest).plan(layered)
+    n = len(fresh.models)
+    history = History(run_overhead=[20.0], run_models=[n], run_stages=[3])
+    learned = Planner(shop_manifest).plan(layered, history=history)
+    own = sum(learned.seconds[m] for m in learned.models)
+    # the next run like it costs what that one did, and the ticks around it
+    assert learned.total_seconds == pytest.approx(own + 20.0 + TICK_SECONDS)
+    assert learned.run_overhead_seconds == pytest.approx(
+        20.0 - n * learned.model_overhead_seconds - 2 * STAGE_SECONDS + TICK_SECONDS
+    )
 
 
 def test_a_full_refresh_of_every_incremental_model_is_one_dbt_invocation(shop_manifest):

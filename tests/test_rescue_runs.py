@@ -92,7 +92,8 @@ def test_three_stage_rescue_launched_from_the_cli_runs_stage_after_stage(
     for run in runs:
         assert not list(target.glob(f"dbt_models-{run.run_id[:7]}-*")), run.run_id
     # what these runs cost besides their models is learned for the next estimate
-    assert len(rescues.history(instance, keys).run_overhead) == 3
+    learned = rescues.history(instance, keys)
+    assert len(learned.run_overhead) == 3 and learned.run_stages == [1, 1, 1]
 
     assert cli.main(["status", rescue_id]) == 0
     status = capsys.readouterr().out
@@ -299,6 +300,9 @@ def test_stages_run_one_after_the_other_in_one_run_when_nothing_else_writes_them
     order = [stage_of[r.event_log_entry.asset_materialization.asset_key] for r in records]
     assert order == sorted(order) and set(order) == {0, 1, 2}
     assert rescues.materialized(instance, [run.run_id]) == set(stage_of)
+    # the next estimate learns this run's cost with its three stages: their dbt starts are
+    # counted per stage, not again in the run's overhead
+    assert rescues.history(instance, keys).run_stages == [3]
     # each stage is validated (row count, max date) in the run
     assert cli.main(["status", rescue_id]) == 0
     status = capsys.readouterr().out

@@ -25,14 +25,16 @@ DEFAULT_RUN_OVERHEAD_SECONDS = 12.0
 # bench/launch_bench.py under `dagster dev` on 2 cores (2026-12-05; 0.3 s was measured when each
 # model's validation was its own queries).
 DEFAULT_MODEL_OVERHEAD_SECONDS = 0.1
-# What a run's own record does not show: the tick that requests it and the tick that sees it
-# end (rescue_sensor is evaluated on every 5 s daemon loop: ~2.5 s each on average; `rescue
-# launch` submits the first run itself and `--wait` sees the end within 0.5 s, so this errs
-# long for a one-run rescue typed at the CLI: B1, 10 models, estimate 1.13x measured).
-TICK_SECONDS = 5.0
-# A further stage inside one run: dbt starting again, its adapter, the stage's validation
-# queries (bench/step_overhead_bench.py: plain `dbt build` of 2 models takes 3.5-4 s).
-STAGE_SECONDS = 4.0
+# What a run's own record does not show: the tick that requests it (rescue_sensor is evaluated
+# on every 5 s daemon loop: 0.4-2.5 s measured, bench/launch_bench.py, 2026-12-05; none when
+# `rescue launch` submits the first run through the webserver) and the end, noticed within
+# 0.2-0.7 s.
+TICK_SECONDS = 2.5
+# A further stage inside one run: its dbt (started ahead while the stage before built,
+# assets/dbt_ahead.py) taking the command, the stage's validation queries: 1.4-1.7 s from a
+# stage's validation to the next one's in a bundled rescue's run log (2026-12-05; 4 s before
+# dbt was started ahead).
+STAGE_SECONDS = 1.5
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class History:
     """Recent rescue runs: wall time from request to end minus their models' own time."""
     run_models: list[int] = field(default_factory=list)
     """How many models each of those runs built (same order), when known."""
+    run_stages: list[int] = field(default_factory=list)
+    """How many stages each of those runs built one after the other (same order), when known:
+    their further stages' dbt starts are in its overhead, and the estimate counts them apart."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,12 @@ class CostModel:
             else learn_full_refresh_factor(self.history)
         )
         runs = self.history.run_overhead
+        if len(self.history.run_stages) == len(runs):
+            # each further stage is counted apart (STAGE_SECONDS): not in the run's overhead too
+            runs = [
+                max(0.0, o - max(0, stages - 1) * STAGE_SECONDS)
+                for o, stages in zip(runs, self.history.run_stages, strict=True)
+            ]
         sized = (
             list(zip(runs, self.history.run_models, strict=True))
             if len(self.history.run_models) == len(runs)

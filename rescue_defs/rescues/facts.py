@@ -10,7 +10,7 @@ from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun, 
 from rescue_defs.planning.cost import FULL_REFRESH_KEY, History
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import Plan, Planner, PlanRequest
-from rescue_defs.rescues.store import TAG_ID, TAG_KIND
+from rescue_defs.rescues.store import TAG_ID, TAG_KIND, TAG_STAGE
 
 IN_FLIGHT = (
     dg.DagsterRunStatus.QUEUED,
@@ -171,8 +171,9 @@ def history(instance: dg.DagsterInstance, keys: Mapping[str, dg.AssetKey], limit
     return History(
         incremental=incremental,
         full_refresh=full_refresh,
-        run_overhead=[o for o, _ in overheads],
-        run_models=[n for _, n in overheads],
+        run_overhead=[o for o, _, _ in overheads],
+        run_models=[n for _, n, _ in overheads],
+        run_stages=[stages for _, _, stages in overheads],
     )
 
 
@@ -189,8 +190,8 @@ def _recent_other_runs(instance: dg.DagsterInstance, limit: int = 5):
 
 
 def recent_rescue_runs(instance: dg.DagsterInstance, limit: int = 10):
-    """((seconds besides the models' own time, models built), their materialization records)
-    of recent successful rescue runs, the latest first."""
+    """((seconds besides the models' own time, models built, stages built), their
+    materialization records) of recent successful rescue runs, the latest first."""
     from rescue_defs.rescues.store import STEP_JOB
 
     records = instance.get_run_records(
@@ -213,7 +214,9 @@ def recent_rescue_runs(instance: dg.DagsterInstance, limit: int = 10):
             value = event.asset_materialization.metadata.get("Execution Duration")
             model_seconds += float(value.value) if value is not None else 0.0
         wall = record.end_time - record.create_timestamp.timestamp()
-        found.append(((max(0.0, wall - model_seconds), len(events)), events))
+        # the stages it built one after the other (rescues/requests.py names them in its tag)
+        stages = len([s for s in tags.get(TAG_STAGE, "").split("+") if s]) or 1
+        found.append(((max(0.0, wall - model_seconds), len(events), stages), events))
     return found
 
 
