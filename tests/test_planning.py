@@ -293,9 +293,14 @@ def test_checklist_warns_about_consumers_left_stale(shop_planner):
 
 def test_runs_all_of_one_size_never_cost_more_per_model_than_they_cost_in_all(shop_manifest):
     # three 200-model rescue runs, each 16.6 s besides its models' own time: the per-model
-    # part cannot be told from the per-run part, but it cannot be more than all of it
+    # part cannot be told from the per-run part by fitting, but it cannot be more than all of
+    # it, and a run's usual fixed part is not per model
+    from rescue_defs.planning.cost import DEFAULT_RUN_OVERHEAD_SECONDS
+
     costs = CostModel(shop_manifest, History(run_overhead=[16.6] * 3, run_models=[200] * 3))
-    assert costs.model_overhead == pytest.approx(0.083)
+    assert costs.model_overhead == pytest.approx(
+        (16.6 - DEFAULT_RUN_OVERHEAD_SECONDS) / 200, abs=1e-3
+    )
     assert 200 * costs.model_overhead + costs.run_overhead == pytest.approx(
         16.6 + TICK_SECONDS, abs=0.1
     )
@@ -364,6 +369,36 @@ def test_a_learned_runs_further_stages_are_not_counted_again_in_the_next_estimat
     assert learned.run_overhead_seconds == pytest.approx(
         20.0 - n * learned.model_overhead_seconds - 2 * STAGE_SECONDS + TICK_SECONDS
     )
+
+
+def test_what_a_run_cost_besides_its_models_counts_models_built_side_by_side_once():
+    from rescue_defs.planning.cost import besides_models
+
+    # requested at 0, ended at 30: two dbt threads built 4 models of 5 s each between 10 and
+    # 20 (their durations add up to 20 s, the build took 10 s), validation until 21, the proof
+    # until 29
+    built = [(15.0, 5.0), (15.0, 5.0), (20.0, 5.0), (20.0, 5.0)]
+    assert besides_models(0.0, 30.0, built, proved=False) == pytest.approx(20.0)
+    # the proof's own time is estimated apart (checks/proof.py): not part of the run's cost
+    assert besides_models(0.0, 30.0, built, proved=True) == pytest.approx(10.0)
+    # one model at a time: their own durations are the build
+    assert besides_models(0.0, 30.0, [(12.0, 2.0), (20.0, 2.0)], proved=False) == 26.0
+    assert besides_models(0.0, 5.0, [], proved=False) == 5.0
+
+
+def test_one_run_size_leaves_a_run_its_fixed_part_before_counting_per_model(shop_manifest):
+    from rescue_defs.planning.cost import DEFAULT_RUN_OVERHEAD_SECONDS
+
+    # the first build (200 models) cost 7 s besides its models: less than a run's usual
+    # fixed part, so none of it per model; a 10-model rescue next still pays those 7 s
+    cheap = CostModel(shop_manifest, History(run_overhead=[7.0], run_models=[200]))
+    assert cheap.model_overhead == 0.0
+    assert cheap.run_overhead == pytest.approx(7.0 + TICK_SECONDS)
+    # more than the fixed part: the rest is per model
+    one = History(run_overhead=[DEFAULT_RUN_OVERHEAD_SECONDS + 20.0], run_models=[200])
+    dear = CostModel(shop_manifest, one)
+    assert dear.model_overhead == pytest.approx(0.1)
+    assert dear.run_overhead == pytest.approx(DEFAULT_RUN_OVERHEAD_SECONDS + TICK_SECONDS)
 
 
 def test_a_full_refresh_of_every_incremental_model_is_one_dbt_invocation(shop_manifest):

@@ -1,7 +1,7 @@
 """Expected rebuild time per model, from the durations Dagster recorded, with honest defaults."""
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rescue_defs.planning.manifest import DbtManifest
@@ -108,8 +108,13 @@ class CostModel:
             if learned is None:
                 learned = DEFAULT_MODEL_OVERHEAD_SECONDS
                 if sized and all(n for _, n in sized):
-                    # one run size seen: the per-model part is at most what the runs cost
-                    learned = min(learned, statistics.median(o / n for o, n in sized))
+                    # one run size seen: what it cost cannot be split by fitting, so a run's
+                    # usual fixed part (queue, run worker, dbt start) comes first and only the
+                    # rest is per model: a first build of 200 models that cost 7 s besides them
+                    # leaves a 10-model rescue its 7 s, not 0.35 s
+                    rest = statistics.median(o for o, _ in sized) - DEFAULT_RUN_OVERHEAD_SECONDS
+                    n = statistics.median(n for _, n in sized)
+                    learned = min(learned, max(0.0, rest) / n)
             self.model_overhead = round(learned, 3)
         if self.settings.run_overhead_seconds is not None:
             self.run_overhead = self.settings.run_overhead_seconds
@@ -150,6 +155,23 @@ class CostModel:
     def total(self, models: Iterable[str], full_refresh: frozenset[str] = frozenset()) -> float:
         """Serial upper bound: dbt threads may overlap independent models."""
         return sum(self.model(m, m in full_refresh).seconds for m in models)
+
+
+def besides_models(
+    requested: float, ended: float, built: Sequence[tuple[float, float]], proved: bool
+) -> float:
+    """What a run cost besides building its models: request to end less the time its models
+    took, `built` being (when each ended, its own seconds). Models dbt built side by side (its
+    threads) took the span from the first one's start to the last one's end, less than their
+    seconds added up; one at a time, their seconds. A run that proved spent its time after
+    its last model on the proof, which an estimate counts apart (checks/proof.py)."""
+    if not built:
+        return max(0.0, ended - requested)
+    start = min(at - seconds for at, seconds in built)
+    last = max(at for at, _ in built)
+    took = min(sum(seconds for _, seconds in built), last - start)
+    after = ended - last if proved else 0.0
+    return max(0.0, ended - requested - took - after)
 
 
 def learn_full_refresh_factor(history: History) -> float:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun, WarehouseLoad
-from rescue_defs.planning.cost import FULL_REFRESH_KEY, History
+from rescue_defs.planning.cost import FULL_REFRESH_KEY, History, besides_models
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import Plan, Planner, PlanRequest
 from rescue_defs.rescues.store import TAG_ID, TAG_KIND, TAG_STAGE
@@ -192,6 +192,7 @@ def _recent_other_runs(instance: dg.DagsterInstance, limit: int = 5):
 def recent_rescue_runs(instance: dg.DagsterInstance, limit: int = 10):
     """((seconds besides the models' own time, models built, stages built), their
     materialization records) of recent successful rescue runs, the latest first."""
+    from rescue_defs.rescues.proving import TAG_PROOF
     from rescue_defs.rescues.store import STEP_JOB
 
     records = instance.get_run_records(
@@ -204,19 +205,21 @@ def recent_rescue_runs(instance: dg.DagsterInstance, limit: int = 10):
         # a proof's own run builds nothing: no sample of what building models costs
         if record.end_time is None or TAG_ID not in tags or tags.get(TAG_KIND) == "proof":
             continue
-        model_seconds = 0.0
         events = instance.get_records_for_run(
             record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ).records
+        built = []
         for event in events:
             if event.asset_materialization is None:
                 continue
             value = event.asset_materialization.metadata.get("Execution Duration")
-            model_seconds += float(value.value) if value is not None else 0.0
-        wall = record.end_time - record.create_timestamp.timestamp()
+            built.append((event.timestamp, float(value.value) if value is not None else 0.0))
+        overhead = besides_models(
+            record.create_timestamp.timestamp(), record.end_time, built, TAG_PROOF in tags
+        )
         # the stages it built one after the other (rescues/requests.py names them in its tag)
         stages = len([s for s in tags.get(TAG_STAGE, "").split("+") if s]) or 1
-        found.append(((max(0.0, wall - model_seconds), len(events), stages), events))
+        found.append(((overhead, len(events), stages), events))
     return found
 
 
