@@ -88,6 +88,58 @@ def test_a_rescue_that_cannot_advance_fails_with_the_reason_and_others_go_on(
         assert rescues.active_ids(instance) == [healthy["id"]]
 
 
+def _add_each(home: str, keys: list[str], ready) -> int:
+    """In a process of its own, as the CLI and rescue_sensor are: each key's partition added."""
+    os.environ["DAGSTER_HOME"] = home
+    errors = 0
+    with open_instance() as instance:
+        ready.wait()
+        for key in keys:
+            try:
+                rescues.store.add_partition(instance, "race", key)
+            except Exception:
+                errors += 1
+    return errors
+
+
+def test_two_processes_adding_the_same_partitions_at_once_both_succeed(dagster_home):
+    # the CLI following a rescue and rescue_sensor both end it when its last run ends: each
+    # adds its id to the same partitions; Dagster adds a partition by looking, then inserting,
+    # so the slower one failed on the storage's unique constraint (a succeeded rescue of 200
+    # models was then marked failed by the sensor)
+    import multiprocessing
+
+    keys = [f"rescue-{i}" for i in range(300)]
+    with open_instance():  # the home's storage exists, as on any home in use
+        pass
+    context = multiprocessing.get_context("spawn")
+    ready = context.Manager().Event()
+    with context.Pool(2) as pool:
+        waiting = [pool.apply_async(_add_each, (str(dagster_home), keys, ready)) for _ in "ab"]
+        ready.set()
+        assert [w.get(timeout=120) for w in waiting] == [0, 0]
+    with open_instance() as instance:
+        assert instance.get_dynamic_partitions("race") == keys
+
+
+def test_an_error_after_a_rescue_ended_does_not_change_how_it_ended(dagster_home, shop_planner):
+    from rescue_defs.sensors.rescue import _fail
+
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        rescue_id = rescues.register(instance, shop_planner.plan(PlanRequest("stg_orders")), keys)[
+            "id"
+        ]
+        record = rescues.load(instance, rescue_id)
+        rescues.stop(instance, record, keys, rescues.SUCCEEDED, "every step succeeded")
+        # the sensor had the rescue in hand when it ended, then its own step raised
+        said = _fail(instance, rescue_id, keys, RuntimeError("the storage refused a write"))
+        ended = rescues.load(instance, rescue_id)
+        assert ended["status"] == rescues.SUCCEEDED
+        assert ended["message"] == "every step succeeded"
+        assert "already succeeded" in said and "the storage refused a write" in said
+
+
 def test_a_rescue_through_an_ephemeral_model_of_a_project_we_did_not_write_succeeds(
     jaffle_project_dir, instance, warehouse, monkeypatch
 ):

@@ -24,6 +24,7 @@ from rescue_defs.rescues.store import (
     TAG_KIND,
     TAG_STAGE,
     UNREPORTED_ENDS,
+    add_partition,
     save,
 )
 
@@ -301,6 +302,6 @@ def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
     record["ended_at"] = datetime.now(UTC).isoformat()
     save(instance, record)
     publish(instance, record, keys)
-    instance.add_dynamic_partitions(UNREPORTED_ENDS, [record["id"]])
+    add_partition(instance, UNREPORTED_ENDS, record["id"])
     if record["status"] == SUCCEEDED:
-        instance.add_dynamic_partitions(UNCONFIRMED, [record["id"]])
+        add_partition(instance, UNCONFIRMED, record["id"])

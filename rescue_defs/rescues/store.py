@@ -67,6 +67,19 @@ def _stored(instance: dg.DagsterInstance, rescue_id: str) -> dict[str, Any] | No
     return json.loads(raw) if raw else None
 
 
+def add_partition(instance: dg.DagsterInstance, name: str, key: str) -> None:
+    """Add `key` to the dynamic partitions `name`, also when another process adds it at the
+    same moment: Dagster looks for it, then inserts it, and of two processes ending the same
+    rescue (the CLI following it, rescue_sensor) the slower one hits the storage's unique
+    constraint (sqlite3 or psycopg2's IntegrityError, through SQLAlchemy). It is there then:
+    what was asked is done. Any other failure is raised."""
+    try:
+        instance.add_dynamic_partitions(name, [key])
+    except Exception:
+        if not instance.has_dynamic_partition(name, key):
+            raise
+
+
 def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
     """Write a record loaded (or created) by the caller; bumps its version."""
     rescue_id = record["id"]
@@ -80,12 +93,12 @@ def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
     _remember(record, current)
     active = record["status"] == ACTIVE
     if current is None:
-        instance.add_dynamic_partitions(ALL_RESCUES, [rescue_id])
+        add_partition(instance, ALL_RESCUES, rescue_id)
     # activate before the record says so, deactivate after: a crash in between leaves an id in
     # the active set whose record has ended, which the sensor drops (never the reverse, which
     # would strand an active rescue)
     if active:
-        instance.add_dynamic_partitions(ACTIVE_RESCUES, [rescue_id])
+        add_partition(instance, ACTIVE_RESCUES, rescue_id)
     record["version"] = stored_version + 1
     instance.run_storage.set_cursor_values({_key(rescue_id): json.dumps(record)})
     if not active:

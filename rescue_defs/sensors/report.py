@@ -99,7 +99,7 @@ def _confirm(instance: dg.DagsterInstance, projects: LocationProjects) -> list[s
         except rescues.ConcurrentUpdate:
             continue  # next tick
         rescues.publish(instance, record, keys)
-        instance.add_dynamic_partitions(UNREPORTED_ENDS, [record["id"]])
+        rescues.store.add_partition(instance, UNREPORTED_ENDS, record["id"])
         instance.delete_dynamic_partition(UNCONFIRMED, record["id"])
         messages.append(f"rescue {record['id']}: next run {found['verdict']}")
     return messages

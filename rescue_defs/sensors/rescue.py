@@ -107,7 +107,12 @@ def _fail(instance: dg.DagsterInstance, rescue_id: str, keys, error: Exception) 
     reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
     message = f"failed: rescue_sensor cannot advance this rescue ({reason})"
     try:
-        rescues.stop(instance, rescues.load(instance, rescue_id), keys, rescues.FAILED, message)
+        record = rescues.load(instance, rescue_id)
+        if record["status"] in rescues.ENDED:
+            # it ended (this tick, or another process) before the error: how it ended stands
+            rescues.store.forget_inactive(instance, rescue_id)
+            return f"rescue {rescue_id}: already {record['status']}; after that: {reason}"
+        rescues.stop(instance, record, keys, rescues.FAILED, message)
     except Exception as e:  # a record that cannot even be read: take it out of the active set
         rescues.store.forget_inactive(instance, rescue_id)
         return f"rescue {rescue_id}: unreadable ({e}); removed from the active rescues"
