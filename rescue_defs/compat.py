@@ -60,3 +60,30 @@ def op_compute(op: dg.OpDefinition) -> Callable[[Any], Iterator]:
         yield from result
 
     return call
+
+
+def swap_cursor_value(instance: dg.DagsterInstance, key: str, old: str | None, new: str):
+    """Set the instance's key-value `key` to `new` only if it holds `old` (None: absent), in one
+    statement: True when set, False when it held something else (another process wrote it
+    meanwhile), None when the run storage is not Dagster's SQL storage (SQLite, PostgreSQL,
+    MySQL), which is the only one it can be asked of. Dagster's public `set_cursor_values`
+    writes whatever is there; the kvs table and `connect()` are its SQL storage's own."""
+    from dagster._core.storage.runs.schema import KeyValueStoreTable as kvs
+    from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
+    from sqlalchemy.exc import IntegrityError
+
+    storage = instance.run_storage
+    if not isinstance(storage, SqlRunStorage):
+        return None
+    if old is None:
+        try:  # the key is unique: of two first writes, one is refused
+            with storage.connect() as conn:
+                conn.execute(kvs.insert().values(key=key, value=new))
+        except IntegrityError:
+            return False
+        return True
+    with storage.connect() as conn:
+        changed = conn.execute(
+            kvs.update().where(kvs.c.key == key, kvs.c.value == old).values(value=new)
+        )
+        return changed.rowcount == 1

@@ -122,6 +122,66 @@ def test_two_processes_adding_the_same_partitions_at_once_both_succeed(dagster_h
         assert instance.get_dynamic_partitions("race") == keys
 
 
+def _save_each(home: str, rescue_id: str, who: str, times: int, ready) -> int:
+    """In a process of its own: load, change, save, `times` over; how many saves were taken."""
+    os.environ["DAGSTER_HOME"] = home
+    taken = 0
+    with open_instance() as instance:
+        ready.wait()
+        for i in range(times):
+            record = rescues.load(instance, rescue_id)
+            record.setdefault("writes", []).append(f"{who}{i}")
+            try:
+                rescues.save(instance, record)
+                taken += 1
+            except rescues.ConcurrentUpdate:
+                pass  # what a caller does: load it again (next round)
+    return taken
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_two_processes_saving_one_rescue_at_once_lose_no_save_they_were_told_was_taken(
+    dagster_home, storage
+):
+    # the CLI (cancel, resume) and rescue_sensor save the same record: each save checks the
+    # version it loaded, but the check and the write were two statements, so a save told it
+    # was taken could be overwritten by the other process's (~40% of 2 x 150 saves were lost)
+
+    from tests.helpers import create_postgres_database, drop_postgres_database
+
+    database = create_postgres_database("rescue_saves") if storage == "postgres" else None
+    if database:
+        with (dagster_home / "dagster.yaml").open("a") as f:
+            f.write(
+                "\nstorage:\n  postgres:\n    postgres_db:\n      username: postgres\n"
+                "      password: ''\n      hostname: 127.0.0.1\n"
+                f"      db_name: {database}\n      scheme: postgresql+psycopg2\n"
+            )
+    try:
+        _save_from_two_processes(dagster_home)
+    finally:
+        if database:
+            drop_postgres_database(database)
+
+
+def _save_from_two_processes(dagster_home: Path) -> None:
+    import multiprocessing
+
+    with open_instance() as instance:
+        rescues.save(instance, {"id": "shared", "status": rescues.DRY_RUN})
+    context = multiprocessing.get_context("spawn")
+    ready = context.Manager().Event()
+    with context.Pool(2) as pool:
+        args = [(str(dagster_home), "shared", who, 150, ready) for who in "ab"]
+        waiting = [pool.apply_async(_save_each, a) for a in args]
+        ready.set()
+        taken = sum(w.get(timeout=300) for w in waiting)
+    with open_instance() as instance:
+        record = rescues.load(instance, "shared")
+    assert len(record["writes"]) == taken
+    assert record["version"] == taken + 1
+
+
 def test_an_error_after_a_rescue_ended_does_not_change_how_it_ended(dagster_home, shop_planner):
     from rescue_defs.sensors.rescue import _fail
 

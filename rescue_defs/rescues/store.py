@@ -18,6 +18,8 @@ from typing import Any
 
 import dagster as dg
 
+from rescue_defs import compat
+
 ALL_RESCUES = "rescues"
 ACTIVE_RESCUES = "rescues_active"
 # rescues that ended since rescue_report_sensor last looked: it evaluates their rescue_succeeded
@@ -63,8 +65,12 @@ def _key(rescue_id: str) -> str:
 
 
 def _stored(instance: dg.DagsterInstance, rescue_id: str) -> dict[str, Any] | None:
+    return _stored_raw(instance, rescue_id)[0]
+
+
+def _stored_raw(instance: dg.DagsterInstance, rescue_id: str) -> tuple[dict | None, str | None]:
     raw = instance.run_storage.get_cursor_values({_key(rescue_id)}).get(_key(rescue_id))
-    return json.loads(raw) if raw else None
+    return (json.loads(raw) if raw else None), raw
 
 
 def add_partition(instance: dg.DagsterInstance, name: str, key: str) -> None:
@@ -83,13 +89,14 @@ def add_partition(instance: dg.DagsterInstance, name: str, key: str) -> None:
 def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
     """Write a record loaded (or created) by the caller; bumps its version."""
     rescue_id = record["id"]
-    current = _stored(instance, rescue_id)
+    current, raw = _stored_raw(instance, rescue_id)
     stored_version = current.get("version", 0) if current else 0
+    changed = ConcurrentUpdate(
+        f"rescue {rescue_id} changed meanwhile (version {stored_version}, "
+        f"not {record.get('version', 0)}): load it again"
+    )
     if record.get("version", 0) != stored_version:
-        raise ConcurrentUpdate(
-            f"rescue {rescue_id} changed meanwhile (version {stored_version}, "
-            f"not {record.get('version', 0)}): load it again"
-        )
+        raise changed
     _remember(record, current)
     active = record["status"] == ACTIVE
     if current is None:
@@ -100,7 +107,14 @@ def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
     if active:
         add_partition(instance, ACTIVE_RESCUES, rescue_id)
     record["version"] = stored_version + 1
-    instance.run_storage.set_cursor_values({_key(rescue_id): json.dumps(record)})
+    # written only over what was read: another process's save in between (the CLI's cancel,
+    # rescue_sensor's launch) makes this one fail, never vanish (compat.swap_cursor_value)
+    swapped = compat.swap_cursor_value(instance, _key(rescue_id), raw, json.dumps(record))
+    if swapped is False:
+        record["version"] = stored_version
+        raise changed
+    if swapped is None:  # a storage that cannot compare and set: as Dagster writes
+        instance.run_storage.set_cursor_values({_key(rescue_id): json.dumps(record)})
     if not active:
         instance.delete_dynamic_partition(ACTIVE_RESCUES, rescue_id)
 
