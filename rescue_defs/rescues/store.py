@@ -9,6 +9,8 @@ so a tick never loads the rescues that ended).
 
 A record carries a version: `save` refuses to overwrite a record that changed since it was
 loaded (the sensor and a CLI `cancel` writing at once), and the loser retries on fresh data.
+The refusal holds when both write at the same moment: the write replaces only the value that
+was read, in one statement (compat.swap_cursor_value).
 """
 
 import json
