@@ -230,6 +230,16 @@ def create_postgres_database(prefix: str) -> str:
     return name
 
 
+def postgres_storage_yaml(database: str) -> str:
+    """dagster.yaml's `storage:` section for Dagster's storage in `database` on the local
+    PostgreSQL server (appended to a home's dagster.yaml)."""
+    return (
+        "\nstorage:\n  postgres:\n    postgres_db:\n      username: postgres\n"
+        "      password: ''\n      hostname: 127.0.0.1\n"
+        f"      db_name: {database}\n      scheme: postgresql+psycopg2\n"
+    )
+
+
 def drop_postgres_database(name: str) -> None:
     import psycopg2
 

@@ -147,16 +147,16 @@ def test_two_processes_saving_one_rescue_at_once_lose_no_save_they_were_told_was
     # version it loaded, but the check and the write were two statements, so a save told it
     # was taken could be overwritten by the other process's (~40% of 2 x 150 saves were lost)
 
-    from tests.helpers import create_postgres_database, drop_postgres_database
+    from tests.helpers import (
+        create_postgres_database,
+        drop_postgres_database,
+        postgres_storage_yaml,
+    )
 
     database = create_postgres_database("rescue_saves") if storage == "postgres" else None
     if database:
         with (dagster_home / "dagster.yaml").open("a") as f:
-            f.write(
-                "\nstorage:\n  postgres:\n    postgres_db:\n      username: postgres\n"
-                "      password: ''\n      hostname: 127.0.0.1\n"
-                f"      db_name: {database}\n      scheme: postgresql+psycopg2\n"
-            )
+            f.write(postgres_storage_yaml(database))
     try:
         _save_from_two_processes(dagster_home)
     finally:

@@ -18,6 +18,7 @@ from rescue_defs import cli, rescues
 from tests.helpers import (
     evaluate_rescue_sensor,
     execute_request,
+    postgres_storage_yaml,
     raw_config,
     rescue_id_of,
     start_rescue,
@@ -43,11 +44,7 @@ def make_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str | N
         f.write(NO_COMPUTE_LOGS)
     if database:
         with (home / "dagster.yaml").open("a") as f:
-            f.write(
-                "\nstorage:\n  postgres:\n    postgres_db:\n      username: postgres\n"
-                "      password: ''\n      hostname: 127.0.0.1\n"
-                f"      db_name: {database}\n      scheme: postgresql+psycopg2\n"
-            )
+            f.write(postgres_storage_yaml(database))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 
