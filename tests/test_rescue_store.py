@@ -88,6 +88,32 @@ def test_a_rescue_that_cannot_advance_fails_with_the_reason_and_others_go_on(
         assert rescues.active_ids(instance) == [healthy["id"]]
 
 
+def at_once(work, args: list[tuple]) -> list:
+    """`work(*each, ready)` in a process of its own for each of `args` (new interpreters, as
+    the CLI and the daemon are), all starting together when `ready` is set; their results. Each
+    ends by itself: a pool's terminate() would send SIGTERM, which a suite started in the
+    background ignores and hands down (its workers then hang in join)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Event(), context.Queue()
+    processes = [
+        context.Process(target=_report, args=(results, i, work, (*each, ready)))
+        for i, each in enumerate(args)
+    ]
+    for process in processes:
+        process.start()
+    ready.set()
+    found = dict(results.get(timeout=300) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    return [found[i] for i in range(len(args))]
+
+
+def _report(results, index: int, work, args: tuple) -> None:
+    results.put((index, work(*args)))
+
+
 def _add_each(home: str, keys: list[str], ready) -> int:
     """In a process of its own, as the CLI and rescue_sensor are: each key's partition added."""
     os.environ["DAGSTER_HOME"] = home
@@ -107,17 +133,10 @@ def test_two_processes_adding_the_same_partitions_at_once_both_succeed(dagster_h
     # adds its id to the same partitions; Dagster adds a partition by looking, then inserting,
     # so the slower one failed on the storage's unique constraint (a succeeded rescue of 200
     # models was then marked failed by the sensor)
-    import multiprocessing
-
     keys = [f"rescue-{i}" for i in range(300)]
     with open_instance():  # the home's storage exists, as on any home in use
         pass
-    context = multiprocessing.get_context("spawn")
-    ready = context.Manager().Event()
-    with context.Pool(2) as pool:
-        waiting = [pool.apply_async(_add_each, (str(dagster_home), keys, ready)) for _ in "ab"]
-        ready.set()
-        assert [w.get(timeout=120) for w in waiting] == [0, 0]
+    assert at_once(_add_each, [(str(dagster_home), keys)] * 2) == [0, 0]
     with open_instance() as instance:
         assert instance.get_dynamic_partitions("race") == keys
 
@@ -165,17 +184,9 @@ def test_two_processes_saving_one_rescue_at_once_lose_no_save_they_were_told_was
 
 
 def _save_from_two_processes(dagster_home: Path) -> None:
-    import multiprocessing
-
     with open_instance() as instance:
         rescues.save(instance, {"id": "shared", "status": rescues.DRY_RUN})
-    context = multiprocessing.get_context("spawn")
-    ready = context.Manager().Event()
-    with context.Pool(2) as pool:
-        args = [(str(dagster_home), "shared", who, 150, ready) for who in "ab"]
-        waiting = [pool.apply_async(_save_each, a) for a in args]
-        ready.set()
-        taken = sum(w.get(timeout=300) for w in waiting)
+    taken = sum(at_once(_save_each, [(str(dagster_home), "shared", who, 150) for who in "ab"]))
     with open_instance() as instance:
         record = rescues.load(instance, "shared")
     assert len(record["writes"]) == taken
