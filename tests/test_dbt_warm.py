@@ -236,3 +236,50 @@ def test_a_run_worker_knows_its_job_and_no_other_process_thinks_it_is_one():
     worker.start()
     worker.join(timeout=60)
     assert answer.get(timeout=5) == "rescue_step_job"
+
+
+def _lineup(dbt: RescueDbtCliResource, tmp_path, commands):
+    from rescue_defs.assets.dbt_ahead import Lineup
+
+    folders = iter(tmp_path / f"invocation{i}" for i in range(10))
+    return Lineup(
+        lambda args, waiting=False: dbt.cli(args, target_path=next(folders), waiting=waiting),
+        commands,
+    )
+
+
+def test_a_steps_second_dbt_imports_itself_while_the_workers_imported_one_runs_the_first(
+    tmp_path, jaffle_project_dir, imported_ahead
+):
+    dbt = _dbt(jaffle_project_dir)
+    time.sleep(3)  # it has imported dbt
+    models, tests = ["ls", "--resource-type", "model"], ["ls", "--resource-type", "test"]
+    lineup = _lineup(dbt, tmp_path, [models, tests])
+    first = lineup.take(models)
+    # the first imports nothing: the second starts importing itself now, not once the first
+    # has built something (it waits for its turn, having opened nothing)
+    assert lineup.waiting is not None and lineup.waiting[0] == tests
+    listed = _listed(first)
+    second = lineup.take(tests)
+    assert dbt_cli.handed_over_pid(first) == imported_ahead.pid
+    assert lineup.waiting is None and dbt_cli.handed_over_pid(second) is None
+    assert "customers" in " ".join(listed) and "not_null" in " ".join(_listed(second))
+    assert not lineup.close()
+
+
+def test_without_a_dbt_imported_ahead_the_second_dbt_waits_for_the_first_to_get_going(
+    tmp_path, jaffle_project_dir, monkeypatch
+):
+    # two dbt importing themselves at once on two cores slow the one the step waits for
+    monkeypatch.delenv(dbt_child.WARM_ENV, raising=False)
+    models, tests = ["ls", "--resource-type", "model"], ["ls", "--resource-type", "test"]
+    lineup = _lineup(_dbt(jaffle_project_dir), tmp_path, [models, tests])
+    first = lineup.take(models)
+    assert lineup.waiting is None
+    _listed(first)
+    assert not lineup.close()
+
+
+def _listed(invocation) -> list[str]:
+    events = [e.raw_event for e in invocation.stream_raw_events()]
+    return sorted(e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent")
