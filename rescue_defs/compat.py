@@ -62,7 +62,9 @@ def op_compute(op: dg.OpDefinition) -> Callable[[Any], Iterator]:
     return call
 
 
-def swap_cursor_value(instance: dg.DagsterInstance, key: str, old: str | None, new: str):
+def swap_cursor_value(
+    instance: dg.DagsterInstance, key: str, old: str | None, new: str
+) -> bool | None:
     """Set the instance's key-value `key` to `new` only if it holds `old` (None: absent), in one
     statement: True when set, False when it held something else (another process wrote it
     meanwhile), None when the run storage is not Dagster's SQL storage (SQLite, PostgreSQL,
