@@ -280,29 +280,6 @@ def test_without_a_dbt_imported_ahead_the_second_dbt_waits_for_the_first_to_get_
     assert not lineup.close()
 
 
-def test_a_dbt_told_to_go_before_its_turn_is_the_one_taken_and_ended_if_never_taken(
-    tmp_path, jaffle_project_dir, monkeypatch
-):
-    monkeypatch.delenv(dbt_child.WARM_ENV, raising=False)
-    models, tests = ["ls", "--resource-type", "model"], ["ls", "--resource-type", "test"]
-    sources = ["ls", "--resource-type", "source"]
-    lineup = _lineup(_dbt(jaffle_project_dir), tmp_path, [models, tests, sources])
-    _listed(lineup.take(models))
-    lineup.ahead()  # as a step does once the first has built something
-    # a stage validated: the next runs while the step stores what it has to say
-    lineup.go_next()
-    going = lineup.going[1]
-    assert lineup.waiting is not None and lineup.waiting[0] == sources
-    second = lineup.take(tests)
-    assert second is going and lineup.going is None
-    assert "not_null" in " ".join(_listed(second))
-    # told to go, then the step fails before it takes it: it is ended, its folder handed back
-    lineup.go_next()
-    third = lineup.going[1]
-    assert lineup.close() == [third]
-    assert third.process.poll() is not None
-
-
 def _listed(invocation) -> list[str]:
     events = [e.raw_event for e in invocation.stream_raw_events()]
     return sorted(e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent")

@@ -15,7 +15,6 @@ as before: a waiting dbt writes nothing.
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -104,30 +103,18 @@ class Lineup:
         # called once the next invocation taken is under way, if it was started ahead
         self.then: Callable[[], None] | None = None
         self.taken_one = False
-        self.going: tuple[list[str], Any] | None = None  # told to go before it was taken
-
-    def go_next(self) -> None:
-        """The next command's dbt, started ahead, runs now, before the step takes it: the
-        step has decided it runs (a stage validated) and stores what it has to say meanwhile."""
-        if self.waiting is not None and self.going is None:
-            (args, waiting), self.waiting = self.waiting, None
-            self.going = (args, go(waiting, self.log))
-            self.commands = self.commands[1:]
-            self.ahead()  # it imports nothing: the next one's import slows nobody
 
     def take(self, args: Sequence[str]) -> Any:
         args = list(args)
-        going, self.going = self.going, None
-        if going is not None and going[0] == args:
-            return self._under_way(going[1])
-        if going is not None:  # not the command expected next (never, unless the step changed)
-            self._stop(going[1])
         waiting, self.waiting = self.waiting, None
         if waiting is not None and waiting[0] == args:
             invocation = go(waiting[1], self.log)
             self.commands = self.commands[1:]
             self.ahead()  # it imports nothing: the next one's import slows nobody
-            return self._under_way(invocation)
+            then, self.then = self.then, None
+            if then is not None:
+                then()
+            return invocation
         if waiting is not None:  # not the command expected next (never, unless the step changed)
             self._call_off(waiting[1])
         invocation = self.start(args)
@@ -135,16 +122,9 @@ class Lineup:
             self.commands = self.commands[self.commands.index(args) + 1 :]
         if os.environ.get(WARM_ENV) and not self.taken_one:
             # the run worker's dbt, imported while it loaded, runs the step's first: the
-            # next one's import slows nobody (bundled rescue: its second stage 2.3 -> 1.3 s).
-            # Had it ended unused (dbt_warm.WAIT_SECONDS), two import at once: only slower
+            # next one's import slows nobody (bundled rescue: its second stage 2.3 -> 1.3 s)
             self.ahead()
         self.taken_one = True
-        return invocation
-
-    def _under_way(self, invocation: Any) -> Any:
-        then, self.then = self.then, None
-        if then is not None:
-            then()
         return invocation
 
     def ahead(self) -> None:
@@ -153,29 +133,13 @@ class Lineup:
             self.waiting = (self.commands[0], start_waiting(self.start, self.commands[0]))
 
     def close(self) -> list:
-        """Calls off what still waits, stops what was told to go and never taken (the step
-        failed meanwhile); returns those invocations (their folders are the caller's to
-        remove)."""
-        if self.going is not None:
-            self._stop(self.going[1])
-            self.going = None
+        """Calls off what still waits; returns the invocations called off (their folders are
+        the caller's to remove)."""
         if self.waiting is not None:
             self._call_off(self.waiting[1])
             self.waiting = None
         called_off, self.called_off = self.called_off, []
         return called_off
-
-    def _stop(self, invocation: Any) -> None:
-        process: subprocess.Popen = invocation.process
-        with contextlib.suppress(OSError):
-            # as dagster-dbt stops a dbt it streams: dbt cancels its queries, then exits
-            process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=CALL_OFF_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        self.called_off.append(invocation)
 
     def _call_off(self, invocation: Any) -> None:
         call_off(invocation)

@@ -311,17 +311,18 @@ def _stages(build, stages, full_refresh, validation_args, built_cleanly, last_st
     exact = any(c.name == PROOF_CHECK for c in context.selected_asset_check_keys)
     project_dir = Path(build.project.project_dir)
     observations: list = []
-    announced = 0
     for number, (name, models) in enumerate(stages, 1):
         last = number == len(stages)
         later = [n for n, _ in stages[number:]]
-        if len(stages) > 1 and announced < number:
-            _announce(context, stages, number)
+        if len(stages) > 1:
+            context.log.info(
+                f"stage {number}/{len(stages)} ({name}): {len(models)} model(s)"
+                + (f"; then {', '.join(later)}" if later else "")
+            )
         built: list[str] = []
         invocations: list = []
         error: DagsterDbtCliRuntimeError | None = None
-        lineup = build.lineup
-        if last and last_stage_starts is not None and lineup and (lineup.waiting or lineup.going):
+        if last and last_stage_starts is not None and build.lineup and build.lineup.waiting:
             # once its dbt, started ahead, is under way (it imports nothing), the proof's may
             # import itself
             build.lineup.then, last_stage_starts = last_stage_starts, None
@@ -357,12 +358,6 @@ def _stages(build, stages, full_refresh, validation_args, built_cleanly, last_st
             remove_run_folders(invocations, project_dir)
         if last and built_cleanly and error is None and not blocking_failures(results):
             built_cleanly()
-        if not (last or build.sandbox or error or blocking_failures(results)) and build.lineup:
-            # validated: the next stage's dbt runs while these results are stored (~15 ms
-            # each, two per model) instead of after them
-            announced = number + 1
-            _announce(context, stages, announced)
-            build.lineup.go_next()
         if not build.sandbox:
             yield from results
         if build.sandbox:
@@ -389,15 +384,6 @@ def _stages(build, stages, full_refresh, validation_args, built_cleanly, last_st
                 metadata={"failed_checks": len(blocked), "stage": name},
             )
     yield from _end(build, observations)
-
-
-def _announce(context, stages, number: int) -> None:
-    later = [n for n, _ in stages[number:]]
-    name, models = stages[number - 1]
-    context.log.info(
-        f"stage {number}/{len(stages)} ({name}): {len(models)} model(s)"
-        + (f"; then {', '.join(later)}" if later else "")
-    )
 
 
 def _end(build: Build, observations: list) -> Iterator:
