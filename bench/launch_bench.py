@@ -174,10 +174,14 @@ class Dagster:
                 pass
 
 
-def launch(env: dict, select: str, full_refresh: bool) -> tuple[float, str, float]:
+def launch(
+    env: dict, select: str, full_refresh: bool, layered: bool = False
+) -> tuple[float, str, float]:
     """Seconds from the command to its exit (the rescue ended), its id, and the wall-clock
-    time the command started (for the timeline)."""
+    time the command started (for the timeline). `layered`: upstream, target, downstream
+    as stages, whatever the lineage's depth."""
     args = [str(BIN / "rescue"), "launch", "--select", select, "--wait", "--now"]
+    args += ["--layered"] if layered else []
     args += ["--full-refresh"] if full_refresh else ["--no-full-refresh"]
     wall, began = time.time(), time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True)
@@ -336,7 +340,7 @@ def measure(work: Path, project: Path, storage: str, opts) -> list[dict]:
                         if kind == "rescue" and opts.via == "ui":
                             product.append(launch_from_ui(env, select, full_refresh, dagster.port))
                         elif kind == "rescue":
-                            product.append(launch(env, select, full_refresh))
+                            product.append(launch(env, select, full_refresh, opts.layered))
                         else:
                             plain.append(plain_dbt(env, project, select, full_refresh, copy))
                     expected, runs, marks = expected_and_runs(env, product[-1][1])
@@ -406,6 +410,9 @@ def main() -> None:
     parser.add_argument("--bundled", nargs="+", metavar="SELECTION", default=None)
     parser.add_argument("--via", choices=["cli", "ui", "sensor"], default="cli")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (homes, logs)")
+    parser.add_argument(
+        "--layered", action="store_true", help="each rescue in stages: upstream, target, downstream"
+    )
     opts = parser.parse_args()
     if any(s not in (1, 10, 50, 200, 2000) for s in opts.sizes):
         raise SystemExit("--sizes: 1, 10, 50, 200 and/or 2000")
