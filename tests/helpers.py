@@ -291,3 +291,9 @@ class PrefixTranslator(DagsterDbtTranslator):
 
     def get_asset_key(self, dbt_resource_props) -> dg.AssetKey:
         return super().get_asset_key(dbt_resource_props).with_prefix(self.prefix)
+
+
+def listed_by(invocation) -> list[str]:
+    """What a `dbt ls` invocation printed, sorted."""
+    events = [e.raw_event for e in invocation.stream_raw_events()]
+    return sorted(e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent")

@@ -12,7 +12,7 @@ import pytest
 
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource, executable_version, keep_parse_state
 from tests.conftest import FIXTURES, prepare
-from tests.helpers import is_alive, waiting_query
+from tests.helpers import is_alive, listed_by, waiting_query
 
 
 def test_this_environments_dbt_has_the_version_dbt_itself_prints():
@@ -192,11 +192,6 @@ def test_a_dbt_without_the_flag_in_core_is_not_given_it(tmp_path):
     # test_rescue_runs' stages)
 
 
-def _listed(invocation) -> list[str]:
-    events = [e.raw_event for e in invocation.stream_raw_events()]
-    return sorted(e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent")
-
-
 def test_a_dbt_started_ahead_waits_having_done_nothing_then_runs_as_one_started_then(
     tmp_path, jaffle_project_dir, warehouse
 ):
@@ -208,13 +203,13 @@ def test_a_dbt_started_ahead_waits_having_done_nothing_then_runs_as_one_started_
     dbt = RescueDbtCliResource(
         project_dir=str(jaffle_project_dir), dbt_executable=dbt_child.executable()
     )
-    at_once = _listed(dbt.cli(["ls", "--resource-type", "model"], target_path=tmp_path / "now"))
+    at_once = listed_by(dbt.cli(["ls", "--resource-type", "model"], target_path=tmp_path / "now"))
     ahead = start_waiting(dbt.cli, ["ls", "--resource-type", "model"], target_path=tmp_path / "a")
     time.sleep(4)  # long enough to have imported dbt, and to have run `ls` were it not waiting
     assert ahead.process.poll() is None
     assert not (tmp_path / "a" / "dbt.log").exists()  # dbt has not started: no log, no parse
     assert not (tmp_path / "a" / "manifest.json").exists()
-    assert _listed(go(ahead)) == at_once
+    assert listed_by(go(ahead)) == at_once
     assert "customers" in " ".join(at_once)
 
 
@@ -232,7 +227,7 @@ def test_a_dbt_called_off_ends_having_written_nothing(tmp_path, jaffle_project_d
     assert not warehouse.exists()  # dbt never connected: nothing run, nothing written
     # the same folder started at once runs at once: no word left from the one called off
     again = dbt.cli(["ls", "--resource-type", "model"], target_path=tmp_path / "a")
-    assert "customers" in " ".join(_listed(again))
+    assert "customers" in " ".join(listed_by(again))
 
 
 def test_only_rescue_dbt_is_started_ahead(tmp_path, jaffle_project_dir):

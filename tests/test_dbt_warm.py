@@ -16,7 +16,7 @@ import pytest
 from rescue_defs import dbt_child, dbt_warm
 from rescue_defs.assets import dbt_cli
 from rescue_defs.assets.dbt_cli import RescueDbtCliResource
-from tests.helpers import is_alive, waiting_query
+from tests.helpers import is_alive, listed_by, waiting_query
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -259,11 +259,11 @@ def test_a_steps_second_dbt_imports_itself_while_the_workers_imported_one_runs_t
     # the first imports nothing: the second starts importing itself now, not once the first
     # has built something (it waits for its turn, having opened nothing)
     assert lineup.waiting is not None and lineup.waiting[0] == tests
-    listed = _listed(first)
+    listed = listed_by(first)
     second = lineup.take(tests)
     assert dbt_cli.handed_over_pid(first) == imported_ahead.pid
     assert lineup.waiting is None and dbt_cli.handed_over_pid(second) is None
-    assert "customers" in " ".join(listed) and "not_null" in " ".join(_listed(second))
+    assert "customers" in " ".join(listed) and "not_null" in " ".join(listed_by(second))
     assert not lineup.close()
 
 
@@ -276,10 +276,5 @@ def test_without_a_dbt_imported_ahead_the_second_dbt_waits_for_the_first_to_get_
     lineup = _lineup(_dbt(jaffle_project_dir), tmp_path, [models, tests])
     first = lineup.take(models)
     assert lineup.waiting is None
-    _listed(first)
+    listed_by(first)
     assert not lineup.close()
-
-
-def _listed(invocation) -> list[str]:
-    events = [e.raw_event for e in invocation.stream_raw_events()]
-    return sorted(e["info"]["msg"] for e in events if e["info"]["name"] == "PrintEvent")
