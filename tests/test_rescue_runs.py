@@ -1,6 +1,7 @@
 """Rescues as Dagster runs: ordered stages, stop on failure, full refresh where meant, resume
 after a kill, a contention guard, and bad input refused before dbt runs."""
 
+import os
 import re
 import threading
 import time
@@ -232,31 +233,28 @@ def _waiting_folders_left(target: Path) -> set[Path]:
 
 def _folders_waited_in() -> set[Path]:
     """The target folders live rescue-dbt processes (any test's) were started in."""
-    found = set()
-    for proc in Path("/proc").iterdir():
-        try:
-            if b"rescue-dbt" not in (proc / "cmdline").read_bytes():
-                continue
-            for variable in (proc / "environ").read_bytes().split(b"\0"):
-                if variable.startswith(b"DBT_TARGET_PATH="):
-                    found.add(Path(variable.split(b"=", 1)[1].decode()).resolve())
-        except OSError:
-            continue
-    return found
+    return {folder for _, _, folder in _rescue_dbt_processes() if folder is not None}
 
 
 def _waiting_dbt_processes() -> list[int]:
     """rescue-dbt processes of this test process still alive (started ahead, never told)."""
-    import os
+    return [pid for pid, parent, _ in _rescue_dbt_processes() if parent == os.getpid()]
 
+
+def _rescue_dbt_processes() -> list[tuple[int, int, Path | None]]:
+    """(pid, parent pid, target folder: DBT_TARGET_PATH) of each live rescue-dbt process."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[1]) == os.getpid() and stat[0] != "Z":
-                if b"rescue-dbt" in (proc / "cmdline").read_bytes():
-                    found.append(int(proc.name))
-        except (OSError, ValueError, IndexError):
+            state, parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if state == "Z" or b"rescue-dbt" not in (proc / "cmdline").read_bytes():
+                continue
+            folder = None
+            for variable in (proc / "environ").read_bytes().split(b"\0"):
+                if variable.startswith(b"DBT_TARGET_PATH="):
+                    folder = Path(variable.split(b"=", 1)[1].decode()).resolve()
+            found.append((int(proc.name), int(parent), folder))
+        except (OSError, ValueError):
             continue
     return found
 
