@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import subprocess
+import sys
 
 import pytest
 from dagster_dbt.utils import select_unique_ids
@@ -177,3 +179,41 @@ def test_a_typo_in_a_model_name_is_refused_with_the_close_match(
         Selector(shop_manifest).resolve(select, exclude)
     assert str(raised.value).endswith(suggestion)
     assert len(str(raised.value).splitlines()) == 1
+
+
+def test_planning_leaves_dbts_cli_unimported(shop_project):
+    """dbt's selector reads two global flags; building all of dbt's flags imports its CLI
+    (click, every command, the parser), a sixth of `rescue plan`'s time on a large manifest."""
+    script = (
+        "import sys\n"
+        "from rescue_defs.planning.manifest import DbtManifest\n"
+        "from rescue_defs.planning.plan import Planner, PlanRequest\n"
+        f"manifest = DbtManifest.load({str(shop_project.manifest_path)!r})\n"
+        "plan = Planner(manifest).plan(PlanRequest(select='+int_orders_enriched+'))\n"
+        "assert plan.stages, plan\n"
+        "print(sorted(m for m in sys.modules if m == 'dbt.cli' or m.startswith('dbt.cli.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_selectors_flags_are_dbts_own_defaults():
+    from argparse import Namespace
+
+    from dbt.cli.flags import Flags
+    from dbt.cli.main import cli
+    from dbt.contracts.project import ProjectFlags
+
+    from rescue_defs.planning.selection import DbtDefaultFlags
+
+    dbts = Flags(cli.make_context("run", ["run"]), ProjectFlags())
+    fast = DbtDefaultFlags()
+    for name in ("INDIRECT_SELECTION", "state_modified_compare_more_unrendered_values"):
+        assert getattr(fast, name) == getattr(dbts, name), name
+    # any other flag is dbt's own, made when first read
+    assert fast.WARN_ERROR == dbts.WARN_ERROR
+    assert fast.require_ref_searches_node_package_before_root is False
+    assert not hasattr(fast, "no_such_flag")
+    assert isinstance(fast, Namespace)
