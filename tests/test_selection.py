@@ -199,21 +199,25 @@ def test_planning_leaves_dbts_cli_unimported(shop_project):
     assert result.stdout.strip() == "[]"
 
 
-def test_the_selectors_flags_are_dbts_own_defaults():
+def test_the_flags_set_without_dbts_cli_are_dbts_own_defaults():
     from argparse import Namespace
 
     from dbt.cli.flags import Flags
     from dbt.cli.main import cli
     from dbt.contracts.project import ProjectFlags
 
-    from rescue_defs.planning.selection import DbtDefaultFlags
+    from rescue_defs.planning.dbt_flags import DbtDefaultFlags
 
     dbts = Flags(cli.make_context("run", ["run"]), ProjectFlags())
     fast = DbtDefaultFlags()
-    for name in ("INDIRECT_SELECTION", "state_modified_compare_more_unrendered_values"):
+    kept = [name for name in vars(DbtDefaultFlags) if not name.startswith("_")]
+    assert kept
+    for name in kept:
         assert getattr(fast, name) == getattr(dbts, name), name
-    # any other flag is dbt's own, made when first read
+    # any other flag is dbt's own, made when first read, and setting one changes only it
     assert fast.WARN_ERROR == dbts.WARN_ERROR
     assert fast.require_ref_searches_node_package_before_root is False
     assert not hasattr(fast, "no_such_flag")
+    assert DbtDefaultFlags(PROFILES_DIR="/p").PROFILES_DIR == "/p"
+    assert getattr(fast, "PROFILES_DIR", None) != "/p"
     assert isinstance(fast, Namespace)

@@ -7,11 +7,10 @@ rescue must never do nothing silently, nor fall back to everything: every term o
 
 import difflib
 import re
-from argparse import Namespace
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import cache
 
+from rescue_defs.planning.dbt_flags import DbtDefaultFlags
 from rescue_defs.planning.manifest import DbtManifest
 
 # selector methods that compare with another invocation's artifacts (dbt's --state folder)
@@ -49,34 +48,6 @@ class Resolution:
     target, with the rest upstream or downstream of it."""
     terms: dict[str, frozenset[str]] = field(default_factory=dict)
     """Each select term and the models it matched (before exclude)."""
-
-
-class DbtDefaultFlags(Namespace):
-    """dbt's global flags as its CLI sets them when given nothing. The two that every selection
-    reads are here (dbt's defaults: tests/test_selection.py compares them with dbt's own); any
-    other is dbt's own, made when first read. Making them all imports dbt's CLI (click, every
-    command, the parser): 0.3 s, a sixth of `rescue plan` on a 2,300-model manifest."""
-
-    INDIRECT_SELECTION = "eager"
-    state_modified_compare_more_unrendered_values = False
-
-    def __getattr__(self, name: str):  # only for a flag not set above
-        if name.startswith("__"):  # copy and pickle probing, not a flag
-            raise AttributeError(name)
-        return getattr(_dbt_cli_flags(), name)
-
-
-@cache
-def _dbt_cli_flags():
-    from dbt.contracts.project import ProjectFlags
-    from dbt.flags import get_flags, set_flags, set_from_args
-
-    before = get_flags()
-    set_from_args(Namespace(), ProjectFlags())
-    made = get_flags()
-    if not isinstance(before, DbtDefaultFlags):
-        set_flags(before)  # flags another part of the process set (dagster-dbt's) stay
-    return made
 
 
 def _ensure_dbt_flags() -> None:
