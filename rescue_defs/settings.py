@@ -50,6 +50,20 @@ def _seconds_setting(name: str, default: float, minimum: float, maximum: float) 
     return Setting(name, f"{default:g}", f"a number of seconds {low} to {maximum:g}", parse)
 
 
+def _whole_seconds_setting(name: str, default: int, minimum: int, maximum: int) -> Setting:
+    """Whole seconds (a sensor's interval is whole seconds: 2.5 is refused, not rounded)."""
+
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if not minimum <= value <= maximum:
+            raise ValueError(raw)
+        return value
+
+    return Setting(
+        name, str(default), f"a whole number of seconds from {minimum} to {maximum}", parse
+    )
+
+
 def _boolean(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ON:
@@ -140,6 +154,9 @@ _SETTINGS = [
     _seconds_setting("RESCUE_LOCK_WAIT_SECONDS", 60, 0, 24 * 3600),
     _seconds_setting("RESCUE_FRESHNESS_INTERVAL_SECONDS", 3600, 0, WEEK),
     _seconds_setting("RESCUE_RECOVERY_GROUP_SECONDS", 3600, 0, WEEK),
+    # how often the daemon evaluates source_outage_sensor and merge_sensor
+    _whole_seconds_setting("RESCUE_OUTAGE_SENSOR_SECONDS", 30, 1, 24 * 3600),
+    _whole_seconds_setting("RESCUE_MERGE_SENSOR_SECONDS", 60, 1, 24 * 3600),
     # two beats at least (liveness.BEAT_SECONDS 15): a live worker is never called dead
     _seconds_setting("RESCUE_RUN_SILENT_SECONDS", 90, 30, 24 * 3600),
     Setting("RESCUE_UI_URL", "", "an http(s) address, e.g. http://127.0.0.1:3000", _url),

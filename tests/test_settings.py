@@ -31,6 +31,8 @@ BAD = [
     ("RESCUE_LOCK_WAIT_SECONDS", "-5"),
     ("RESCUE_FRESHNESS_INTERVAL_SECONDS", "1e400"),
     ("RESCUE_RECOVERY_GROUP_SECONDS", "an hour"),
+    ("RESCUE_OUTAGE_SENSOR_SECONDS", "0"),
+    ("RESCUE_MERGE_SENSOR_SECONDS", "2.5"),
     ("RESCUE_RUN_SILENT_SECONDS", "5"),
     ("RESCUE_UI_URL", "localhost:3000"),
     ("RESCUE_DBT_TARGET", "prod; drop table x"),
@@ -126,3 +128,19 @@ def test_an_injected_clock_with_a_zone_is_kept_as_naive_utc(monkeypatch):
     monkeypatch.setenv("RESCUE_NOW", "2026-03-05T01:30:00+02:00")
     assert configured_now() == datetime(2026, 3, 4, 23, 30)
     assert str(business_today()) == "2026-03-04"
+
+
+def test_the_sensors_are_evaluated_as_often_as_set(monkeypatch):
+    from rescue_defs.definitions import defs
+
+    def intervals() -> dict[str, int | None]:
+        built = defs()
+        return {
+            name: built.get_sensor_def(name).minimum_interval_seconds
+            for name in ("source_outage_sensor", "merge_sensor")
+        }
+
+    assert intervals() == {"source_outage_sensor": 30, "merge_sensor": 60}
+    monkeypatch.setenv("RESCUE_OUTAGE_SENSOR_SECONDS", "5")
+    monkeypatch.setenv("RESCUE_MERGE_SENSOR_SECONDS", "600")
+    assert intervals() == {"source_outage_sensor": 5, "merge_sensor": 600}

@@ -160,6 +160,9 @@ def deployment(tmp_path: Path, monkeypatch) -> Iterator[tuple[Deployment, dict]]
         # the real one, and it does not wait an hour
         "RESCUE_FRESHNESS_INTERVAL_SECONDS": "0",
         "RESCUE_RECOVERY_GROUP_SECONDS": "0",
+        # and the daemon evaluates the outage and merge sensors every few seconds, not 30 and 60
+        "RESCUE_OUTAGE_SENSOR_SECONDS": "5",
+        "RESCUE_MERGE_SENSOR_SECONDS": "5",
     }
     for name in ("RESCUE_NOW", "RESCUE_TODAY", "RESCUE_DUCKDB_PATH"):
         env.pop(name, None)

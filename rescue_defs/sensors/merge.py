@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtProject
 
-from rescue_defs import rescues
+from rescue_defs import rescues, settings
 from rescue_defs.assets.dbt import load_manifest
 from rescue_defs.automation import deployed as kept
 from rescue_defs.automation.changes import changes, code_checksum
@@ -35,7 +35,7 @@ def build_merge_sensor(
 
     @dg.sensor(
         name=scope.named("merge_sensor"),
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=settings.get("RESCUE_MERGE_SENSOR_SECONDS"),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Compares the deployed dbt manifest with the last one (dbt's state:modified, "
         "comments and formatting ignored) and registers a rescue of changed+ with the refresh "

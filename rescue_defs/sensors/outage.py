@@ -97,7 +97,7 @@ def build_source_outage_sensor(
     @dg.sensor(
         name=scope.named("source_outage_sensor"),
         jobs=[freshness_job],
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=settings.get("RESCUE_OUTAGE_SENSOR_SECONDS"),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Measures source freshness in queued runs (after each load, and at least "
         "every RESCUE_FRESHNESS_INTERVAL_SECONDS); a source past error_after opens an incident; "
