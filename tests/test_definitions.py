@@ -382,3 +382,37 @@ for thread in parsing._RUNNING.values():
     assert "dagster already imported: [[]]" in out, out
     assert manifest_is_current(project_dir, project_dir, manifest), "the parse ended"
     assert "edited in a merge" in manifest.read_text()
+
+
+def test_the_code_location_holds_one_copy_of_the_manifest_the_one_dagster_dbt_read(
+    shop_project,
+):
+    """A large manifest is tens of MB in memory (~40 MB at 3,000 models): the planner, checks
+    and sensors read the dict dagster-dbt parsed for `@dbt_assets`, not a second parse."""
+    from dagster_dbt.dbt_manifest import validate_manifest
+
+    from rescue_defs.assets.dbt import load_manifest
+
+    path, folder = str(shop_project.manifest_path), str(shop_project.project_dir)
+    load_manifest.cache_clear()
+    assert load_manifest(path, folder).raw is validate_manifest(Path(path))
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (None, "no dbt manifest at "),
+        ("{not json", "is not a readable dbt manifest"),
+        ('{"metadata": {}}', "is not a dbt manifest (no `nodes`)"),
+    ],
+)
+def test_a_missing_or_broken_manifest_is_named_in_one_line(tmp_path, content, error):
+    from rescue_defs.assets.dbt import load_manifest
+
+    path = tmp_path / "target" / "manifest.json"
+    if content is not None:
+        path.parent.mkdir()
+        path.write_text(content)
+    with pytest.raises((FileNotFoundError, ValueError)) as raised:
+        load_manifest(str(path), str(tmp_path))
+    assert error in str(raised.value) and "\n" not in str(raised.value)

@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
+from dagster_dbt.dbt_manifest import read_manifest_path
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys, selector_for
@@ -51,6 +52,7 @@ class Deployment:
         self.defs = self._load(parse=False)
 
     def _load(self, parse: bool = True) -> dg.Definitions:
+        read_manifest_path.cache_clear()  # dagster-dbt's, which load_manifest reads
         load_manifest.cache_clear()
         selector_for.cache_clear()
         load_dbt_project.cache_clear()

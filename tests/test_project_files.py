@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import dagster as dg
+from dagster_dbt.dbt_manifest import read_manifest_path
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, rules_for, selector_for
@@ -17,6 +18,7 @@ from tests.test_fivetran_style_outage import install_packages
 
 
 def _load(root, profiles):
+    read_manifest_path.cache_clear()  # dagster-dbt's, which load_manifest reads
     load_manifest.cache_clear()
     selector_for.cache_clear()
     rules_for.cache_clear()

@@ -7,6 +7,8 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
+from dagster_dbt.dbt_manifest import validate_manifest
+from dagster_dbt.errors import DagsterDbtManifestNotFoundError
 
 from rescue_defs.assets import keys as asset_keys
 from rescue_defs.assets import twin
@@ -23,7 +25,7 @@ from rescue_defs.checks.validation import (
 )
 from rescue_defs.jobs import proof
 from rescue_defs.jobs.scratch_build import ProofAhead
-from rescue_defs.planning.manifest import DbtManifest
+from rescue_defs.planning.manifest import DbtManifest, ManifestError
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.project import WAREHOUSE_POOL
 from rescue_defs.rescues.liveness import while_running
@@ -73,7 +75,19 @@ class RescueRun(dg.ConfigurableResource):
 
 @functools.cache
 def load_manifest(manifest_path: str, project_dir: str) -> DbtManifest:
-    return DbtManifest.load(manifest_path, project_dir)
+    """The project's manifest over the very dict dagster-dbt read for `@dbt_assets` (its own
+    cache, by resolved path): a process holds one copy of a large manifest, not two (~40 MB at
+    3,000 models), and parses it once."""
+    path = Path(manifest_path)
+    if path.suffix != ".json" or path.is_dir():  # what only our reader reads, or refuses
+        return DbtManifest.load(path, project_dir)
+    try:
+        data = validate_manifest(path)
+    except DagsterDbtManifestNotFoundError:
+        raise FileNotFoundError(f"no dbt manifest at {path}") from None
+    except (OSError, ValueError) as e:  # orjson's JSONDecodeError is a ValueError
+        raise ManifestError(f"{path} is not a readable dbt manifest ({e})") from None
+    return DbtManifest.read_from(data, path, project_dir)
 
 
 @functools.cache

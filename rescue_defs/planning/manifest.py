@@ -61,6 +61,13 @@ class DbtManifest:
             raise FileNotFoundError(f"no dbt manifest at {path}") from None
         except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ManifestError(f"{path} is not a readable dbt manifest ({e})") from None
+        return cls.read_from(data, path, project_dir)
+
+    @classmethod
+    def read_from(
+        cls, data: Any, path: str | Path, project_dir: str | Path | None = None
+    ) -> "DbtManifest":
+        """Over `data`, the JSON of the manifest at `path` parsed already (by dagster-dbt)."""
         if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
             raise ManifestError(
                 f"{path} is not a dbt manifest (no `nodes`): give target/manifest.json of a "
