@@ -14,8 +14,6 @@ verdicts, so the prod lineage, freshness and check history stay as they were.
 import shutil
 from pathlib import Path
 
-import duckdb
-
 from rescue_defs.project import sandbox_warehouse_path, warehouse_path
 
 TARGET = "sandbox"
@@ -33,6 +31,8 @@ def refresh_sandbox() -> Path | None:
         return None
     if prod == sandbox:
         raise SandboxError(f"the sandbox path is the prod warehouse itself ({prod})")
+    import duckdb  # here: every code location imports TARGET, few warehouses are DuckDB files
+
     try:
         # DuckDB refuses a reader while a process writes: this proves no run is writing prod
         with duckdb.connect(str(prod), read_only=True) as conn:

@@ -416,3 +416,18 @@ def test_a_missing_or_broken_manifest_is_named_in_one_line(tmp_path, content, er
     with pytest.raises((FileNotFoundError, ValueError)) as raised:
         load_manifest(str(path), str(tmp_path))
     assert error in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_adding_rescue_to_a_location_imports_no_duckdb():
+    """A team on another warehouse pays nothing for DuckDB (12 MB a process: the code server
+    and each run worker); the bundled demo's warehouse and the sandbox import it when used."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import rescue_defs.api, rescue_defs.assembly, rescue_defs.sandbox\n"
+        "print('duckdb' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
