@@ -205,11 +205,23 @@ def test_the_flags_set_without_dbts_cli_are_dbts_own_defaults():
     from dbt.cli.flags import Flags
     from dbt.cli.main import cli
     from dbt.contracts.project import ProjectFlags
+    from dbt.flags import get_flags, set_flags
 
+    from rescue_defs.planning import dbt_flags
     from rescue_defs.planning.dbt_flags import DbtDefaultFlags
 
     dbts = Flags(cli.make_context("run", ["run"]), ProjectFlags())
     fast = DbtDefaultFlags()
+    # making dbt's own to read one of them leaves the flags another part set (dagster-dbt's)
+    theirs = Namespace(WHO="dagster-dbt")
+    before = get_flags()
+    set_flags(theirs)
+    dbt_flags._dbt_cli_flags.cache_clear()
+    try:
+        assert fast.PRINTER_WIDTH == dbts.PRINTER_WIDTH
+        assert get_flags() is theirs
+    finally:
+        set_flags(before)
     kept = [name for name in vars(DbtDefaultFlags) if not name.startswith("_")]
     assert kept
     for name in kept:

@@ -140,6 +140,8 @@ def test_the_sensors_are_evaluated_as_often_as_set(monkeypatch):
             for name in ("source_outage_sensor", "merge_sensor")
         }
 
+    monkeypatch.delenv("RESCUE_OUTAGE_SENSOR_SECONDS", raising=False)
+    monkeypatch.delenv("RESCUE_MERGE_SENSOR_SECONDS", raising=False)
     assert intervals() == {"source_outage_sensor": 30, "merge_sensor": 60}
     monkeypatch.setenv("RESCUE_OUTAGE_SENSOR_SECONDS", "5")
     monkeypatch.setenv("RESCUE_MERGE_SENSOR_SECONDS", "600")
