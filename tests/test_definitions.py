@@ -430,7 +430,9 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 from rescue_defs.api import with_rescue
 
-project = DbtProject(project_dir={str(shop_project.project_dir)!r})
+project = DbtProject(
+    project_dir={str(shop_project.project_dir)!r}, target_path={str(shop_project.target_path)!r}
+)
 
 @dbt_assets(manifest={str(shop_project.manifest_path)!r}, project=project)
 def team_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
