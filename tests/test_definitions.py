@@ -447,3 +447,20 @@ print("duckdb" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stdout.strip().splitlines()[-1:] == ["False"], done.stdout + done.stderr
+
+
+def test_thousands_of_checks_share_a_handful_of_description_strings(shop_defs):
+    """Every code server and run worker holds each model's row-count and max-date check specs:
+    their descriptions are one string each per distinct text, not one per check (~1 MB at
+    3,000 models, bench/load_bench.py)."""
+    from rescue_defs.checks.rules import MAX_DATE_CHECK, ROW_COUNT_CHECK
+
+    specs = [
+        spec
+        for assets in shop_defs.assets or ()
+        if isinstance(assets, dg.AssetsDefinition)
+        for spec in assets.check_specs
+        if spec.name in (ROW_COUNT_CHECK, MAX_DATE_CHECK)
+    ]
+    assert len(specs) > 10
+    assert len({id(spec.description) for spec in specs}) == len({s.description for s in specs})

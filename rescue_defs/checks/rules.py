@@ -75,7 +75,7 @@ class Settings:
         return (now or datetime.now(UTC)).astimezone(ZoneInfo(self.business_timezone)).date()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Relation:
     """Where a model or source lives; `database` None means the connection's own."""
 
@@ -88,7 +88,7 @@ class Relation:
         return ".".join(quote(p) for p in [*parts, self.schema, self.identifier])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceFreshness:
     unique_id: str
     name: str
@@ -96,7 +96,7 @@ class SourceFreshness:
     loaded_at_field: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelRule:
     unique_id: str
     name: str

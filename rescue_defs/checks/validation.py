@@ -7,6 +7,7 @@ queries each rebuilt model once (count and max date together) through the dbt ad
 dagster-dbt already built for the step (read-only on DuckDB), so any dbt adapter works.
 """
 
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
@@ -65,6 +66,8 @@ def check_specs(
     keys: Mapping[str, dg.AssetKey],
     windows: Mapping[str, WindowRule] | None = None,
 ) -> list[dg.AssetCheckSpec]:
+    # one string for each distinct description (interned), not one per check: thousands of
+    # models share a handful of them, and every code server and run worker holds them all
     specs = []
     for uid, window in (windows or {}).items():
         if uid in keys and uid in rules:
@@ -73,9 +76,11 @@ def check_specs(
                     COVERAGE_CHECK,
                     asset=keys[uid],
                     blocking=rules[uid].blocking,
-                    description=f"No row landed after its {window.cadence} window had moved "
-                    "past the row's date since the last full refresh (such periods are never "
-                    "restated by an incremental run).",
+                    description=sys.intern(
+                        f"No row landed after its {window.cadence} window had moved past the "
+                        "row's date since the last full refresh (such periods are never "
+                        "restated by an incremental run)."
+                    ),
                 )
             )
     for uid, rule in rules.items():
@@ -87,8 +92,9 @@ def check_specs(
                 ROW_COUNT_CHECK,
                 asset=keys[uid],
                 blocking=rule.blocking,
-                description=f"Not empty, no unexpected drop against the last passing check "
-                f"({level}).",
+                description=sys.intern(
+                    f"Not empty, no unexpected drop against the last passing check ({level})."
+                ),
             )
         )
         if rule.date_column:
@@ -107,7 +113,7 @@ def check_specs(
                 MAX_DATE_CHECK,
                 asset=keys[uid],
                 blocking=rule.blocking,
-                description=f"{date_part} ({level}).",
+                description=sys.intern(f"{date_part} ({level})."),
             )
         )
     return specs

@@ -24,13 +24,21 @@ def build_rescue_sensor(
     """`schedules`: the scheduled pipeline, published for the CLI to plan around. `scope`: the
     project's, where the location holds several (it advances only that project's rescues)."""
     manifest_path, project_dir = str(project.manifest_path), str(project.project_dir)
-    by_asset: dict[dg.AssetKey, list[dg.AssetCheckKey]] = {}
-    for check_key in (c for d in dbt_models or () for c in d.check_keys):
-        if check_key.name != PROOF_CHECK:  # the proof's run selects those, not a step's
-            by_asset.setdefault(check_key.asset_key, []).append(check_key)
 
     def checks_of(asset_keys) -> list[dg.AssetCheckKey]:
-        return [c for key in asset_keys for c in by_asset.get(key, [])]
+        # read from the definitions when a run is requested (a few ms at thousands of
+        # checks), not kept beside them in every process that loads the location
+        wanted = set(asset_keys)
+        return sorted(
+            (
+                c
+                for d in dbt_models or ()
+                for c in d.check_keys
+                # the proof's run selects those, not a step's
+                if c.asset_key in wanted and c.name != PROOF_CHECK
+            ),
+            key=lambda c: (c.asset_key.to_user_string(), c.name),
+        )
 
     @dg.sensor(
         name=scope.named("rescue_sensor"),
