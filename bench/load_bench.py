@@ -6,7 +6,9 @@ check), shows what the checks the UI shows cost by themselves; a fourth, the pla
 rescue added through the public API (`with_rescue`), what adopting rescue costs a team's
 location without the bundled demo's own nightly job and loaders; a fifth, the plain module with
 two do-nothing check specs a model in a `@multi_asset_check` of its own, the floor Dagster
-itself sets for a location that shows two checks a model.
+itself sets for a location that shows two checks a model; its peak RSS is printed beside the
+floor with one more asset job of the models (what a location running them in a job of its own,
+as rescue's stage runs do, cannot go below).
 
 Run: .venv/bin/python bench/load_bench.py [--models 200 1000 3000] [--repeat 3]
 (prints medians and ratios; no assertions)
@@ -94,6 +96,14 @@ FLOOR = PLAIN.replace(
     "defs = dg.Definitions(\n    assets=[plain_dbt_assets], asset_checks=[model_checks],",
 )
 assert FLOOR != PLAIN
+# the floor of a location that also runs the models in a job of their own (rescue's stage runs
+# need one, in process): the floor above plus one asset job of every dbt model and its checks
+FLOOR_JOB = FLOOR.replace(
+    "asset_checks=[model_checks],",
+    "asset_checks=[model_checks],\n    jobs=[dg.define_asset_job('models_job', "
+    "selection=dg.AssetSelection.assets(plain_dbt_assets), executor_def=dg.in_process_executor)],",
+)
+assert FLOOR_JOB != FLOOR
 REPORT = """
 import json
 print(json.dumps({"seconds": time.perf_counter() - t,
@@ -129,34 +139,38 @@ def main() -> None:
         # dagster-dbt looks by default (the product keeps its own per target)
         parsed = load_dbt_project(str(project))
         shutil.copy(parsed.manifest_path, project / "target" / "manifest.json")
-        plain, floor, checks, adopted, product = [], [], [], [], []
+        plain, floor, floor_job, checks, adopted, product = [], [], [], [], [], []
         for _ in range(args.repeat):
             plain.append(load(PLAIN, project))
             floor.append(load(FLOOR, project))
+            floor_job.append(load(FLOOR_JOB, project))
             checks.append(load(CHECKS, project))
             adopted.append(load(ADOPTED, project))
             product.append(load(PRODUCT, project))
-        rows.append((models, plain, floor, checks, adopted, product))
+        rows.append((models, plain, floor, floor_job, checks, adopted, product))
 
     print(f"\nB3 code-location load, fresh process each, median of {args.repeat}")
     print(
         f"{'models':>6} {'plain @dbt_assets':>18} {'+ 2 do-nothing checks':>22}"
         f" {'models + checks':>16}"
         f" {'plain + with_rescue':>20} {'bundled location':>17}"
-        f" {'RSS MB (plain / + with_rescue / bundled)':>42}"
+        f"  RSS MB: plain / + 2 do-nothing checks / and a job of the models / + with_rescue"
+        " / bundled"
     )
-    for models, plain, floor, checks, adopted, product in rows:
+    for models, plain, floor, floor_job, checks, adopted, product in rows:
         a, f, c, w, b = (
             statistics.median(p["seconds"] for p in ps)
             for ps in (plain, floor, checks, adopted, product)
         )
-        ra, rw, rb = (
-            statistics.median(p["rss_mb"] for p in ps) for ps in (plain, adopted, product)
+        ra, rf, rj, rw, rb = (
+            statistics.median(p["rss_mb"] for p in ps)
+            for ps in (plain, floor, floor_job, adopted, product)
         )
         print(
             f"{models:>6} {a:>16.2f} s {f:>13.2f} s {f / a:>5.2f}x"
             f" {c:>7.2f} s {c / a:>5.2f}x {w:>11.2f} s {w / a:>5.2f}x"
-            f" {b:>8.2f} s {b / a:>5.2f}x {ra:>21.0f} / {rw:>5.0f} / {rb:>5.0f}"
+            f" {b:>8.2f} s {b / a:>5.2f}x  {ra:.1f} / {rf:.1f} ({rf / ra:.3f}x)"
+            f" / {rj:.1f} ({rj / ra:.3f}x) / {rw:.1f} ({rw / ra:.3f}x) / {rb:.1f}"
         )
 
 
