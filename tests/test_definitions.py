@@ -464,3 +464,14 @@ def test_thousands_of_checks_share_a_handful_of_description_strings(shop_defs):
     ]
     assert len(specs) > 10
     assert len({id(spec.description) for spec in specs}) == len({s.description for s in specs})
+
+
+def test_a_code_location_keeps_no_validation_rules_after_making_its_checks(shop_project, warehouse):
+    """The rules (a dataclass a model, ~1 MB at 3,000 models) make the check specs, then go: a
+    code server never validates; a run worker makes them again for validation's settings."""
+    from rescue_defs.assets.dbt import rules_for
+
+    rules_for.cache_clear()
+    defs = build_definitions(shop_project)
+    defs.get_repository_def().load_all_definitions()
+    assert rules_for.cache_info().currsize == 0

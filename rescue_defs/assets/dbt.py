@@ -156,7 +156,9 @@ def rescuable(
     validation_specs = [
         spec
         for spec in check_specs(
-            rules_for(manifest_path, project_dir, Settings()),
+            # made for the specs and dropped, not cached: a code server never validates, and
+            # a run worker makes its own for validation's settings (~60 ms at 3,000 models)
+            model_rules(manifest.raw, Settings()),
             keys,
             windows_for(manifest_path, project_dir),
         )
