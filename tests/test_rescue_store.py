@@ -193,6 +193,71 @@ def _save_from_two_processes(dagster_home: Path) -> None:
     assert record["version"] == taken + 1
 
 
+def _advance_while_active(home: str, ids: list[str], ready) -> int:
+    """In a process of its own, as rescue_sensor is: save the record of the first rescue of
+    `ids` still active over and over (its message, as a tick does) until none is; how many
+    saves were taken."""
+    import time
+
+    os.environ["DAGSTER_HOME"] = home
+    taken, deadline, left = 0, time.monotonic() + 60, list(ids)
+    with open_instance() as instance:
+        ready.wait()
+        while left and time.monotonic() < deadline:
+            record = rescues.load(instance, left[0])
+            if record["status"] != rescues.ACTIVE:
+                left.pop(0)
+                continue
+            record["message"] = f"tick {taken}"
+            try:
+                rescues.save(instance, record)
+                taken += 1
+            except rescues.ConcurrentUpdate:
+                pass
+    return taken
+
+
+def _cancel_each(home: str, ids: list[str], keys, ready) -> list[str]:
+    """In a process of its own, as `rescue cancel` is: cancel each rescue; the errors."""
+    import time
+
+    os.environ["DAGSTER_HOME"] = home
+    errors = []
+    with open_instance() as instance:
+        ready.wait()
+        time.sleep(1)  # the sensor is saving by now
+        for rescue_id in ids:
+            try:
+                rescues.cancel(instance, rescue_id, keys)
+            except rescues.RescueError as e:
+                errors.append(str(e))
+    return errors
+
+
+def _play(role: str, *args):
+    return {"sensor": _advance_while_active, "cancel": _cancel_each}[role](*args)
+
+
+def test_a_cancel_while_the_sensor_saves_the_rescue_cancels_it(dagster_home, shop_planner):
+    # `rescue cancel` of a rescue in flight answered "changed meanwhile (version 3, not 2):
+    # load it again" when rescue_sensor saved the record between the cancel's load and save:
+    # the user's cancel must win over a tick's progress note, not ask them to type it again
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        ids = [
+            rescues.register(instance, shop_planner.plan(PlanRequest(s)), keys)["id"]
+            for s in ["stg_orders", "stg_payments", "stg_customers", "fct_orders"] * 3
+        ]
+    home = str(dagster_home)
+    saves, errors = at_once(_play, [("sensor", home, ids), ("cancel", home, ids, keys)])
+    print("SAVES", saves, errors)
+    assert errors == []
+    assert saves > 0  # the sensor really was saving
+    with open_instance() as instance:
+        assert [rescues.load(instance, r)["status"] for r in ids] == [rescues.CANCELED] * 12
+        assert rescues.active_ids(instance) == []
+
+
 def test_an_error_after_a_rescue_ended_does_not_change_how_it_ended(dagster_home, shop_planner):
     from rescue_defs.sensors.rescue import _fail
 

@@ -15,7 +15,7 @@ from rescue_defs.planning.render import render_markdown
 from rescue_defs.rescues import liveness, markers
 from rescue_defs.rescues.facts import IN_FLIGHT
 from rescue_defs.rescues.outcomes import model_outcomes, step_runs
-from rescue_defs.rescues.report import finish, publish
+from rescue_defs.rescues.report import announce_end, finish, publish
 from rescue_defs.rescues.store import (
     ACTIVE,
     CANCELED,
@@ -26,6 +26,7 @@ from rescue_defs.rescues.store import (
     RescueError,
     load,
     save,
+    update,
 )
 
 
@@ -248,12 +249,16 @@ def cancel(
 ) -> dict[str, Any]:
     """Stop a rescue: no further run starts, its runs in flight are terminated, the report
     says what is left. `rescue resume` can pick it up again later."""
-    record = load(instance, rescue_id)
-    if record["status"] in ENDED:
-        raise RescueError(f"rescue {rescue_id} already {record['status']}: nothing to cancel")
-    record["status"] = CANCELED
-    record["message"] = f"canceled ({who})"
-    save(instance, record)  # first: the sensor launches nothing more from here on
+
+    def canceled(record: dict[str, Any]) -> None:
+        if record["status"] in ENDED:
+            raise RescueError(f"rescue {rescue_id} already {record['status']}: nothing to cancel")
+        record["status"] = CANCELED
+        record["message"] = f"canceled ({who})"
+
+    # first: the sensor launches nothing more from here on. A tick saving the record meanwhile
+    # does not undo a user's cancel: it is redone on the record as the tick left it
+    update(instance, rescue_id, canceled)
     stopped, unreachable = [], []
     for run in _busy(instance, rescue_id):
         try:
@@ -267,18 +272,25 @@ def cancel(
             stopped.append(run.run_id[:8])
         else:  # never claim a termination that did not happen
             unreachable.append(run.run_id[:8])
-    record = load(instance, rescue_id)
-    record["message"] = f"canceled ({who})"
+    message = f"canceled ({who})"
     if stopped:
-        record["message"] += f"; terminated run(s) {', '.join(stopped)}"
+        message += f"; terminated run(s) {', '.join(stopped)}"
     if unreachable:
-        record["message"] += (
+        message += (
             f"; could not reach run(s) {', '.join(unreachable)} to terminate them: a run whose "
             "worker is gone is marked failed once silent for "
             f"{liveness.silent_seconds():.0f} s (a resume then starts); a live one: Runs -> "
             "Terminate"
         )
     if not stopped and not unreachable:
-        record["message"] += "; no run was in flight"
-    finish(instance, record, keys)
+        message += "; no run was in flight"
+
+    def ended(record: dict[str, Any]) -> None:
+        if record["status"] != CANCELED:  # resumed meanwhile: that resume stands
+            raise RescueError(f"rescue {rescue_id} was {record['status']} meanwhile: {message}")
+        record["message"] = message
+        record["ended_at"] = datetime.now(UTC).isoformat()
+
+    record = update(instance, rescue_id, ended)
+    announce_end(instance, record, keys)
     return record

@@ -301,6 +301,12 @@ def finish(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
     then evaluates its rescue_succeeded check."""
     record["ended_at"] = datetime.now(UTC).isoformat()
     save(instance, record)
+    announce_end(instance, record, keys)
+
+
+def announce_end(instance: dg.DagsterInstance, record: dict[str, Any], keys) -> None:
+    """Publish the report of a rescue saved in its end state; rescue_report_sensor then
+    evaluates its rescue_succeeded check."""
     publish(instance, record, keys)
     add_partition(instance, UNREPORTED_ENDS, record["id"])
     if record["status"] == SUCCEEDED:

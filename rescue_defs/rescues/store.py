@@ -14,7 +14,7 @@ was read, in one statement (compat.swap_cursor_value).
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,11 +114,38 @@ def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
     swapped = compat.swap_cursor_value(instance, _key(rescue_id), raw, json.dumps(record))
     if swapped is False:
         record["version"] = stored_version
-        raise changed
+        raise ConcurrentUpdate(
+            f"rescue {rescue_id} changed meanwhile (saved by another process while this one "
+            "saved): load it again"
+        )
     if swapped is None:  # a storage that cannot compare and set: as Dagster writes
         instance.run_storage.set_cursor_values({_key(rescue_id): json.dumps(record)})
     if not active:
         instance.delete_dynamic_partition(ACTIVE_RESCUES, rescue_id)
+
+
+# how often `update` redoes a change another writer got ahead of: rescue_sensor saves a record
+# at most once a tick, so a second try all but always takes; the rest is for a storm
+UPDATE_TRIES = 20
+
+
+def update(
+    instance: dg.DagsterInstance, rescue_id: str, change: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Load the record, `change` it, save it; when another process saved it in between (the
+    sensor's tick while a user cancels), load it again and redo the change on what is there
+    now. `change` raises RescueError to refuse on what it sees. The saved record."""
+    tries = 0
+    while True:
+        record = load(instance, rescue_id)
+        change(record)
+        try:
+            save(instance, record)
+            return record
+        except ConcurrentUpdate:
+            tries += 1
+            if tries == UPDATE_TRIES:
+                raise
 
 
 HISTORY_KEPT = 200
