@@ -193,10 +193,10 @@ def _save_from_two_processes(dagster_home: Path) -> None:
     assert record["version"] == taken + 1
 
 
-def _advance_while_active(home: str, ids: list[str], ready) -> int:
+def _advance_while_active(home: str, ids: list[str], pause: float, ready) -> int:
     """In a process of its own, as rescue_sensor is: save the record of the first rescue of
-    `ids` still active over and over (its message, as a tick does) until none is; how many
-    saves were taken."""
+    `ids` still active and not resumed over and over, `pause` seconds apart (its message, as a
+    tick does), until none is left; how many saves were taken."""
     import time
 
     os.environ["DAGSTER_HOME"] = home
@@ -205,7 +205,7 @@ def _advance_while_active(home: str, ids: list[str], ready) -> int:
         ready.wait()
         while left and time.monotonic() < deadline:
             record = rescues.load(instance, left[0])
-            if record["status"] != rescues.ACTIVE:
+            if record["status"] != rescues.ACTIVE or record["message"].startswith("resumed"):
                 left.pop(0)
                 continue
             record["message"] = f"tick {taken}"
@@ -214,11 +214,13 @@ def _advance_while_active(home: str, ids: list[str], ready) -> int:
                 taken += 1
             except rescues.ConcurrentUpdate:
                 pass
+            time.sleep(pause)
     return taken
 
 
-def _cancel_each(home: str, ids: list[str], keys, ready) -> list[str]:
-    """In a process of its own, as `rescue cancel` is: cancel each rescue; the errors."""
+def _act_on_each(home: str, action: str, ids: list[str], keys, ready) -> list[str]:
+    """In a process of its own, as `rescue cancel` or `rescue resume` is: `action` on each
+    rescue, one after the other; the errors."""
     import time
 
     os.environ["DAGSTER_HOME"] = home
@@ -228,14 +230,21 @@ def _cancel_each(home: str, ids: list[str], keys, ready) -> list[str]:
         time.sleep(1)  # the sensor is saving by now
         for rescue_id in ids:
             try:
-                rescues.cancel(instance, rescue_id, keys)
+                getattr(rescues, action)(instance, rescue_id, keys)
             except rescues.RescueError as e:
                 errors.append(str(e))
     return errors
 
 
 def _play(role: str, *args):
-    return {"sensor": _advance_while_active, "cancel": _cancel_each}[role](*args)
+    return _advance_while_active(*args) if role == "sensor" else _act_on_each(*args)
+
+
+def _registered(instance, planner, keys) -> list[str]:
+    return [
+        rescues.register(instance, planner.plan(PlanRequest(s)), keys)["id"]
+        for s in ["stg_orders", "stg_payments", "stg_customers", "fct_orders"] * 3
+    ]
 
 
 def test_a_cancel_while_the_sensor_saves_the_rescue_cancels_it(dagster_home, shop_planner):
@@ -244,18 +253,35 @@ def test_a_cancel_while_the_sensor_saves_the_rescue_cancels_it(dagster_home, sho
     # the user's cancel must win over a tick's progress note, not ask them to type it again
     keys = model_asset_keys(shop_planner.manifest)
     with open_instance() as instance:
-        ids = [
-            rescues.register(instance, shop_planner.plan(PlanRequest(s)), keys)["id"]
-            for s in ["stg_orders", "stg_payments", "stg_customers", "fct_orders"] * 3
-        ]
+        ids = _registered(instance, shop_planner, keys)
     home = str(dagster_home)
-    saves, errors = at_once(_play, [("sensor", home, ids), ("cancel", home, ids, keys)])
-    print("SAVES", saves, errors)
+    # as fast as it can: a cancel loads and saves within milliseconds
+    saves, errors = at_once(_play, [("sensor", home, ids, 0), ("act", home, "cancel", ids, keys)])
     assert errors == []
     assert saves > 0  # the sensor really was saving
     with open_instance() as instance:
         assert [rescues.load(instance, r)["status"] for r in ids] == [rescues.CANCELED] * 12
         assert rescues.active_ids(instance) == []
+
+
+def test_a_resume_while_the_sensor_saves_the_rescue_resumes_it(dagster_home, shop_planner):
+    # the same for `rescue resume` of a rescue the sensor has in hand: done on the record as
+    # the tick left it, or refused for what that record says, never "load it again"
+    keys = model_asset_keys(shop_planner.manifest)
+    with open_instance() as instance:
+        ids = _registered(instance, shop_planner, keys)
+    home = str(dagster_home)
+    # a resume reads the rescue's runs between its load and its save: a tick every 50 ms
+    # (rescue_sensor saves a rescue once a tick, 1 s apart at the least)
+    sensor = ("sensor", home, ids, 0.05)
+    saves, errors = at_once(_play, [sensor, ("act", home, "resume", ids, keys)])
+    assert errors == []
+    assert saves > 0
+    with open_instance() as instance:
+        for rescue_id in ids:
+            record = rescues.load(instance, rescue_id)
+            assert record["status"] == rescues.ACTIVE
+            assert record["message"].startswith("resumed: "), record["message"]
 
 
 def test_an_error_after_a_rescue_ended_does_not_change_how_it_ended(dagster_home, shop_planner):

@@ -25,6 +25,7 @@ from rescue_defs.rescues.store import (
     TAG_STEP,
     RescueError,
     load,
+    retried,
     save,
     update,
 )
@@ -132,6 +133,10 @@ def resume(
 ):
     """Plan minus materialized: every unfinished step keeps only the models not yet rebuilt by
     this rescue, or rebuilt but unchecked or failing a check, with the same refresh flags."""
+    return retried(lambda: _resume(instance, rescue_id, keys, force, reserve))
+
+
+def _resume(instance, rescue_id: str, keys, force: bool, reserve: str | None) -> dict[str, Any]:
     record = load(instance, rescue_id)
     if record["status"] == SUCCEEDED:
         raise RescueError(f"rescue {rescue_id} already succeeded: nothing to resume")

@@ -16,7 +16,7 @@ was read, in one statement (compat.swap_cursor_value).
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -124,28 +124,39 @@ def save(instance: dg.DagsterInstance, record: dict[str, Any]) -> None:
         instance.delete_dynamic_partition(ACTIVE_RESCUES, rescue_id)
 
 
-# how often `update` redoes a change another writer got ahead of: rescue_sensor saves a record
-# at most once a tick, so a second try all but always takes; the rest is for a storm
+# how often `retried` tries again when another writer got in first: rescue_sensor saves a
+# record at most once a tick, so a second try all but always takes; the rest is for a storm
 UPDATE_TRIES = 20
+T = TypeVar("T")
+
+
+def retried(attempt: Callable[[], T]) -> T:
+    """`attempt()`, again while another process's save gets in ahead of its own (the sensor's
+    tick while a user cancels or resumes): each try loads the record afresh, so it is done, or
+    refused, on what is there now. An attempt's work before its save must bear doing twice."""
+    tries = 0
+    while True:
+        try:
+            return attempt()
+        except ConcurrentUpdate:
+            tries += 1
+            if tries == UPDATE_TRIES:
+                raise
 
 
 def update(
     instance: dg.DagsterInstance, rescue_id: str, change: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
-    """Load the record, `change` it, save it; when another process saved it in between (the
-    sensor's tick while a user cancels), load it again and redo the change on what is there
-    now. `change` raises RescueError to refuse on what it sees. The saved record."""
-    tries = 0
-    while True:
+    """Load the record, `change` it, save it: again on the record as it is now when another
+    process saved it in between. `change` raises RescueError to refuse on what it sees."""
+
+    def attempt() -> dict[str, Any]:
         record = load(instance, rescue_id)
         change(record)
-        try:
-            save(instance, record)
-            return record
-        except ConcurrentUpdate:
-            tries += 1
-            if tries == UPDATE_TRIES:
-                raise
+        save(instance, record)
+        return record
+
+    return retried(attempt)
 
 
 HISTORY_KEPT = 200
