@@ -292,7 +292,10 @@ def cancel(
 
     def ended(record: dict[str, Any]) -> None:
         if record["status"] != CANCELED:  # resumed meanwhile: that resume stands
-            raise RescueError(f"rescue {rescue_id} was {record['status']} meanwhile: {message}")
+            raise RescueError(
+                f"rescue {rescue_id} was resumed while this cancel ran (now {record['status']}); "
+                f"the cancel did: {message}"
+            )
         record["message"] = message
         record["ended_at"] = datetime.now(UTC).isoformat()
 
