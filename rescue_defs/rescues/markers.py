@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 
 from rescue_defs.rescues.outcomes import covered_steps
-from rescue_defs.rescues.store import ConcurrentUpdate, load, save
+from rescue_defs.rescues.store import load, retried, save
 
 # longer than a submission may take (kickoff.SUBMIT_TIMEOUT_SECONDS): a marker outliving it
 # means the CLI died, and the sensor takes over
@@ -91,13 +91,11 @@ def pending(
 
 def release(instance: dg.DagsterInstance, rescue_id: str, by: str = BY_CLI) -> None:
     """Drop `by`'s marker (it submits nothing): the sensor launches at its next tick."""
-    for _ in range(5):
+
+    def attempt() -> None:
         record = load(instance, rescue_id)
-        if (record.get(MARKER) or {}).get("by") != by:
-            return
-        del record[MARKER]
-        try:
+        if (record.get(MARKER) or {}).get("by") == by:
+            del record[MARKER]
             save(instance, record)
-            return
-        except ConcurrentUpdate:
-            continue
+
+    retried(attempt)
