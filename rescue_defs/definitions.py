@@ -11,7 +11,6 @@ dbt_warm.start_for_run_worker()
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtProject
-from dagster_duckdb import DuckDBResource
 
 from rescue_defs import dbt_child, settings
 from rescue_defs.api import rescue_only_checks, with_rescue
@@ -22,13 +21,23 @@ from rescue_defs.demo.pipeline import (
     build_daily_pipeline_job,
     daily_pipeline_schedule,
 )
-from rescue_defs.demo.raw import raw_sources
 from rescue_defs.project import (
     ProjectNotReady,
     configure_warehouse_env,
     dbt_project,
     is_bundled,
 )
+
+
+def _shop_loaders(warehouse) -> tuple[list, dict]:
+    """The simulated shop systems' raw loaders and the DuckDB they write: they only feed the
+    bundled warehouse, so a location serving another project (its code server and every run
+    worker) does not import DuckDB's client for them."""
+    from dagster_duckdb import DuckDBResource
+
+    from rescue_defs.demo.raw import raw_sources
+
+    return [raw_sources], {"warehouse": DuckDBResource(database=str(warehouse))}
 
 
 def build_definitions(
@@ -38,15 +47,14 @@ def build_definitions(
     it: its `@dbt_assets` (named by `translator`), its raw loaders, nightly job and schedule,
     with rescue added through the public API (api.py) like any team's Definitions."""
     warehouse = configure_warehouse_env()
-    bundled = is_bundled(project)
+    loaders, loaders_resources = _shop_loaders(warehouse) if is_bundled(project) else ([], {})
     team = dg.Definitions(
-        # the simulated shop systems only feed the bundled warehouse
-        assets=[*([raw_sources] if bundled else []), plain_dbt_assets(project, translator)],
+        assets=[*loaders, plain_dbt_assets(project, translator)],
         schedules=[daily_pipeline_schedule],
         resources={
             # dbt dies with its run worker (dbt_child.py): no writer outlives a killed run
             "dbt": RescueDbtCliResource(project_dir=project, dbt_executable=dbt_child.executable()),
-            "warehouse": DuckDBResource(database=str(warehouse)),
+            **loaders_resources,
         },
         # One dbt step does the work of a run; separate processes per step only add start-up
         # time (4-7 s each here), so runs execute in one process.

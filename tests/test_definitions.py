@@ -449,6 +449,42 @@ print("duckdb" in sys.modules)
     assert done.stdout.strip().splitlines()[-1:] == ["False"], done.stdout + done.stderr
 
 
+def _imported_by_loading(project_dir: Path, target_path: Path | None = None) -> set[str]:
+    """What a fresh Python (a code server, a run worker) imports of DuckDB and numpy when it
+    loads the code location serving `project_dir`."""
+    import subprocess
+    import sys
+
+    script = f"""
+import json
+import sys
+from rescue_defs.definitions import build_definitions
+from rescue_defs.project import load_dbt_project
+
+defs = build_definitions(load_dbt_project({str(project_dir)!r}))
+defs.get_repository_def().load_all_definitions()
+print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}} & {{"duckdb", "numpy"}})))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    last = done.stdout.strip().splitlines()[-1:]
+    assert last and last[0].startswith("["), done.stdout + done.stderr
+    return set(json.loads(last[0]))
+
+
+def test_the_location_serving_a_teams_own_project_imports_neither_duckdb_nor_numpy(
+    jaffle_project_dir,
+):
+    """The shop's loaders and their simulated data (DuckDB's client, numpy: ~0.1 s and ~20 MB
+    a process) are the bundled demo's: a location serving another project, each of its run
+    workers included, does not pay for them."""
+    assert _imported_by_loading(jaffle_project_dir) == set()
+
+
+def test_the_shop_location_imports_numpy_only_when_its_loaders_make_data(shop_project):
+    """Its run workers rescue dbt models: numpy is the simulated shop systems' alone."""
+    assert "numpy" not in _imported_by_loading(shop_project.project_dir)
+
+
 def test_thousands_of_checks_share_a_handful_of_description_strings(shop_defs):
     """Every code server and run worker holds each model's row-count and max-date check specs:
     their descriptions are one string each per distinct text, not one per check (~1 MB at

@@ -13,9 +13,8 @@ import functools
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:  # pandas costs ~0.4 s to import: every code load and run worker paid it
+    import numpy as np  # imported where data is made: a run worker rescuing dbt models never does
     import pandas as pd
 
 DATA_EPOCH = date(2026, 1, 1)
@@ -86,7 +85,9 @@ _METHODS = ["card", "paypal", "bank_transfer", "gift_card"]
 _N_PRODUCTS = 40
 
 
-def _rng(kind: str, day: date) -> np.random.Generator:
+def _rng(kind: str, day: date) -> "np.random.Generator":
+    import numpy as np
+
     return np.random.default_rng([_SEEDS[kind], day.toordinal()])
 
 
@@ -101,7 +102,7 @@ def _new_customer_count(day: date) -> int:
     return 3 + int(_rng("customers", day).integers(0, 5))
 
 
-def _pick_customers(rng: np.random.Generator, day: date, n: int) -> list[int]:
+def _pick_customers(rng: "np.random.Generator", day: date, n: int) -> list[int]:
     """Customers who had signed up by `day` (mostly recent ones)."""
     first = max(DATA_EPOCH, day - timedelta(days=60))
     span = (day - first).days + 1
@@ -148,6 +149,8 @@ def _order_amount(items: tuple) -> float:
 
 @functools.cache
 def _final_status(order_id: int) -> str:
+    import numpy as np
+
     rng = np.random.default_rng([_SEEDS["status"], order_id])
     return "returned" if rng.random() < 0.06 else "completed"
 
@@ -216,6 +219,8 @@ def rows_arriving(source: str, day: date) -> list[tuple]:
                 rows.append((o[0] * 10 + 1, o[0], "card", -_order_amount(o[4]), _at(day, 43200)))
         return rows
     if source == "web_events":
+        import numpy as np
+
         rng = _rng("web_events", day)
         n_sessions = 60 + int(rng.integers(0, 40))
         known = _pick_customers(rng, day, n_sessions)
