@@ -11,7 +11,9 @@ exit. Plain dbt: `dbt build --select` on a copy of the product's warehouse. The 
 alternate; each Dagster home and warehouse is its own, first built by a 200-model build.
 
 Run: .venv/bin/python bench/peer_bench.py [--sizes 10 200 2000] [--repeat 3] [--storage postgres]
-(with 2000: a 2,000-model project, both homes first built whole)
+[--proof on|off|both] (with 2000: a 2,000-model project, both homes first built whole; `--proof
+both`: the product's rescues also without their proof, RESCUE_PROOF=off, in the rotation, to
+show what the proof, which the peer does not do, costs)
 """
 
 import argparse
@@ -104,6 +106,12 @@ def main() -> None:
     parser.add_argument(
         "--storage", choices=["sqlite", "postgres"], default="sqlite", help="both homes'"
     )
+    parser.add_argument(
+        "--proof",
+        choices=["on", "off", "both"],
+        default="on",
+        help="the product's rescues with their proof (RESCUE_PROOF), without, or both alternating",
+    )
     opts = parser.parse_args()
     if opts.storage == "postgres" and not lb.postgres_available():
         raise SystemExit("--storage postgres: no PostgreSQL answers on 127.0.0.1:5432")
@@ -160,12 +168,18 @@ def main() -> None:
         materialize_selected(peer.port, models_tagged(peer_project, whole))
         for size in opts.sizes:
             names = models_tagged(peer_project, size)
-            times: dict[str, list[float]] = {"product": [], "peer": [], "dbt": []}
+            order = ["product", "peer", "dbt"]
+            if opts.proof != "on":
+                order.append("unproven")  # the product with RESCUE_PROOF=off
+            if opts.proof == "off":
+                order.remove("product")
+            times: dict[str, list[float]] = {kind: [] for kind in order}
             for r in range(opts.repeat):
-                order = ["product", "peer", "dbt"]
-                for kind in order[r % 3 :] + order[: r % 3]:
-                    if kind == "product":
-                        times[kind].append(lb.launch(env, f"tag:n{size}", False)[0])
+                turn = r % len(order)
+                for kind in order[turn:] + order[:turn]:
+                    if kind in ("product", "unproven"):
+                        proof = {"RESCUE_PROOF": "off"} if kind == "unproven" else {}
+                        times[kind].append(lb.launch({**env, **proof}, f"tag:n{size}", False)[0])
                     elif kind == "peer":
                         times[kind].append(materialize_selected(peer.port, names))
                     else:
@@ -179,16 +193,20 @@ def main() -> None:
         peer.stop()
         for database in databases:
             lb.postgres_database(database, drop_only=True)
+    kinds = [k for k in ("product", "unproven") if k in rows[0][1]] if rows else []
+    names = {"product": "product (rescue launch --wait)", "unproven": "product, RESCUE_PROOF=off"}
     print(
-        "\n| models | plain dbt | peer (Materialize selected) | product (rescue launch --wait) "
-        "| product / peer | product - plain dbt |"
+        "\n| models | plain dbt | peer (Materialize selected) | "
+        + " | ".join(f"{names[k]} | / peer | - plain dbt" for k in kinds)
+        + " |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- |" + " --- | --- | --- |" * len(kinds))
     for size, row, _ in rows:
-        print(
-            f"| {size} | {row['dbt']:.1f} s | {row['peer']:.1f} s | {row['product']:.1f} s "
-            f"| {row['product'] / row['peer']:.2f}x | +{row['product'] - row['dbt']:.1f} s |"
-        )
+        cells = [
+            f"{row[k]:.1f} s | {row[k] / row['peer']:.2f}x | +{row[k] - row['dbt']:.1f} s"
+            for k in kinds
+        ]
+        print(f"| {size} | {row['dbt']:.1f} s | {row['peer']:.1f} s | " + " | ".join(cells) + " |")
     shutil.rmtree(work, ignore_errors=True)
 
 

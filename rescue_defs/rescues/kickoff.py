@@ -26,6 +26,7 @@ from rescue_defs.rescues.markers import (  # noqa: F401  (who launches: kickoff.
     release,
     reservation,
 )
+from rescue_defs.rescues.requests import in_check_order
 from rescue_defs.rescues.store import (
     ACTIVE,
     ConcurrentUpdate,
@@ -258,10 +259,7 @@ def _launch_next_runs(instance, rescue_id: str, keys, manifest, url: str, by: st
     tests = dbt_test_checks(manifest, {m for step in record["steps"] for m in step["remaining"]})
 
     def checks_of(asset_keys) -> list[dg.AssetCheckKey]:
-        return sorted(
-            (c for key in asset_keys for c in checks.get(key, ()) if c in tests),
-            key=lambda c: (c.asset_key.to_user_string(), c.name),
-        )
+        return in_check_order(c for key in asset_keys for c in checks.get(key, ()) if c in tests)
 
     try:
         tick = advance(instance, record, keys, manifest, checks_of, launcher=by)

@@ -1,6 +1,6 @@
 """The run requests of a rescue: one step, or several steps stage after stage in one run."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -17,6 +17,12 @@ from rescue_defs.rescues.store import (
     TAG_STEP,
     TAG_STEPS,
 )
+
+
+def in_check_order(checks: Iterable[dg.AssetCheckKey]) -> list[dg.AssetCheckKey]:
+    """A run's planned checks in one order, whoever requests it (rescue_sensor or a launch
+    through the webserver): by asset, then check name."""
+    return sorted(checks, key=lambda c: (c.asset_key.to_user_string(), c.name))
 
 
 def step_request(

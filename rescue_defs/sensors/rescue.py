@@ -11,6 +11,7 @@ from rescue_defs.assets.dbt import load_manifest, model_asset_keys
 from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.published import publish_schedules
 from rescue_defs.rescues.kickoff import BY_SENSOR, remember_ui_url
+from rescue_defs.rescues.requests import in_check_order
 from rescue_defs.scope import ONE_PROJECT, Scope
 
 
@@ -29,15 +30,12 @@ def build_rescue_sensor(
         # read from the definitions when a run is requested (a few ms at thousands of
         # checks), not kept beside them in every process that loads the location
         wanted = set(asset_keys)
-        return sorted(
-            (
-                c
-                for d in dbt_models or ()
-                for c in d.check_keys
-                # the proof's run selects those, not a step's
-                if c.asset_key in wanted and c.name != PROOF_CHECK
-            ),
-            key=lambda c: (c.asset_key.to_user_string(), c.name),
+        return in_check_order(
+            c
+            for d in dbt_models or ()
+            for c in d.check_keys
+            # the proof's run selects those, not a step's
+            if c.asset_key in wanted and c.name != PROOF_CHECK
         )
 
     @dg.sensor(
