@@ -9,7 +9,7 @@ import dagster as dg
 from dagster_dbt import DbtProject
 
 from rescue_defs import settings
-from rescue_defs.assets.dbt import RESCUE_RUN, RescueRun
+from rescue_defs.assets.dbt import RescueRun
 from rescue_defs.assets.incidents import incident_is_resolved, incident_spec
 from rescue_defs.assets.projects import LocationProjects
 from rescue_defs.assets.report import REPORT_SPEC, rescue_status_job, rescue_succeeded
@@ -21,6 +21,7 @@ from rescue_defs.jobs.rescue import (
     build_rescue_job,
     build_rescue_step_job,
 )
+from rescue_defs.rescues.store import RESCUE_RUN
 from rescue_defs.scope import ONE_PROJECT, Scope
 from rescue_defs.sensors.merge import build_merge_sensor
 from rescue_defs.sensors.outage import build_source_outage_sensor

@@ -290,10 +290,19 @@ import dagster as dg
 from rescue_defs.cli import main, _keys
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.rescues.kickoff import dbt_test_checks
+from rescue_defs.rescues.proving import proof_request
+from rescue_defs.rescues.requests import steps_request
+from rescue_defs.rescues.store import load, rescue_ids
 assert main(["launch", "--dry-run", "--project-dir", sys.argv[1], "--select", "+fct_orders"]) == 0
 manifest = DbtManifest.load(sys.argv[2], sys.argv[1])
 with dg.DagsterInstance.get() as instance:
     keys = _keys(instance, manifest)
+    # the runs a launch submits: its steps' and its proof's
+    (rescue_id,) = rescue_ids(instance)
+    record = load(instance, rescue_id)
+    checks_of = lambda selected: dbt_test_checks(manifest, {u for u, k in keys.items() if k in selected})
+    steps_request(record, record["steps"], keys, checks_of, prove=True)
+    proof_request({**record, "proof": {"models": [], "attempt": 0}}, keys)
 checks = dbt_test_checks(manifest, set(keys))
 print(json.dumps({
     "dagster_dbt": Who.first,
@@ -308,7 +317,8 @@ def test_the_cli_keys_models_and_tests_as_the_code_location_published_without_da
 ):
     """dagster-dbt imports much of dbt the CLI never uses: where the code location published
     the key of every model and the check of every test, the CLI takes them from the instance
-    and does not import it; they are the code location's own."""
+    and does not import it, nor to make the runs a launch submits; they are the code
+    location's own."""
     from rescue_defs.assets.keys import model_asset_keys
     from rescue_defs.planning.manifest import DbtManifest
     from rescue_defs.rescues.kickoff import dbt_test_checks

@@ -29,12 +29,12 @@ from rescue_defs.planning.manifest import DbtManifest, ManifestError
 from rescue_defs.planning.selection import SelectionError, Selector
 from rescue_defs.project import WAREHOUSE_POOL
 from rescue_defs.rescues.liveness import while_running
+from rescue_defs.rescues.store import RESCUE_RUN
 from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
 from rescue_defs.warehouse_lock import WarehouseHeld, require_free
 from rescue_defs.warehouse_reader import WarehouseTarget, duckdb_file
 
 DBT_ASSETS_NAME = "dbt_models"
-RESCUE_RUN = "rescue_run"  # the resource a rescue's step run is configured through
 
 
 class RescueRun(dg.ConfigurableResource):

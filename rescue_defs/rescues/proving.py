@@ -8,7 +8,7 @@ import dagster as dg
 
 from rescue_defs.checks.proof import BY_CONSTRUCTION, PROOF_CHECK
 from rescue_defs.rescues.outcomes import step_runs
-from rescue_defs.rescues.store import STEP_JOB, TAG_ID, TAG_KIND, TAG_REASON
+from rescue_defs.rescues.store import RESCUE_RUN, STEP_JOB, TAG_ID, TAG_KIND, TAG_REASON
 
 TAG_PROOF = "rescue/proof"
 
@@ -31,8 +31,6 @@ def proves(record: Mapping[str, Any], done: set[int], steps: list) -> bool:
 
 
 def proof_request(record: Mapping[str, Any], keys: Mapping[str, dg.AssetKey]) -> dg.RunRequest:
-    from rescue_defs.assets.dbt import RESCUE_RUN
-
     proof = record["proof"]
     return dg.RunRequest(
         run_key=f"{record['id']}:proof:{proof.get('attempt', 0)}",

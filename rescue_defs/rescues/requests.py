@@ -7,6 +7,7 @@ import dagster as dg
 
 from rescue_defs.rescues.proving import TAG_PROOF
 from rescue_defs.rescues.store import (
+    RESCUE_RUN,
     STEP_JOB,
     TAG_ATTEMPT,
     TAG_GROUP,
@@ -50,7 +51,6 @@ def steps_request(
 
     `prove`: the run builds the rescue's last steps; once they are built and validated, the
     same step proves the rescue's incremental models (no proof run of its own to wait for)."""
-    from rescue_defs.assets.dbt import RESCUE_RUN
     from rescue_defs.checks.coverage import VALIDATION_CHECKS
 
     first, n = steps[0], len(record["steps"])

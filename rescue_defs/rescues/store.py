@@ -42,6 +42,8 @@ TAG_STEPS = "rescue/steps"
 TAG_KIND = "rescue/kind"
 # the job of every run that builds or proves a rescue's models (jobs/rescue.py)
 STEP_JOB = "rescue_step_job"
+# the resource a rescue's step run is configured through (assets/dbt.py's RescueRun)
+RESCUE_RUN = "rescue_run"
 # the run that evaluates an ended rescue's rescue_succeeded check; not one of its own runs
 TAG_REPORT_OF = "rescue/report_of"
 ACTIVE, SUCCEEDED, FAILED, DRY_RUN, CANCELED = (
