@@ -300,7 +300,8 @@ with dg.DagsterInstance.get() as instance:
     # the runs a launch submits: its steps' and its proof's
     (rescue_id,) = rescue_ids(instance)
     record = load(instance, rescue_id)
-    checks_of = lambda selected: dbt_test_checks(manifest, {u for u, k in keys.items() if k in selected})
+    by_key = {k: u for u, k in keys.items()}
+    checks_of = lambda selected: dbt_test_checks(manifest, {by_key[k] for k in selected})
     steps_request(record, record["steps"], keys, checks_of, prove=True)
     proof_request({**record, "proof": {"models": [], "attempt": 0}}, keys)
 checks = dbt_test_checks(manifest, set(keys))
