@@ -302,11 +302,15 @@ with dg.DagsterInstance.get() as instance:
     record = load(instance, rescue_id)
     by_key = {k: u for u, k in keys.items()}
     checks_of = lambda selected: dbt_test_checks(manifest, {by_key[k] for k in selected})
-    steps_request(record, record["steps"], keys, checks_of, prove=True)
-    proof_request({**record, "proof": {"models": [], "attempt": 0}}, keys)
+    assert record["proof"]["models"], record["proof"]  # fct_orders is incremental
+    requests = [
+        steps_request(record, record["steps"], keys, checks_of, prove=True),
+        proof_request(record, keys),
+    ]
 checks = dbt_test_checks(manifest, set(keys))
 print(json.dumps({
     "dagster_dbt": Who.first,
+    "configured": sorted({k for r in requests for k in r.run_config["resources"]}),
     "keys": {uid: key.path for uid, key in keys.items()},
     "checks": sorted([c.asset_key.path, c.name] for c in checks),
 }))
@@ -336,6 +340,8 @@ def test_the_cli_keys_models_and_tests_as_the_code_location_published_without_da
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["dagster_dbt"] is None, seen["dagster_dbt"]  # who imported it
+    # the runs are configured through a resource the code location has
+    assert seen["configured"] and set(seen["configured"]) <= set(shop_defs.resources)
     manifest = DbtManifest.load(manifest_path, project_dir)
     keys = model_asset_keys(manifest)  # this process loaded the code location: its translator
     assert seen["keys"] == {uid: key.path for uid, key in keys.items()}
