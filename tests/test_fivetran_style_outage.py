@@ -23,18 +23,15 @@ from rescue_defs import rescues
 from rescue_defs.definitions import build_definitions
 from rescue_defs.project import load_dbt_project
 from tests.helpers import (
-    create_postgres_database,
     drive_rescue,
-    drop_postgres_database,
     materialize_all,
     outage_ticker,
 )
 from tests.tickets import (
-    DDL,
     RAW,
     Landing,
     differences_from_a_from_scratch_build,
-    install_packages,
+    installed,
     synced_after,
 )
 
@@ -42,37 +39,8 @@ from tests.tickets import (
 @pytest.fixture(params=["duckdb"])
 def tickets(request, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[dict]:
     """The two packages copied as a user has them, profiles for this test's own warehouse."""
-    kind = request.param
-    if kind == "postgres":
-        where = create_postgres_database("rescue_tickets")
-    else:
-        warehouse.parent.mkdir(parents=True, exist_ok=True)
-        where = str(warehouse)
-    root, profiles = install_packages(tmp_path, kind, where)
-    landing = Landing(kind, where)
-    landing.run([(sql, []) for sql in DDL])
-    landing.run(
-        [
-            (
-                f'insert into {RAW}."user" values (%s, %s, %s)',
-                [i, f"requester {i}", datetime(2026, 1, 1)],
-            )
-            for i in range(1, 5)
-        ]
-    )
-    monkeypatch.setenv("RESCUE_DBT_PROJECT_DIR", str(root / "ticket_analytics"))
-    monkeypatch.setenv("RESCUE_DBT_PROFILES_DIR", str(profiles))
-    monkeypatch.setenv("RESCUE_FRESHNESS_INTERVAL_SECONDS", "0")
-    try:
-        yield {
-            "kind": kind,
-            "project": root / "ticket_analytics",
-            "profiles": profiles,
-            "landing": landing,
-        }
-    finally:
-        if kind == "postgres":
-            drop_postgres_database(where)
+    with installed(request.param, tmp_path, warehouse, monkeypatch) as found:
+        yield found
 
 
 def test_an_outage_backlog_a_lookback_misses_is_rebuilt_and_proven_on_any_warehouse(

@@ -5,6 +5,8 @@ the comparison of every table with a from-scratch build."""
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -136,6 +138,45 @@ def install_packages(tmp_path: Path, kind: str, where: str) -> tuple[Path, Path]
     profiles.mkdir()
     (profiles / "profiles.yml").write_text(_profiles(kind, where))
     return root, profiles
+
+
+@contextmanager
+def installed(kind: str, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[dict]:
+    """The two packages copied as a user has them, profiles for this test's own warehouse
+    (`warehouse` on DuckDB, a database of its own on PostgreSQL, dropped after), the
+    connector's tables created and its users landed; the environment points rescue at it."""
+    from tests.helpers import create_postgres_database, drop_postgres_database
+
+    if kind == "postgres":
+        where = create_postgres_database("rescue_tickets")
+    else:
+        warehouse.parent.mkdir(parents=True, exist_ok=True)
+        where = str(warehouse)
+    try:
+        root, profiles = install_packages(tmp_path, kind, where)
+        landing = Landing(kind, where)
+        landing.run([(sql, []) for sql in DDL])
+        landing.run(
+            [
+                (
+                    f'insert into {RAW}."user" values (%s, %s, %s)',
+                    [i, f"requester {i}", datetime(2026, 1, 1)],
+                )
+                for i in range(1, 5)
+            ]
+        )
+        monkeypatch.setenv("RESCUE_DBT_PROJECT_DIR", str(root / "ticket_analytics"))
+        monkeypatch.setenv("RESCUE_DBT_PROFILES_DIR", str(profiles))
+        monkeypatch.setenv("RESCUE_FRESHNESS_INTERVAL_SECONDS", "0")
+        yield {
+            "kind": kind,
+            "project": root / "ticket_analytics",
+            "profiles": profiles,
+            "landing": landing,
+        }
+    finally:
+        if kind == "postgres":
+            drop_postgres_database(where)
 
 
 def synced_after(day: date) -> datetime:
