@@ -186,3 +186,34 @@ def relations_of(manifest, models: Iterable[str]) -> list[tuple[str, str]]:
         if node is not None and uid not in manifest.ephemeral:
             out.append((node["schema"], node.get("alias") or node["name"]))
     return out
+
+
+# ANSI: PostgreSQL, DuckDB, Snowflake, Redshift, ... list tables and views here; an adapter
+# without it (BigQuery: per dataset) refuses the query and the checklist says "not checked"
+TABLES_SQL = "select table_schema, table_name from information_schema.tables where {}"
+
+
+def missing_inputs(adapter, manifest, models: Iterable[str]) -> tuple[str, ...]:
+    """Names of what `models` read from outside themselves (dbt-built: models, seeds,
+    snapshots) that the warehouse does not hold: a dbt run of `models` fails at the first
+    model reading one. Compared by schema and name, case-insensitively (quoting rules differ
+    between warehouses); inputs in another database than the models' own are not asked."""
+    models = frozenset(models)
+    databases = {manifest.relation(m)[0].lower() for m in models if m in manifest.nodes}
+    asked = {
+        uid: (schema.lower(), name.lower())
+        for uid in manifest.inputs_outside(models)
+        for database, schema, name in [manifest.relation(uid)]
+        if database.lower() in databases
+    }
+    if not asked:
+        return ()
+    schemas = sorted({schema for schema, _ in asked.values()})
+    mark = placeholder(adapter)
+    rows = query(
+        adapter,
+        TABLES_SQL.format(f"lower(table_schema) in ({', '.join([mark] * len(schemas))})"),
+        schemas,
+    )
+    held = {(str(schema).lower(), str(name).lower()) for schema, name in rows}
+    return tuple(sorted(manifest.name(uid) for uid, pair in asked.items() if pair not in held))

@@ -42,6 +42,11 @@ class WarehouseLoad:
     long_seconds: float = 60
     unavailable: str = ""
     """The warehouse did not answer (why): every dbt run would fail."""
+    missing: tuple[str, ...] | None = None
+    """What the selection reads from outside itself that the warehouse does not hold (names);
+    None: not asked."""
+    inputs_note: str = ""
+    """Why that was not asked ("" when it was)."""
 
 
 WRITE_LOCKS = {
@@ -184,17 +189,29 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
     # 3. scope
     q = "Have I mapped the upstream and downstream scope (+model, model+, +model+)?"
     counts = ", ".join(f"{n} {k}" for k, n in facts.counts.items() if n)
+    gaps = []
     if facts.stale_consumers:
-        add(
-            "scope",
-            q,
-            WARN,
-            f"{counts}; {len(facts.stale_consumers)} model(s) read from the "
-            f"selection but are not in it and stay stale: {_names(facts, facts.stale_consumers)}"
-            " (add `+` after the target?)",
+        gaps.append(
+            f"{len(facts.stale_consumers)} model(s) read from the selection but are not in it "
+            f"and stay stale: {_names(facts, facts.stale_consumers)} (add `+` after the target?)"
         )
+    load = env.warehouse_load
+    if load is not None and load.missing:
+        more = f" and {len(load.missing) - 5} more" if len(load.missing) > 5 else ""
+        gaps.append(
+            f"{len(load.missing)} model(s) the selection reads are neither in it nor in the "
+            f"warehouse: {', '.join(load.missing[:5])}{more}; dbt fails at the first model "
+            "reading one (add them, or `+` before the models reading them)"
+        )
+    if gaps:
+        add("scope", q, WARN, f"{counts}; " + "; ".join(gaps))
     else:
-        add("scope", q, OK, f"{counts}; every consumer of the selection is in it")
+        inputs = ""
+        if load is not None and load.missing is not None:
+            inputs = "; every model it reads is built"
+        elif load is not None and load.inputs_note:
+            inputs = f"; whether what it reads is built: {load.inputs_note}"
+        add("scope", q, OK, f"{counts}; every consumer of the selection is in it{inputs}")
 
     # 4. incremental no-op
     q = "Is the model incremental? Will a normal run load any data today?"

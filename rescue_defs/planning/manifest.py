@@ -4,7 +4,7 @@ import functools
 import gzip
 import json
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -122,6 +122,33 @@ class DbtManifest:
         for uid in self.models:
             names.setdefault(self.models[uid]["name"], []).append(uid)
         return names
+
+    def inputs_outside(self, models: Collection[str]) -> frozenset[str]:
+        """What dbt builds (models, seeds, snapshots) that `models` read and that is not among
+        them: a dbt run of `models` reads these as the warehouse holds them. An ephemeral model
+        in between is compiled into its consumers, so what it reads counts instead."""
+        found: set[str] = set()
+        seen: set[str] = set()
+        frontier = list(models)
+        while frontier:
+            for parent in self.graph.predecessors(frontier.pop()):
+                if parent in models or parent in seen:
+                    continue
+                seen.add(parent)
+                node = self.nodes.get(parent, {})
+                if parent in self.ephemeral:
+                    frontier.append(parent)
+                elif node.get("resource_type") in BUILDABLE and node.get("config", {}).get(
+                    "enabled", True
+                ):
+                    found.add(parent)
+        return frozenset(found)
+
+    def relation(self, unique_id: str) -> tuple[str, str, str]:
+        """(database, schema, identifier) of what dbt builds for a node, as the manifest
+        says."""
+        node = self.nodes[unique_id]
+        return node.get("database") or "", node["schema"], node.get("alias") or node["name"]
 
     def topological(self, models: set[str] | frozenset[str]) -> list[str]:
         """Models in an order dbt could build them (parents first), ties by name."""

@@ -239,6 +239,8 @@ def plan_for(
     from rescue_defs.rescues.late import late_rows
     from rescue_defs.warehouse_reader import (
         WarehouseUnavailable,
+        first_line,
+        missing_inputs,
         open_adapter,
         relations_of,
         warehouse_load,
@@ -265,6 +267,11 @@ def plan_for(
                     load = warehouse_load(adapter, relations_of(planner.manifest, scope))
                 except Exception as e:  # a catalog query refused: say so, plan on
                     load = WarehouseLoad(note=f"not measured: {str(e).strip()[:200]}")
+                try:
+                    missing = missing_inputs(adapter, planner.manifest, scope)
+                    load = dataclasses.replace(load, missing=missing)
+                except Exception as e:  # no information_schema here: say so, plan on
+                    load = dataclasses.replace(load, inputs_note=f"not checked: {first_line(e)}")
         except WarehouseUnavailable as e:
             late, note = None, f"warehouse unavailable: {e}"
             load = WarehouseLoad(unavailable=str(e))

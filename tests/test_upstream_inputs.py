@@ -1,0 +1,65 @@
+"""A rescue whose selection reads a model no run has built fails in dbt at the first model
+reading it ("relation ... does not exist"), after its plan said nothing. The checklist asks
+the warehouse, through dbt's adapter, for what the selection reads from outside itself, and
+names what is not there before anything runs: on DuckDB and on the real PostgreSQL warehouse,
+for a project we did not write (the Fivetran-style packages; the models it reads come from
+the source package `dbt deps` installs, some through ephemeral models)."""
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from rescue_defs import rescues
+from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.definitions import build_definitions
+from rescue_defs.planning.plan import Planner, PlanRequest
+from rescue_defs.project import load_dbt_project
+from rescue_defs.warehouse_reader import WarehouseTarget
+from tests.helpers import materialize_all
+from tests.tickets import installed, synced_after
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def tickets(request, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[dict]:
+    with installed(request.param, tmp_path, warehouse, monkeypatch) as found:
+        found["landing"].land_day(date(2026, 2, 1), synced_after(date(2026, 2, 1)))
+        yield found
+
+
+def test_the_checklist_names_what_the_selection_reads_that_was_never_built(tickets, instance):
+    project = load_dbt_project(str(tickets["project"]), str(tickets["profiles"]))
+    manifest = load_manifest(str(project.manifest_path), str(project.project_dir))
+    keys = model_asset_keys(manifest)
+    planner = Planner(manifest)
+
+    def scope(select: str):
+        plan = rescues.plan_for(
+            planner,
+            instance,
+            PlanRequest(select, today=date(2026, 2, 2)),
+            keys,
+            warehouse=WarehouseTarget.of(project),
+        )
+        return next(item for item in plan.checklist if item.key == "scope")
+
+    # only the connector's tables exist: the staging model reads its `_tmp` view, which a
+    # rescue of `stg_tickets__ticket+` does not build
+    fresh = scope("stg_tickets__ticket+")
+    assert fresh.status == "warn", fresh.reason
+    assert "neither in it nor in the warehouse" in fresh.reason
+    # the marts read comments and users through an ephemeral model: its parents are named
+    for name in ("stg_tickets__ticket_tmp", "stg_tickets__ticket_comment", "stg_tickets__user"):
+        assert name in fresh.reason
+    assert "int_tickets__comment_counts" not in fresh.reason  # ephemeral: nothing to build
+    # `+` before the target takes in its own parents; the comments' lineage stays outside
+    wider = scope("+stg_tickets__ticket+")
+    assert "stg_tickets__ticket_tmp" not in wider.reason
+    assert "stg_tickets__ticket_comment" in wider.reason and wider.status == "warn"
+
+    # once the nightly pipeline has built everything, the same selection reads what is there
+    assert materialize_all(build_definitions(project), instance).success
+    built = scope("stg_tickets__ticket+")
+    assert built.status == "ok", built.reason
+    assert "every model it reads is built" in built.reason
