@@ -14,7 +14,7 @@ from rescue_defs.assets.dbt import load_manifest, rules_for, selector_for
 from rescue_defs.checks.rules import Settings
 from rescue_defs.definitions import build_definitions
 from rescue_defs.project import load_dbt_project
-from tests.test_fivetran_style_outage import install_packages
+from tests.tickets import install_packages
 
 
 def _load(root, profiles):
