@@ -191,23 +191,30 @@ def relations_of(manifest, models: Iterable[str]) -> list[tuple[str, str]]:
 # ANSI: PostgreSQL, DuckDB, Snowflake, Redshift, ... list tables and views here; an adapter
 # without it (BigQuery: per dataset) refuses the query and the checklist says "not checked"
 TABLES_SQL = "select table_schema, table_name from information_schema.tables where {}"
+NOT_LISTED = ("materialized_view",)  # materializations information_schema.tables may not list
 
 
-def missing_inputs(adapter, manifest, models: Iterable[str]) -> tuple[str, ...]:
+def missing_inputs(
+    adapter, manifest, models: Iterable[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Names of what `models` read from outside themselves (dbt-built: models, seeds,
-    snapshots) that the warehouse does not hold: a dbt run of `models` fails at the first
-    model reading one. Compared by schema and name, case-insensitively (quoting rules differ
-    between warehouses); inputs in another database than the models' own are not asked."""
+    snapshots) that the warehouse does not hold (a dbt run of `models` fails at the first
+    model reading one), and names of those not asked. Compared by schema and name,
+    case-insensitively (quoting rules differ between warehouses). Not asked: inputs in
+    another database than the models' own, and materialized views (PostgreSQL lists them in
+    `pg_matviews`, not in information_schema)."""
     models = frozenset(models)
     databases = {manifest.relation(m)[0].lower() for m in models if m in manifest.nodes}
-    asked = {
-        uid: (schema.lower(), name.lower())
-        for uid in manifest.inputs_outside(models)
-        for database, schema, name in [manifest.relation(uid)]
-        if database.lower() in databases
-    }
+    asked, unasked = {}, []
+    for uid in manifest.inputs_outside(models):
+        database, schema, name = manifest.relation(uid)
+        materialized = manifest.nodes[uid].get("config", {}).get("materialized")
+        if database.lower() in databases and materialized not in NOT_LISTED:
+            asked[uid] = (schema.lower(), name.lower())
+        else:
+            unasked.append(manifest.name(uid))
     if not asked:
-        return ()
+        return (), tuple(sorted(unasked))
     schemas = sorted({schema for schema, _ in asked.values()})
     mark = placeholder(adapter)
     rows = query(
@@ -216,4 +223,5 @@ def missing_inputs(adapter, manifest, models: Iterable[str]) -> tuple[str, ...]:
         schemas,
     )
     held = {(str(schema).lower(), str(name).lower()) for schema, name in rows}
-    return tuple(sorted(manifest.name(uid) for uid, pair in asked.items() if pair not in held))
+    missing = tuple(sorted(manifest.name(uid) for uid, pair in asked.items() if pair not in held))
+    return missing, tuple(sorted(unasked))

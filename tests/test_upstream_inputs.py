@@ -63,3 +63,49 @@ def test_the_checklist_names_what_the_selection_reads_that_was_never_built(ticke
     built = scope("stg_tickets__ticket+")
     assert built.status == "ok", built.reason
     assert "every model it reads is built" in built.reason
+
+
+def test_a_materialized_view_the_selection_reads_is_not_taken_for_missing(
+    tmp_path, instance, warehouse
+):
+    """PostgreSQL lists materialized views in `pg_matviews`, not in `information_schema`:
+    one the selection reads, built, must not be named as missing."""
+    from tests.conftest import prepare
+    from tests.helpers import create_postgres_database, drop_postgres_database
+
+    database = create_postgres_database("rescue_matview")
+    try:
+        path = tmp_path / "mv_shop"
+        (path / "models").mkdir(parents=True)
+        (path / "dbt_project.yml").write_text(
+            "name: mv_shop\nversion: '1.0.0'\nconfig-version: 2\nprofile: mv_shop\n"
+        )
+        (path / "profiles.yml").write_text(
+            "mv_shop:\n  target: prod\n  outputs:\n    prod:\n      type: postgres\n"
+            "      host: 127.0.0.1\n      port: 5432\n      user: postgres\n      password: ''\n"
+            f"      dbname: {database}\n      schema: analytics\n      threads: 1\n"
+        )
+        (path / "models" / "orders.sql").write_text(
+            "{{ config(materialized='materialized_view') }}\n"
+            "select n as order_id, date '2026-01-01' + n as order_date "
+            "from generate_series(1, 5) as n\n"
+        )
+        (path / "models" / "daily_orders.sql").write_text(
+            "{{ config(materialized='table') }}\n"
+            "select order_date, count(*) as orders from {{ ref('orders') }} group by 1\n"
+        )
+        project = prepare(path, warehouse)
+        assert materialize_all(build_definitions(project), instance).success
+        manifest = load_manifest(str(project.manifest_path), str(project.project_dir))
+        plan = rescues.plan_for(
+            Planner(manifest),
+            instance,
+            PlanRequest("daily_orders"),
+            model_asset_keys(manifest),
+            warehouse=WarehouseTarget.of(project),
+        )
+        (scope,) = [item for item in plan.checklist if item.key == "scope"]
+        assert scope.status == "ok", scope.reason
+        assert "not checked: orders" in scope.reason  # and not claimed built
+    finally:
+        drop_postgres_database(database)

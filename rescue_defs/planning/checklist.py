@@ -45,6 +45,8 @@ class WarehouseLoad:
     missing: tuple[str, ...] | None = None
     """What the selection reads from outside itself that the warehouse does not hold (names);
     None: not asked."""
+    unasked: tuple[str, ...] = ()
+    """What it reads that was not asked (materialized views, other databases): names."""
     inputs_note: str = ""
     """Why that was not asked ("" when it was)."""
 
@@ -209,6 +211,12 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
         inputs = ""
         if load is not None and load.missing is not None:
             inputs = "; every model it reads is built"
+            if load.unasked:
+                more = " and more" if len(load.unasked) > 5 else ""
+                inputs = (
+                    f"; what it reads is built, but not checked: {', '.join(load.unasked[:5])}"
+                    f"{more} (materialized views, other databases)"
+                )
         elif load is not None and load.inputs_note:
             inputs = f"; whether what it reads is built: {load.inputs_note}"
         add("scope", q, OK, f"{counts}; every consumer of the selection is in it{inputs}")

@@ -268,8 +268,8 @@ def plan_for(
                 except Exception as e:  # a catalog query refused: say so, plan on
                     load = WarehouseLoad(note=f"not measured: {str(e).strip()[:200]}")
                 try:
-                    missing = missing_inputs(adapter, planner.manifest, scope)
-                    load = dataclasses.replace(load, missing=missing)
+                    missing, unasked = missing_inputs(adapter, planner.manifest, scope)
+                    load = dataclasses.replace(load, missing=missing, unasked=unasked)
                 except Exception as e:  # no information_schema here: say so, plan on
                     load = dataclasses.replace(load, inputs_note=f"not checked: {first_line(e)}")
         except WarehouseUnavailable as e:
