@@ -180,12 +180,11 @@ def warehouse_load(adapter, relations: Iterable[tuple[str, str]]) -> WarehouseLo
 
 
 def relations_of(manifest, models: Iterable[str]) -> list[tuple[str, str]]:
-    out = []
-    for uid in models:
-        node = manifest.models.get(uid)
-        if node is not None and uid not in manifest.ephemeral:
-            out.append((node["schema"], node.get("alias") or node["name"]))
-    return out
+    return [
+        manifest.relation(uid)[1:]
+        for uid in models
+        if uid in manifest.models and uid not in manifest.ephemeral
+    ]
 
 
 # ANSI: PostgreSQL, DuckDB, Snowflake, Redshift, ... list tables and views here; an adapter

@@ -48,7 +48,7 @@ def test_the_checklist_names_what_the_selection_reads_that_was_never_built(ticke
     # rescue of `stg_tickets__ticket+` does not build
     fresh = scope("stg_tickets__ticket+")
     assert fresh.status == "warn", fresh.reason
-    assert "neither in it nor in the warehouse" in fresh.reason
+    assert "3 model(s) the selection reads are neither in it nor in the warehouse" in fresh.reason
     # the marts read comments and users through an ephemeral model: its parents are named
     for name in ("stg_tickets__ticket_tmp", "stg_tickets__ticket_comment", "stg_tickets__user"):
         assert name in fresh.reason

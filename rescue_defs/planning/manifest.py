@@ -11,6 +11,8 @@ from typing import Any
 
 import networkx as nx
 
+from rescue_defs.planning.lineage import reached
+
 MODEL = "model"
 # node types dbt builds; a rescue rebuilds these
 BUILDABLE = ("model", "seed", "snapshot")
@@ -127,22 +129,14 @@ class DbtManifest:
         """What dbt builds (models, seeds, snapshots) that `models` read and that is not among
         them: a dbt run of `models` reads these as the warehouse holds them. An ephemeral model
         in between is compiled into its consumers, so what it reads counts instead."""
-        found: set[str] = set()
-        seen: set[str] = set()
-        frontier = list(models)
-        while frontier:
-            for parent in self.graph.predecessors(frontier.pop()):
-                if parent in models or parent in seen:
-                    continue
-                seen.add(parent)
-                node = self.nodes.get(parent, {})
-                if parent in self.ephemeral:
-                    frontier.append(parent)
-                elif node.get("resource_type") in BUILDABLE and node.get("config", {}).get(
-                    "enabled", True
-                ):
-                    found.add(parent)
-        return frozenset(found)
+        inlined = reached(self.graph, models, upward=True, within=self.ephemeral - set(models))
+        parents = {p for n in (*models, *inlined) for p in self.graph.predecessors(n)}
+        return frozenset(
+            p
+            for p in parents - set(models) - self.ephemeral
+            if self.nodes.get(p, {}).get("resource_type") in BUILDABLE
+            and self.nodes[p].get("config", {}).get("enabled", True)
+        )
 
     def relation(self, unique_id: str) -> tuple[str, str, str]:
         """(database, schema, identifier) of what dbt builds for a node, as the manifest
