@@ -9,12 +9,13 @@ The adapter is the one dagster-dbt builds for a step (read-only on DuckDB), so a
 supports is reached the same way, with the profile's own credentials.
 """
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescue_defs.planning.checklist import WarehouseLoad
+from rescue_defs.planning.warehouse_items import WarehouseLoad
 
 LONG_SECONDS = 60  # an active session running longer than this counts as load
 
@@ -193,34 +194,50 @@ TABLES_SQL = "select table_schema, table_name from information_schema.tables whe
 NOT_LISTED = ("materialized_view",)  # materializations information_schema.tables may not list
 
 
-def missing_inputs(
-    adapter, manifest, models: Iterable[str]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Names of what `models` read from outside themselves (dbt-built: models, seeds,
-    snapshots) that the warehouse does not hold (a dbt run of `models` fails at the first
-    model reading one), and names of those not asked. Compared by schema and name,
-    case-insensitively (quoting rules differ between warehouses). Not asked: inputs in
-    another database than the models' own, and materialized views (PostgreSQL lists them in
-    `pg_matviews`, not in information_schema)."""
+def with_inputs(load: WarehouseLoad, adapter, manifest, models: Iterable[str]) -> WarehouseLoad:
+    """`load` with what `models` read from outside themselves that the warehouse does not hold
+    (a dbt run of `models` fails at the first model reading one): what dbt builds (models,
+    seeds, snapshots), and source tables; and the names of what was not asked. Compared by
+    schema and name, case-insensitively (quoting rules differ between warehouses). Not asked:
+    what lives in another database than the models' own (information_schema is per database
+    on Snowflake), and materialized views (PostgreSQL lists them in `pg_matviews`, not in
+    information_schema)."""
     models = frozenset(models)
     databases = {manifest.relation(m)[0].lower() for m in models if m in manifest.nodes}
-    asked, unasked = {}, []
-    for uid in manifest.inputs_outside(models):
+    asked: dict[str, tuple[str, str]] = {}
+    unasked = []
+    sources = manifest.sources_read(models)
+    for uid in (*manifest.inputs_outside(models), *sources):
         database, schema, name = manifest.relation(uid)
-        materialized = manifest.nodes[uid].get("config", {}).get("materialized")
+        materialized = manifest.nodes.get(uid, {}).get("config", {}).get("materialized")
         if database.lower() in databases and materialized not in NOT_LISTED:
             asked[uid] = (schema.lower(), name.lower())
         else:
-            unasked.append(manifest.name(uid))
-    if not asked:
-        return (), tuple(sorted(unasked))
-    schemas = sorted({schema for schema, _ in asked.values()})
-    mark = placeholder(adapter)
-    rows = query(
-        adapter,
-        TABLES_SQL.format(f"lower(table_schema) in ({', '.join([mark] * len(schemas))})"),
-        schemas,
+            unasked.append(_input_name(manifest, uid))
+    held: set[tuple[str, str]] = set()
+    if asked:
+        schemas = sorted({schema for schema, _ in asked.values()})
+        mark = placeholder(adapter)
+        rows = query(
+            adapter,
+            TABLES_SQL.format(f"lower(table_schema) in ({', '.join([mark] * len(schemas))})"),
+            schemas,
+        )
+        held = {(str(schema).lower(), str(name).lower()) for schema, name in rows}
+    absent = [uid for uid, pair in asked.items() if pair not in held]
+    return dataclasses.replace(
+        load,
+        missing=tuple(sorted(_input_name(manifest, u) for u in absent if u not in sources)),
+        missing_sources=tuple(sorted(_input_name(manifest, u) for u in absent if u in sources)),
+        sources_asked=sum(uid in sources for uid in asked),
+        unasked=tuple(sorted(unasked)),
     )
-    held = {(str(schema).lower(), str(name).lower()) for schema, name in rows}
-    missing = tuple(sorted(manifest.name(uid) for uid, pair in asked.items() if pair not in held))
-    return missing, tuple(sorted(unasked))
+
+
+def _input_name(manifest, uid: str) -> str:
+    """A model by its name; a seed or snapshot with its kind; a source table as source.table."""
+    source = manifest.raw.get("sources", {}).get(uid)
+    if source is not None:
+        return f"{source['source_name']}.{source['name']}"
+    kind = manifest.nodes[uid].get("resource_type")
+    return manifest.name(uid) if kind == "model" else f"{kind} {manifest.name(uid)}"

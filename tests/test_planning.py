@@ -430,7 +430,7 @@ def test_a_full_refresh_of_every_incremental_model_is_one_dbt_invocation(shop_ma
 
 
 def test_the_warehouse_s_own_load_is_an_item_of_the_checklist(shop_planner):
-    from rescue_defs.planning.checklist import WarehouseLoad
+    from rescue_defs.planning.warehouse_items import WarehouseLoad
 
     now = datetime(2026, 3, 4, 2, 0, tzinfo=UTC)
 

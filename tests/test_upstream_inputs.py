@@ -18,7 +18,7 @@ from rescue_defs.planning.plan import Planner, PlanRequest
 from rescue_defs.project import load_dbt_project
 from rescue_defs.warehouse_reader import WarehouseTarget
 from tests.helpers import materialize_all
-from tests.tickets import installed, synced_after
+from tests.tickets import RAW, installed, synced_after
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -28,7 +28,8 @@ def tickets(request, tmp_path: Path, warehouse: Path, monkeypatch) -> Iterator[d
         yield found
 
 
-def test_the_checklist_names_what_the_selection_reads_that_was_never_built(tickets, instance):
+def scope_item(tickets: dict, instance):
+    """The plan's scope item for a selection, as `rescue launch` plans it (warehouse read)."""
     project = load_dbt_project(str(tickets["project"]), str(tickets["profiles"]))
     manifest = load_manifest(str(project.manifest_path), str(project.project_dir))
     keys = model_asset_keys(manifest)
@@ -43,6 +44,12 @@ def test_the_checklist_names_what_the_selection_reads_that_was_never_built(ticke
             warehouse=WarehouseTarget.of(project),
         )
         return next(item for item in plan.checklist if item.key == "scope")
+
+    return project, scope
+
+
+def test_the_checklist_names_what_the_selection_reads_that_was_never_built(tickets, instance):
+    project, scope = scope_item(tickets, instance)
 
     # only the connector's tables exist: the staging model reads its `_tmp` view, which a
     # rescue of `stg_tickets__ticket+` does not build
@@ -63,6 +70,26 @@ def test_the_checklist_names_what_the_selection_reads_that_was_never_built(ticke
     built = scope("stg_tickets__ticket+")
     assert built.status == "ok", built.reason
     assert "every model it reads is built" in built.reason
+
+
+def test_the_checklist_names_a_source_table_the_connector_never_landed(tickets, instance):
+    """A connector table not landed yet (a table newly enabled in the connector): dbt fails
+    at the staging model reading it, so the plan says so first, naming the source."""
+    project, scope = scope_item(tickets, instance)
+    assert materialize_all(build_definitions(project), instance).success
+    # as if never landed (renamed, not dropped: PostgreSQL keeps the view built on it)
+    tickets["landing"].run([(f'alter table {RAW}."user" rename to user_not_landed', [])])
+    unlanded = scope("stg_tickets__user+")
+    assert unlanded.status == "warn", unlanded.reason
+    assert (
+        "1 source table(s) the selection reads are not in the warehouse: tickets.user"
+        in unlanded.reason
+    )
+    # landed: the same selection reads what is there, and the plan says what it asked
+    tickets["landing"].run([(f'alter table {RAW}.user_not_landed rename to "user"', [])])
+    landed = scope("stg_tickets__user+")
+    assert landed.status == "ok", landed.reason
+    assert "its 1 source table(s) are in the warehouse" in landed.reason
 
 
 def test_a_materialized_view_the_selection_reads_is_not_taken_for_missing(

@@ -8,9 +8,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from rescue_defs.planning.warehouse_items import (  # the statuses are defined there
+    BLOCK,
+    OK,
+    WARN,
+    WarehouseLoad,
+    inputs_checked,
+    inputs_gaps,
+    warehouse_load_item,
+)
 from rescue_defs.planning.windows import at_peak, window_opens
-
-OK, WARN, BLOCK = "ok", "warn", "block"
 
 
 @dataclass(frozen=True)
@@ -28,36 +35,6 @@ class UpcomingRun:
     name: str
     at: datetime
     models: frozenset[str]
-
-
-@dataclass(frozen=True)
-class WarehouseLoad:
-    """What the warehouse itself says (rescue_defs.warehouse_reader): other sessions at work
-    (pid, application, seconds running, query), locks on the rescue's relations (pid,
-    application, relation, mode); `note` says why nothing was measured."""
-
-    sessions: tuple[tuple[int, str, float, str], ...] = ()
-    locks: tuple[tuple[int, str, str, str], ...] = ()
-    note: str = ""
-    long_seconds: float = 60
-    unavailable: str = ""
-    """The warehouse did not answer (why): every dbt run would fail."""
-    missing: tuple[str, ...] | None = None
-    """What the selection reads from outside itself that the warehouse does not hold (names);
-    None: not asked."""
-    unasked: tuple[str, ...] = ()
-    """What it reads that was not asked (materialized views, other databases): names."""
-    inputs_note: str = ""
-    """Why that was not asked ("" when it was)."""
-
-
-WRITE_LOCKS = {
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-}
 
 
 @dataclass(frozen=True)
@@ -161,7 +138,7 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
         )
 
     # 1c. the warehouse's own load
-    _warehouse_load(facts, env, add)
+    warehouse_load_item(env.warehouse_load, env.known, add)
 
     # 2. heavy
     q = "Is the target model heavy (large volume, complex joins, deep lineage)?"
@@ -197,28 +174,11 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
             f"{len(facts.stale_consumers)} model(s) read from the selection but are not in it "
             f"and stay stale: {_names(facts, facts.stale_consumers)} (add `+` after the target?)"
         )
-    load = env.warehouse_load
-    if load is not None and load.missing:
-        more = f" and {len(load.missing) - 5} more" if len(load.missing) > 5 else ""
-        gaps.append(
-            f"{len(load.missing)} model(s) the selection reads are neither in it nor in the "
-            f"warehouse: {', '.join(load.missing[:5])}{more}; dbt fails at the first model "
-            "reading one (add them, or `+` before the models reading them)"
-        )
+    gaps += inputs_gaps(env.warehouse_load)
     if gaps:
         add("scope", q, WARN, f"{counts}; " + "; ".join(gaps))
     else:
-        inputs = ""
-        if load is not None and load.missing is not None:
-            inputs = "; every model it reads is built"
-            if load.unasked:
-                more = " and more" if len(load.unasked) > 5 else ""
-                inputs = (
-                    f"; what it reads is built, but not checked: {', '.join(load.unasked[:5])}"
-                    f"{more} (materialized views, other databases)"
-                )
-        elif load is not None and load.inputs_note:
-            inputs = f"; whether what it reads is built: {load.inputs_note}"
+        inputs = inputs_checked(env.warehouse_load)
         add("scope", q, OK, f"{counts}; every consumer of the selection is in it{inputs}")
 
     # 4. incremental no-op
@@ -361,53 +321,3 @@ def evaluate(facts: PlanFacts, env: Environment) -> list[Item]:
 
 def _at_peak(env: Environment) -> bool:
     return env.now is not None and at_peak(env.now, env.timezone, env.peak_hours)
-
-
-def _warehouse_load(facts: PlanFacts, env: Environment, add) -> None:
-    """The playbook's queue and overlap questions as the warehouse answers them."""
-    q = "Is the warehouse itself busy, or is another session on the rescue's tables?"
-    load = env.warehouse_load
-    if load is None:
-        if env.known:
-            add("warehouse_load", q, WARN, "not measured: no warehouse connection was made")
-        return
-    if load.unavailable:
-        add(
-            "warehouse_load",
-            q,
-            BLOCK,
-            f"the warehouse does not answer ({load.unavailable}): every dbt run would fail",
-        )
-        return
-    if load.note:
-        add("warehouse_load", q, WARN, load.note)
-        return
-
-    def who(pid: int, app: str) -> str:
-        return f"PID {pid}" + (f" ({app})" if app else "")
-
-    writers = [lock for lock in load.locks if lock[3] in WRITE_LOCKS]
-    if writers:
-        add(
-            "warehouse_load",
-            q,
-            BLOCK,
-            "; ".join(f"{who(p, a)} holds {m} on {r}" for p, a, r, m in writers[:3])
-            + ": another session writes the rescue's tables, both would contend for their locks",
-        )
-        return
-    long = [s for s in load.sessions if s[2] >= load.long_seconds]
-    if load.locks or long:
-        parts = [f"{who(p, a)} holds {m} on {r}" for p, a, r, m in load.locks[:3]]
-        parts += [
-            f"{who(p, a)} running for {sec:.0f} s: {text[:60]}" for p, a, sec, text in long[:3]
-        ]
-        add("warehouse_load", q, WARN, "; ".join(parts) + " (the rescue may wait for them)")
-        return
-    add(
-        "warehouse_load",
-        q,
-        OK,
-        f"{len(load.sessions)} other active session(s), none running over "
-        f"{load.long_seconds:.0f} s; no lock on the rescue's tables",
-    )

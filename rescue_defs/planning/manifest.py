@@ -138,9 +138,22 @@ class DbtManifest:
             and self.nodes[p].get("config", {}).get("enabled", True)
         )
 
+    def sources_read(self, models: Collection[str]) -> frozenset[str]:
+        """The sources `models` read (through ephemeral models too): tables landed outside
+        dbt that a dbt run of `models` reads as the warehouse holds them."""
+        inlined = reached(self.graph, models, upward=True, within=self.ephemeral - set(models))
+        sources = self.raw.get("sources", {})
+        return frozenset(
+            p for n in (*models, *inlined) for p in self.graph.predecessors(n) if p in sources
+        )
+
     def relation(self, unique_id: str) -> tuple[str, str, str]:
-        """(database, schema, identifier) of what dbt builds for a node, as the manifest
-        says."""
+        """(database, schema, identifier) of what dbt builds for a node, or of a source's
+        table, as the manifest says."""
+        source = self.raw.get("sources", {}).get(unique_id)
+        if source is not None:
+            identifier = source.get("identifier") or source["name"]
+            return source.get("database") or "", source["schema"], identifier
         node = self.nodes[unique_id]
         return node.get("database") or "", node["schema"], node.get("alias") or node["name"]
 

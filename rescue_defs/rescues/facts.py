@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun, WarehouseLoad
+from rescue_defs.planning.checklist import ActiveRun, Environment, UpcomingRun
 from rescue_defs.planning.cost import FULL_REFRESH_KEY, History, besides_models
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.planning.plan import Plan, Planner, PlanRequest
+from rescue_defs.planning.warehouse_items import WarehouseLoad
 from rescue_defs.rescues.store import TAG_ID, TAG_KIND, TAG_STAGE
 
 IN_FLIGHT = (
@@ -240,10 +241,10 @@ def plan_for(
     from rescue_defs.warehouse_reader import (
         WarehouseUnavailable,
         first_line,
-        missing_inputs,
         open_adapter,
         relations_of,
         warehouse_load,
+        with_inputs,
     )
 
     if request.today is None:
@@ -268,8 +269,7 @@ def plan_for(
                 except Exception as e:  # a catalog query refused: say so, plan on
                     load = WarehouseLoad(note=f"not measured: {str(e).strip()[:200]}")
                 try:
-                    missing, unasked = missing_inputs(adapter, planner.manifest, scope)
-                    load = dataclasses.replace(load, missing=missing, unasked=unasked)
+                    load = with_inputs(load, adapter, planner.manifest, scope)
                 except Exception as e:  # no information_schema here: say so, plan on
                     load = dataclasses.replace(load, inputs_note=f"not checked: {first_line(e)}")
         except WarehouseUnavailable as e:
