@@ -268,7 +268,7 @@ def test_waiting_without_a_daemon_says_so_once_it_is_known(instance):
 
     from dagster._daemon.types import DaemonHeartbeat
 
-    from rescue_defs.cli import daemon_warning
+    from rescue_defs.cli.follow import daemon_warning
 
     assert "no Dagster daemon seen on this instance (never)" in daemon_warning(instance)
     instance.add_daemon_heartbeat(DaemonHeartbeat(time.time() - 600, "SENSOR", None, None))
@@ -287,7 +287,8 @@ class Who:
         return None
 sys.meta_path.insert(0, Who())
 import dagster as dg
-from rescue_defs.cli import main, _keys
+from rescue_defs.cli import main
+from rescue_defs.cli.inputs import model_keys as _keys
 from rescue_defs.planning.manifest import DbtManifest
 from rescue_defs.rescues.kickoff import dbt_test_checks
 from rescue_defs.rescues.proving import proof_request
