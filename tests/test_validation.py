@@ -13,19 +13,21 @@ import pytest
 
 from rescue_defs import rescues
 from rescue_defs.assets.dbt import load_manifest, model_asset_keys
+from rescue_defs.checks.judgement import (
+    Expected,
+    business_date,
+    inferred_date_verdict,
+    max_date_verdict,
+    row_count_verdict,
+)
 from rescue_defs.checks.rules import (
     MAX_DATE_CHECK,
     ROW_COUNT_CHECK,
-    Expected,
     ModelRule,
     Relation,
     Settings,
     ValidationConfigError,
-    business_date,
-    inferred_date_verdict,
-    max_date_verdict,
     model_rules,
-    row_count_verdict,
     stats_sql,
 )
 from rescue_defs.definitions import build_definitions

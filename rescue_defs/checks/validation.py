@@ -17,18 +17,20 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from rescue_defs.checks.coverage import COVERAGE_CHECK, WindowRule, coverage_verdict
-from rescue_defs.checks.rules import (
-    MAX_DATE_CHECK,
-    ROW_COUNT_CHECK,
+from rescue_defs.checks.judgement import (
     Expected,
-    ModelRule,
-    Settings,
-    Verdict,
-    columns_looking_like_dates,
     expected_date,
     inferred_date_verdict,
     max_date_verdict,
     row_count_verdict,
+)
+from rescue_defs.checks.rules import (
+    MAX_DATE_CHECK,
+    ROW_COUNT_CHECK,
+    ModelRule,
+    Settings,
+    Verdict,
+    columns_looking_like_dates,
     source_sql,
     stats_sql,
 )
