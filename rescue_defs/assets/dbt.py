@@ -12,7 +12,8 @@ from dagster_dbt.errors import DagsterDbtManifestNotFoundError
 
 from rescue_defs.assets import keys as asset_keys
 from rescue_defs.assets import twin
-from rescue_defs.assets.dbt_build import Build, build_in_stages
+from rescue_defs.assets.dbt_build import Build
+from rescue_defs.assets.dbt_stages import build_in_stages
 from rescue_defs.assets.keys import model_asset_keys
 from rescue_defs.assets.translators import DEFAULT_TRANSLATOR
 from rescue_defs.checks.coverage import WindowRule, window_rules

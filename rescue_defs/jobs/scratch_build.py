@@ -87,7 +87,7 @@ class ProofAhead:
         return self.parsed.result()
 
     def start_build(self, manifest, ordered: Sequence[str]) -> None:
-        """Once the last stage is built and validated cleanly (assets/dbt_build.py)."""
+        """Once the last stage is built and validated cleanly (assets/dbt_stages.py)."""
         if self.parsed is not None and self.built is None:
             self.built = _thread(self.build, manifest, tuple(ordered))
             if self.log is not None:
