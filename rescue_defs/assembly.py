@@ -9,10 +9,10 @@ import dagster as dg
 from dagster_dbt import DbtProject
 
 from rescue_defs import settings
-from rescue_defs.assets.dbt import RescueRun
 from rescue_defs.assets.incidents import incident_is_resolved, incident_spec
 from rescue_defs.assets.projects import LocationProjects
 from rescue_defs.assets.report import REPORT_SPEC, rescue_status_job, rescue_succeeded
+from rescue_defs.assets.rescue_step import RescueRun
 from rescue_defs.checks.freshness import FRESHNESS_CHECK
 from rescue_defs.checks.validation import ValidationResource
 from rescue_defs.jobs.freshness import build_freshness_checks, build_freshness_job, source_keys

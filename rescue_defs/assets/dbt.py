@@ -15,12 +15,18 @@ from rescue_defs.assets import twin
 from rescue_defs.assets.dbt_build import Build
 from rescue_defs.assets.dbt_stages import build_in_stages
 from rescue_defs.assets.keys import model_asset_keys
+from rescue_defs.assets.rescue_step import (
+    RescueRun,
+    models_of_run,
+    rescue_run,
+    stages_of,
+    wait_for_warehouse,
+)
 from rescue_defs.assets.translators import DEFAULT_TRANSLATOR
 from rescue_defs.checks.coverage import WindowRule, window_rules
 from rescue_defs.checks.proof import PROOF_CHECK, rebuilt_from_scratch
 from rescue_defs.checks.rules import ModelRule, Settings, model_rules
 from rescue_defs.checks.validation import (
-    RESCUE_TAG,
     ValidationResource,
     check_specs,
 )
@@ -32,46 +38,9 @@ from rescue_defs.project import WAREHOUSE_POOL
 from rescue_defs.rescues.liveness import while_running
 from rescue_defs.rescues.store import RESCUE_RUN
 from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
-from rescue_defs.warehouse_lock import WarehouseHeld, require_free
-from rescue_defs.warehouse_reader import WarehouseTarget, duckdb_file
+from rescue_defs.warehouse_reader import WarehouseTarget
 
 DBT_ASSETS_NAME = "dbt_models"
-
-
-class RescueRun(dg.ConfigurableResource):
-    """How a rescue's step run builds the selected models (set by rescue_sensor; all empty for
-    any other run, which runs the team's own dbt assets function unchanged). A resource, not op
-    config, so that the op keeps the team's own config schema."""
-
-    full_refresh: list[str] = []
-    """Models (names or unique_ids) to build with --full-refresh; the others build normally.
-    dbt applies --full-refresh to a whole invocation, so the run splits into invocations."""
-    select: str = ""
-    """Optional dbt selection; when set it must resolve to exactly the assets of this run, so a
-    config and an asset selection that disagree fail before dbt runs."""
-    reason: str = ""
-    """Why this run (audit trail; shown in the logs)."""
-    stages: list[list[str]] = []
-    """Set by rescues: the run's models as consecutive stages (unique ids), each built and
-    validated before the next starts; a failed stage ends the run. Empty: one stage."""
-    stage_names: list[str] = []
-    sandbox: bool = False
-    """Build against the dbt target `sandbox` (a copy of prod): models are reported as
-    observations with `sandbox: true`, never as prod materializations or check results."""
-    proof_of: str = ""
-    """Set by rescues on the run that proves: the rescue whose incremental models (proof_models,
-    else the selected proof checks) are compared with a from-scratch build (nothing of it is
-    built in prod): after the run's stages when it builds the rescue's last steps, alone in a
-    proof run."""
-    proof_models: list[str] = []
-    """Set by rescues with proof_of on the run of their last steps: the models it proves
-    (unique ids). Their checks are not planned in the run: each verdict is one stored event
-    instead of three (checks/verdicts.py). Empty: the selected proof checks."""
-
-    def is_set(self) -> bool:
-        return bool(
-            self.full_refresh or self.select or self.stages or self.sandbox or self.proof_of
-        )
 
 
 @functools.cache
@@ -187,7 +156,7 @@ def rescuable(
         selected = frozenset(by_key[k] for k in context.selected_asset_keys if k in by_key)
         # a project split over several dbt assets definitions: the run's models span their
         # steps, and this step builds its share of the rescue's stages
-        run_models = _run_models(context, by_key, selected)
+        run_models = models_of_run(context, by_key, selected)
         config: RescueRun = getattr(context.resources, RESCUE_RUN)
         validation: ValidationResource = context.resources.validation
         dbt = getattr(context.resources, dbt_key) if dbt_key else own_dbt(project)
@@ -220,7 +189,7 @@ def rescuable(
                 + ", ".join(sorted(manifest.name(m) for m in stray))
             )
         full_refresh &= selected
-        stages = _stages(manifest, config, run_models, selected)
+        stages = stages_of(manifest, config, run_models, selected)
         keys = {uid: key for key, uid in by_key.items()}
         proven = (
             manifest.topological(proof.proven_models(context, keys, config.proof_models))
@@ -321,57 +290,3 @@ def own_dbt(project: DbtProject) -> DbtCliResource:
     from rescue_defs.assets.dbt_cli import RescueDbtCliResource
 
     return RescueDbtCliResource(project_dir=project, dbt_executable=dbt_child.executable())
-
-
-def rescue_run(context: dg.AssetExecutionContext, config: RescueRun) -> bool:
-    return config.is_set() or RESCUE_TAG in context.run.tags
-
-
-def _run_models(context, by_key, selected: frozenset[str]) -> frozenset[str]:
-    """The models of the whole run (all its dbt assets steps), `selected` this step's."""
-    keys = context.run.asset_selection
-    if not keys:
-        return selected
-    return frozenset(by_key[k] for k in keys if k in by_key) | selected
-
-
-def _stages(
-    manifest: DbtManifest, config: RescueRun, run_models: frozenset[str], selected: frozenset[str]
-):
-    """(name, models) per stage of this step: the stages must cover exactly the run's models,
-    and this step builds the selected ones of each."""
-    if not config.stages:
-        return [("all", selected)]
-    stages = [frozenset(ids) for ids in config.stages]
-    names = list(config.stage_names) + [
-        f"stage {i + 1}" for i in range(len(config.stage_names), len(stages))
-    ]
-    covered = frozenset().union(*stages)
-    unknown = sorted(covered - frozenset(manifest.models))
-    if unknown:
-        raise dg.Failure(f"stages name unknown models: {', '.join(unknown[:5])}")
-    if covered != run_models or sum(len(s) for s in stages) != len(covered):
-        raise dg.Failure(
-            f"stages cover {len(covered)} models but the run selects {len(run_models)} (each "
-            "selected model in exactly one stage): launch with a matching asset selection"
-        )
-    return [
-        (name, stage & selected)
-        for name, stage in zip(names, stages, strict=True)
-        if stage & selected
-    ]
-
-
-def wait_for_warehouse(context, manifest: DbtManifest, where: WarehouseTarget) -> None:
-    """An open DuckDB connection elsewhere (a notebook) makes dbt fail at its first connection
-    with a lock error: wait for it, then fail naming it, before any dbt command. The file is
-    the one the profile's target names (`where`), whichever project it is."""
-    if manifest.raw.get("metadata", {}).get("adapter_type") != "duckdb":
-        return
-    path = duckdb_file(where)
-    if path is None:
-        return
-    try:
-        require_free(path, "resume; nothing was built", context.log.warning)
-    except WarehouseHeld as e:
-        raise dg.Failure(str(e)) from None

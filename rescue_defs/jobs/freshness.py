@@ -14,9 +14,10 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource, DbtProject
 
-from rescue_defs.assets.dbt import load_manifest, wait_for_warehouse
+from rescue_defs.assets.dbt import load_manifest
 from rescue_defs.assets.dbt_cli import keep_parse_state
 from rescue_defs.assets.keys import translator_for
+from rescue_defs.assets.rescue_step import wait_for_warehouse
 from rescue_defs.checks.freshness import (
     ERROR,
     FRESHNESS_CHECK,

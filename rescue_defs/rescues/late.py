@@ -19,7 +19,7 @@ from rescue_defs.checks.coverage import (
     parse_watermarks,
     window_rules,
 )
-from rescue_defs.checks.validation import previous_metadata
+from rescue_defs.checks.history import previous_metadata
 from rescue_defs.planning.manifest import DbtManifest
 
 FAR_FUTURE = datetime(9999, 12, 31)
