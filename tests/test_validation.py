@@ -444,7 +444,7 @@ def test_checks_run_on_the_bundled_project_stripped_of_its_configuration(
 def test_each_models_upstream_sources_are_found_in_one_pass_as_one_walk_per_model_finds_them(
     big_manifest,
 ):
-    from rescue_defs.checks.rules import sources_upstream_of_each, upstream_sources
+    from rescue_defs.checks.upstream import sources_upstream_of_each, upstream_sources
 
     found = sources_upstream_of_each(big_manifest.raw)
     assert any(found[uid] for uid in big_manifest.models)  # sources are found at all

@@ -23,8 +23,8 @@ from rescue_defs.checks.rules import (
     Relation,
     _infer_date_column,
     quote,
-    upstream_sources,
 )
+from rescue_defs.checks.upstream import upstream_sources
 from rescue_defs.planning.advice import rescue_meta, window_start
 
 COVERAGE_CHECK = "window_covers_late_rows"
