@@ -21,6 +21,7 @@ from rescue_defs.assets.dbt_cli import (
     can_wait,
     handed_over_pid,
     invocations_of,
+    invocations_so_far,
     keep_parse_state,
 )
 from rescue_defs.planning.advice import is_incremental
@@ -174,6 +175,8 @@ class Build:
             events = self.team_compute(self.context)
         try:
             for event in events:
+                if not invocations:  # the team's function has started its dbt (its adapter)
+                    invocations += invocations_so_far(self.context.run.run_id)
                 if (key := _built_key(self.context, event)) in self.by_key:
                     built.append(self.by_key[key])
                 yield event

@@ -299,6 +299,11 @@ def register_adapter(adapter: Any) -> None:
         FACTORY.adapters[adapter.type()] = adapter
 
 
+def invocations_so_far(run_id: str) -> list:
+    """The invocations this process has made with a context in run `run_id` (kept)."""
+    return list(_BY_RUN.get(run_id, []))
+
+
 def invocations_of(run_id: str) -> list:
     """The invocations this process made with a context in run `run_id` (then forgotten)."""
     return _BY_RUN.pop(run_id, [])

@@ -10,6 +10,7 @@ import dagster as dg
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from rescue_defs.assets.dbt_build import Build, remove_run_folders
+from rescue_defs.checks.alongside import Alongside
 from rescue_defs.checks.proof import PROOF_CHECK
 from rescue_defs.checks.validation import blocking_failures, validate
 from rescue_defs.sandbox import TARGET as SANDBOX_TARGET
@@ -60,6 +61,7 @@ def _stages(build, stages, full_refresh, validation_args, built_cleanly, last_st
         built: list[str] = []
         invocations: list = []
         error: DagsterDbtCliRuntimeError | None = None
+        beside: Alongside | None | bool = None  # False: validated after dbt exits
         if last and last_stage_starts is not None and build.lineup and build.lineup.waiting:
             # once its dbt, started ahead, is under way (it imports nothing), the proof's may
             # import itself
@@ -77,27 +79,49 @@ def _stages(build, stages, full_refresh, validation_args, built_cleanly, last_st
                     last_stage_starts = None
                 if not build.sandbox:
                     yield event
+                    if beside is None and built and invocations:
+                        # where the warehouse can be read while dbt writes, each model is
+                        # validated as dbt reports it built (checks/alongside.py)
+                        beside = (
+                            Alongside.start(
+                                context,
+                                invocations[-1].adapter,
+                                models,
+                                keys=build.keys,
+                                full_refresh=full_refresh,
+                                **validation_args,
+                            )
+                            or False
+                        )
+                    if beside:
+                        yield from beside.take(built)
         except DagsterDbtCliRuntimeError as e:
             error = e  # validate what did get built, then fail the step
+        except BaseException:
+            if beside:
+                beside.close()  # the step stops here: so does the thread
+            raise
         adapter = build.adapter(invocations) if (built or invocations) else None
         try:
             # the queries first (the warehouse is released after them), then the results
-            results = list(
+            pending, left = beside.finish(built) if beside else ([], built)
+            after = list(
                 validate(
                     context,
                     adapter,
                     keys=build.keys,
-                    built=built,
+                    built=left,
                     full_refresh=full_refresh,
                     **validation_args,
                 )
             )
+            results = (beside.results if beside else []) + after
         finally:
             remove_run_folders(invocations, project_dir)
         if last and built_cleanly and error is None and not blocking_failures(results):
             built_cleanly()
         if not build.sandbox:
-            yield from results
+            yield from pending + after
         if build.sandbox:
             observations += list(_sandbox_observations(build, built, results))
         not_started = f" (not started: {', '.join(later)})" if later else ""

@@ -9,30 +9,19 @@ dagster-dbt already built for the step (read-only on DuckDB), so any dbt adapter
 
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import date, datetime
-from typing import Any
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from datetime import date
 
 import dagster as dg
 
-from rescue_defs.checks.coverage import COVERAGE_CHECK, WindowRule, coverage_verdict
-from rescue_defs.checks.history import previous_metadata, previous_passing, previous_row_counts
-from rescue_defs.checks.judgement import (
-    Expected,
-    expected_date,
-    inferred_date_verdict,
-    max_date_verdict,
-    row_count_verdict,
-)
+from rescue_defs.checks.coverage import COVERAGE_CHECK, WindowRule
+from rescue_defs.checks.measure import Judge, result
 from rescue_defs.checks.rules import (
     MAX_DATE_CHECK,
     ROW_COUNT_CHECK,
     ModelRule,
     Settings,
     Verdict,
-    columns_looking_like_dates,
-    source_sql,
-    stats_sql,
 )
 from rescue_defs.checks.verdicts import emitted
 
@@ -130,29 +119,6 @@ def release_adapter(adapter) -> None:
         environment.close()
 
 
-def _query(adapter, sql: str) -> tuple:
-    _, cursor = adapter.connections.add_query(sql, auto_begin=False)
-    return tuple(cursor.fetchone() or ())
-
-
-def _result(
-    key: dg.AssetKey, name: str, rule: ModelRule, verdict: Verdict
-) -> dg.AssetCheckEvaluation:
-    # an evaluation, reported as an output only where the run planned the check (verdicts.py)
-    # a check that measured nothing is a warning, never green and never blocking
-    blocking = rule.blocking and verdict.status != "not configured"
-    severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
-    metadata: dict[str, Any] = {**verdict.metadata, "status": verdict.status}
-    return dg.AssetCheckEvaluation(
-        asset_key=key,
-        check_name=name,
-        passed=verdict.passed,
-        severity=severity,
-        description=verdict.description,
-        metadata=metadata,
-    )
-
-
 def blocking_failures(results: Iterable[dg.AssetCheckEvaluation]) -> list[str]:
     return [
         f"{r.asset_key.to_user_string()}: {r.check_name}: {r.description}"
@@ -161,24 +127,19 @@ def blocking_failures(results: Iterable[dg.AssetCheckEvaluation]) -> list[str]:
     ]
 
 
-def validate(
+def checks_to_run(
     context: dg.AssetExecutionContext,
-    adapter,
     rules: Mapping[str, ModelRule],
     keys: Mapping[str, dg.AssetKey],
     built: Iterable[str],
-    resource: ValidationResource,
     windows: Mapping[str, WindowRule] | None = None,
-    full_refresh: frozenset[str] = frozenset(),
-) -> Iterator[dg.AssetCheckEvaluation]:
-    """A row-count and a max-date result for each built model whose checks are selected.
-    The caller fails the step when a blocking one failed (see `blocking_failures`)."""
-    # Rescue stage runs validate every model they build without planning these checks: a
-    # planned check is one more stored event each, and storing events is most of what checks
-    # cost a large rescue (bench/check_overhead_bench.py). Other runs follow their selection.
-    always = RESCUE_TAG in context.run.tags
+) -> tuple[list[str], frozenset[dg.AssetCheckKey]]:
+    """The built models to validate, and the checks to report: the run's selection, and in a
+    rescue's stage runs every check of every model they build. Rescue stage runs do not plan
+    these checks: a planned check is one more stored event each, and storing events is most
+    of what checks cost a large rescue (bench/check_overhead_bench.py)."""
     selected = context.selected_asset_check_keys
-    if always:
+    if RESCUE_TAG in context.run.tags:
         selected = selected | {
             dg.AssetCheckKey(keys[uid], name)
             for uid in built
@@ -195,126 +156,69 @@ def validate(
             or dg.AssetCheckKey(keys[uid], MAX_DATE_CHECK) in selected
         )
     ]
+    return todo, frozenset(selected)
+
+
+def reported(
+    context: dg.AssetExecutionContext,
+    results: Iterable[dg.AssetCheckEvaluation],
+    selected: Collection[dg.AssetCheckKey],
+) -> Iterator:
+    """What the step yields of these results: the selected checks, each as verdicts.py says."""
+    planned = context.selected_asset_check_keys
+    for r in results:
+        if dg.AssetCheckKey(r.asset_key, r.check_name) in selected:
+            yield emitted(r, planned)
+
+
+def turned_off(
+    rules: Mapping[str, ModelRule],
+    keys: Mapping[str, dg.AssetKey],
+    todo: Iterable[str],
+    why: str,
+    windows: Mapping[str, WindowRule] | None = None,
+) -> list[dg.AssetCheckEvaluation]:
+    off = Verdict(True, f"not run: {why}", {}, "not configured")
+    return [
+        result(keys[uid], name, rules[uid], off)
+        for uid in todo
+        for name in (ROW_COUNT_CHECK, MAX_DATE_CHECK, COVERAGE_CHECK)
+        if name != COVERAGE_CHECK or uid in (windows or {})
+    ]
+
+
+def validate(
+    context: dg.AssetExecutionContext,
+    adapter,
+    rules: Mapping[str, ModelRule],
+    keys: Mapping[str, dg.AssetKey],
+    built: Iterable[str],
+    resource: ValidationResource,
+    windows: Mapping[str, WindowRule] | None = None,
+    full_refresh: frozenset[str] = frozenset(),
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """A row-count and a max-date result for each built model whose checks are selected,
+    measured once dbt has exited. The caller fails the step when a blocking one failed (see
+    `blocking_failures`)."""
+    todo, selected = checks_to_run(context, rules, keys, built, windows)
     if not todo:
         return
     started = time.perf_counter()
-    settings = resource.settings()
-    results: list[dg.AssetCheckEvaluation] = []
-    # a source query per upstream source, then one query per model (count and max together)
     if not resource.enabled or adapter is None:
         why = "validation turned off" if not resource.enabled else "no dbt adapter in this step"
-        for uid in todo:
-            off = Verdict(True, f"not run: {why}", {}, "not configured")
-            for name in (ROW_COUNT_CHECK, MAX_DATE_CHECK, COVERAGE_CHECK):
-                if name != COVERAGE_CHECK or uid in (windows or {}):
-                    results.append(_result(keys[uid], name, rules[uid], off))
+        results = turned_off(rules, keys, todo, why, windows)
     else:
+        # a source query per upstream source, then one query per model (count and max together)
+        judge = Judge(adapter, rules, keys, resource.settings(), windows or {}, full_refresh)
+        judge.recall(context.instance, todo)
         try:
-            results = list(
-                _query_and_judge(
-                    context, adapter, rules, keys, todo, settings, windows or {}, full_refresh
-                )
-            )
+            with adapter.connection_named("rescue_validation"):
+                results = [r for uid in todo for r in judge.judge(uid)]
         finally:
             release_adapter(adapter)
+        for warning in judge.warnings:
+            context.log.warning(warning)
     elapsed = time.perf_counter() - started
     failed = sum(not r.passed for r in results)
     context.log.info(f"validated {len(todo)} model(s) in {elapsed:.2f} s: {failed} check(s) failed")
-    planned = context.selected_asset_check_keys
-    for result in results:
-        if dg.AssetCheckKey(result.asset_key, result.check_name) in selected:
-            yield emitted(result, planned)
-
-
-def _query_and_judge(
-    context, adapter, rules, keys, todo, settings, windows, full_refresh
-) -> Iterator[dg.AssetCheckEvaluation]:
-    source_latest: dict[str, Any] = {}
-    with adapter.connection_named("rescue_validation"):
-        for source in {s for uid in todo for s in rules[uid].sources}:
-            try:
-                source_latest[source.unique_id] = _query(adapter, source_sql(source))[0]
-            except Exception as e:  # a missing source table must not hide the model checks
-                context.log.warning(f"latest load of {source.name}: {e}")
-        previous_counts = previous_row_counts(
-            context.instance, [dg.AssetCheckKey(keys[uid], ROW_COUNT_CHECK) for uid in todo]
-        )
-        inferred = [uid for uid in todo if rules[uid].date_column_from == "inferred"]
-        previous_dates = previous_passing(
-            context.instance,
-            [dg.AssetCheckKey(keys[uid], MAX_DATE_CHECK) for uid in inferred],
-            "max_date",
-        )
-        for uid in todo:
-            rule = rules[uid]
-            key = keys[uid]
-            try:
-                if uid in inferred:
-                    candidates = rule.date_candidates or _warehouse_dates(adapter, rule)
-                    count, *values = _query(adapter, stats_sql(rule, candidates))
-                    dates = dict(zip(candidates, values, strict=True))
-                else:
-                    count, latest = _query(adapter, stats_sql(rule))
-            except Exception as e:
-                failed = Verdict(False, f"{rule.name}: query failed: {e}", {}, "failed")
-                yield _result(key, ROW_COUNT_CHECK, rule, failed)
-                yield _result(key, MAX_DATE_CHECK, rule, failed)
-                continue
-            previous = previous_counts[dg.AssetCheckKey(key, ROW_COUNT_CHECK)]
-            yield _result(key, ROW_COUNT_CHECK, rule, row_count_verdict(rule, count, previous))
-            if uid in inferred:
-                before = previous_dates[dg.AssetCheckKey(key, MAX_DATE_CHECK)]
-                verdict = inferred_date_verdict(rule, count, dates, before, settings)
-                chosen = verdict.metadata.get("date_column")
-                latest = dates.get(chosen) if chosen else None
-            else:
-                expected: Expected | None = (
-                    expected_date(rule, settings, source_latest) if rule.date_column else None
-                )
-                verdict = max_date_verdict(rule, count, latest, expected, settings)
-            yield _result(key, MAX_DATE_CHECK, rule, verdict)
-            if uid in windows:
-                yield _coverage(context, adapter, rule, key, windows[uid], latest, full_refresh)
-
-
-# DB-API drivers name types differently: psycopg gives type OIDs, DuckDB type names
-_TYPE_OIDS = {1082: "date", 1114: "timestamp", 1184: "timestamptz"}
-
-
-def _warehouse_dates(adapter, rule: ModelRule) -> tuple[str, ...]:
-    """Undocumented columns: the relation's own, from the driver's cursor description of an
-    empty select (any DB-API driver has one; no catalog macro, no extra connection)."""
-    _, cursor = adapter.connections.add_query(
-        f"select * from {rule.relation.sql()} where 1 = 0", auto_begin=False
-    )
-    cursor.fetchall()
-    columns = [
-        (d[0], _TYPE_OIDS.get(d[1], str(d[1])) if d[1] is not None else "")
-        for d in cursor.description or ()
-    ]
-    return columns_looking_like_dates(columns)
-
-
-def _coverage(context, adapter, rule, key, window, latest, full_refresh):
-    # bound parameters in the adapter's own style (DuckDB `?`, psycopg `%s`)
-    from rescue_defs.warehouse_reader import placeholder as bound
-
-    placeholder = bound(adapter)
-
-    def query(sql: str, params: list) -> tuple:
-        _, cursor = adapter.connections.add_query(sql, auto_begin=False, bindings=params or None)
-        return tuple(cursor.fetchone() or ())
-
-    previous = previous_metadata(context.instance, dg.AssetCheckKey(key, COVERAGE_CHECK))
-    try:
-        verdict = coverage_verdict(
-            window,
-            query,
-            previous,
-            rule.unique_id in full_refresh,
-            latest.date() if isinstance(latest, datetime) else latest,
-            placeholder,
-        )
-    except Exception as e:
-        verdict = Verdict(False, f"{rule.name}: late-row query failed: {e}", {}, "failed")
-    return _result(key, COVERAGE_CHECK, rule, verdict)
+    yield from reported(context, results, selected)
