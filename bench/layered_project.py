@@ -1,6 +1,6 @@
-"""The generated layered DuckDB project the benchmarks build: layers of 20 table models, each
-model reading two models of the layer before (every other layer incremental when asked), every
-model with an `id` and a date column `d`."""
+"""The generated layered project the benchmarks build (DuckDB, or PostgreSQL when asked):
+layers of 20 table models, each model reading two models of the layer before (every other
+layer incremental when asked), every model with an `id` and a date column `d`."""
 
 from pathlib import Path
 
@@ -14,10 +14,12 @@ def write_layered_project(
     incremental: bool = False,
     tag_sizes: tuple[int, ...] = (),
     date_meta: bool = False,
+    postgres_database: str = "",
 ) -> Path:
     """`incremental`: odd layers are incremental models (unique_key id); `tag_sizes`: model i
     carries tag nN for each N > i (so `tag:nN` selects the first N models); `date_meta`: the
-    rescue meta that makes validation check the max date of `d`."""
+    rescue meta that makes validation check the max date of `d`; `postgres_database`: the
+    warehouse is that database on the local PostgreSQL server, not RESCUE_DUCKDB_PATH."""
     project = root / name
     (project / "models").mkdir(parents=True)
     meta = (
@@ -29,9 +31,15 @@ def write_layered_project(
         f"name: {name}\nversion: '1.0.0'\nconfig-version: 2\nprofile: {name}\n"
         f"models:\n  {name}:\n    +materialized: table\n{meta}"
     )
+    if postgres_database:
+        output = (
+            "      type: postgres\n      host: 127.0.0.1\n      port: 5432\n      user: postgres\n"
+            f"      password: ''\n      dbname: {postgres_database}\n      schema: bench\n"
+        )
+    else:
+        output = "      type: duckdb\n      path: \"{{ env_var('RESCUE_DUCKDB_PATH') }}\"\n"
     (project / "profiles.yml").write_text(
-        f"{name}:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n"
-        "      path: \"{{ env_var('RESCUE_DUCKDB_PATH') }}\"\n      threads: 2\n"
+        f"{name}:\n  target: dev\n  outputs:\n    dev:\n{output}      threads: 2\n"
     )
     for i in range(models):
         layer, slot = divmod(i, WIDTH)
@@ -43,10 +51,13 @@ def write_layered_project(
         )
         config = f"{{{{ config({', '.join(options)}) }}}}\n" if options else ""
         if layer == 0:
+            rows = 1000 + slot * 50
+            # dated up to today: validation's max-date check (date_meta) passes on any day
             body = (
-                # dated up to today: validation's max-date check (date_meta) passes on any day
-                f"select range as id, current_date - cast(range % 30 as integer) as d "
-                f"from range({1000 + slot * 50})"
+                f"select g as id, current_date - g % 30 as d from generate_series(0, {rows - 1}) g"
+                if postgres_database
+                else f"select range as id, current_date - cast(range % 30 as integer) as d "
+                f"from range({rows})"
             )
         else:
             a = f"m_{layer - 1:02d}_{slot:02d}"
