@@ -89,7 +89,8 @@ def test_the_checklist_names_a_source_table_the_connector_never_landed(tickets, 
     tickets["landing"].run([(f'alter table {RAW}.user_not_landed rename to "user"', [])])
     landed = scope("stg_tickets__user+")
     assert landed.status == "ok", landed.reason
-    assert "its 1 source table(s) are in the warehouse" in landed.reason
+    assert "every model it reads is built" in landed.reason
+    assert "its 1 source table(s) asked for are in the warehouse" in landed.reason
 
 
 def test_a_materialized_view_the_selection_reads_is_not_taken_for_missing(

@@ -110,3 +110,6 @@ def test_a_source_whose_latest_load_cannot_be_read_leaves_the_models_measured(
         count = checks[(name, ROW_COUNT_CHECK)]
         assert count.passed, count.description
         assert count.metadata["row_count"].value == 20
+        dated = checks[(name, MAX_DATE_CHECK)]
+        assert dated.passed, dated.description
+        assert dated.metadata["max_date"].value == "2026-01-05"

@@ -10,6 +10,7 @@ dagster-dbt already built for the step (read-only on DuckDB), so any dbt adapter
 import sys
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import date
 
 import dagster as dg
@@ -133,7 +134,7 @@ def checks_to_run(
     keys: Mapping[str, dg.AssetKey],
     built: Iterable[str],
     windows: Mapping[str, WindowRule] | None = None,
-) -> tuple[list[str], frozenset[dg.AssetCheckKey]]:
+) -> tuple[list[str], AbstractSet[dg.AssetCheckKey]]:
     """The built models to validate, and the checks to report: the run's selection, and in a
     rescue's stage runs every check of every model they build. Rescue stage runs do not plan
     these checks: a planned check is one more stored event each, and storing events is most
@@ -156,7 +157,7 @@ def checks_to_run(
             or dg.AssetCheckKey(keys[uid], MAX_DATE_CHECK) in selected
         )
     ]
-    return todo, frozenset(selected)
+    return todo, selected
 
 
 def reported(

@@ -76,14 +76,15 @@ def inputs_checked(load: WarehouseLoad | None) -> str:
         return ""
     if load.missing is None:
         return f"; whether what it reads is built: {load.inputs_note}" if load.inputs_note else ""
-    said = "; every model it reads is built"
-    if load.sources_asked:
-        said += f", its {load.sources_asked} source table(s) are in the warehouse"
     if load.unasked:
         said = (
-            f"; what it reads is built, but not checked: {_listed(load.unasked, 5)}"
+            f"; what it reads is built, but not checked: {_listed(load.unasked)}"
             " (materialized views, other databases)"
         )
+    else:
+        said = "; every model it reads is built"
+    if load.sources_asked:
+        said += f"; its {load.sources_asked} source table(s) asked for are in the warehouse"
     return said
 
 
